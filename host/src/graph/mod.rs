@@ -1,0 +1,11 @@
+//! Graph files: the format (`model`), and validation before anything runs.
+pub mod constants;
+mod cycles;
+pub mod errors;
+pub mod model;
+pub mod overrides;
+pub mod validate;
+
+pub use errors::{ErrorKind, GraphError, GraphErrors};
+pub use model::{Graph, Input, Link, Node};
+pub use validate::{validate, CheckedGraph, Kind, Resolved};

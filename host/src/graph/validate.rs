@@ -1,0 +1,334 @@
+//! Validation: everything that can be checked before any node runs, with all
+//! problems reported at once. The result resolves every input to a constant
+//! or to a (node, output index) pair for the planner.
+use super::constants::{check_constant, const_type, short};
+use super::errors::{ErrorKind, GraphError, GraphErrors};
+use super::model::{Graph, Input, Link, OutputRef, LOOP_INDEX, LOOP_ITEM, LOOP_OVER};
+use crate::plugin::{NodeType, Registry};
+use crate::value::Value;
+use diffgraph_sdk::PortType;
+use std::sync::Arc;
+
+/// An input after validation.
+#[derive(Clone, Debug)]
+pub enum Resolved {
+    Link { node: usize, output: usize },
+    Const(Value),
+    /// An optional input that was not given and has no default.
+    Absent,
+}
+
+/// What a node is, once its type is known.
+#[derive(Clone)]
+pub enum Kind {
+    Plugin(Arc<NodeType>),
+    /// Carried variable names, in the order of the loop's outputs.
+    Loop { carried: Vec<String> },
+}
+
+/// A graph that passed validation, with every input resolved.
+pub struct CheckedGraph {
+    pub graph: Graph,
+    pub kinds: Vec<Kind>,
+    /// Per node: plugin inputs in schema order; for loops, `over` first and
+    /// then the carried variables' initial values.
+    pub inputs: Vec<Vec<Resolved>>,
+    /// Per loop: the carried variables' next values.
+    pub next: Vec<Vec<Resolved>>,
+    pub output_names: Vec<Vec<String>>,
+    pub output_types: Vec<Vec<PortType>>,
+}
+
+/// Validates `graph` against the node types in `registry`.
+pub fn validate(graph: Graph, registry: &Registry, require_outputs: bool) -> Result<CheckedGraph, GraphErrors> {
+    let mut errors = Vec::new();
+    let n = graph.nodes.len();
+    let mut kinds = Vec::with_capacity(n);
+    for node in &graph.nodes {
+        kinds.push(if node.is_loop() {
+            let carried: Vec<String> = node.inputs.iter().map(|(k, _)| k.clone()).filter(|k| k != LOOP_OVER).collect();
+            Some(Kind::Loop { carried })
+        } else if let Some(t) = registry.get(&node.type_name) {
+            Some(Kind::Plugin(t.clone()))
+        } else {
+            if !node.type_name.is_empty() {
+                errors.push(unknown_type(&node.id, &node.type_name, registry));
+            }
+            None
+        });
+    }
+    let mut v = Validator { graph: &graph, kinds: &kinds, errors, output_types: vec![None; n], visiting: vec![false; n] };
+    for i in 0..n {
+        v.outputs_of(i);
+    }
+    let mut inputs = vec![Vec::new(); n];
+    let mut next = vec![Vec::new(); n];
+    for i in 0..n {
+        inputs[i] = v.check_inputs(i);
+        if matches!(kinds[i], Some(Kind::Loop { .. })) {
+            next[i] = v.check_next(i);
+        }
+    }
+    let mut errors = v.errors;
+    let output_types: Vec<Vec<PortType>> =
+        v.output_types.into_iter().map(|t| t.map(|t| t.into_iter().map(|(_, ty)| ty).collect()).unwrap_or_default()).collect();
+    errors.extend(super::cycles::find_cycles(&graph, &inputs, &next));
+    let has_output = kinds.iter().any(|k| matches!(k, Some(Kind::Plugin(t)) if t.schema.output_node));
+    if require_outputs && !has_output && !kinds.iter().any(|k| k.is_none()) {
+        errors.push(GraphError::new(ErrorKind::NoOutputs, "the graph has no output node, so running it would do nothing")
+            .expected("at least one node that writes a result (SaveImage, SaveTensor, ...)"));
+    }
+    if !errors.is_empty() {
+        return Err(GraphErrors(errors));
+    }
+    let output_names = (0..n)
+        .map(|i| match &kinds[i] {
+            Some(Kind::Plugin(t)) => t.schema.outputs.iter().map(|o| o.name.clone()).collect(),
+            Some(Kind::Loop { carried }) => loop_output_names(carried),
+            None => Vec::new(),
+        })
+        .collect();
+    Ok(CheckedGraph { graph, kinds: kinds.into_iter().map(|k| k.expect("checked")).collect(), inputs, next, output_names, output_types })
+}
+
+fn unknown_type(id: &str, type_name: &str, registry: &Registry) -> GraphError {
+    let mut close: Vec<(f64, &str)> = registry
+        .type_names()
+        .chain([super::model::LOOP_TYPE])
+        .map(|k| (strsim::jaro_winkler(&k.to_lowercase(), &type_name.to_lowercase()), k))
+        .filter(|(s, _)| *s > 0.75)
+        .collect();
+    close.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let hint = match close.len() {
+        0 => "run `diffgraph nodes` to list the known types".to_string(),
+        _ => format!("did you mean {}?", close.iter().take(3).map(|(_, k)| format!("`{k}`")).collect::<Vec<_>>().join(", ")),
+    };
+    GraphError::new(ErrorKind::UnknownNodeType, format!("unknown node type `{type_name}`; {hint}"))
+        .node(id)
+        .received(type_name)
+}
+
+/// A loop's outputs: its carried variables, then the per-iteration `item` and
+/// `index` (readable only inside its body).
+fn loop_output_names(carried: &[String]) -> Vec<String> {
+    carried.iter().cloned().chain([LOOP_ITEM.to_string(), LOOP_INDEX.to_string()]).collect()
+}
+
+struct Validator<'a> {
+    graph: &'a Graph,
+    kinds: &'a [Option<Kind>],
+    errors: Vec<GraphError>,
+    output_types: Vec<Option<Vec<(String, PortType)>>>,
+    visiting: Vec<bool>,
+}
+
+impl Validator<'_> {
+    /// Output names and types of node `i` (memoised; loops derive theirs from
+    /// their inputs, so this recurses, guarded against cycles).
+    fn outputs_of(&mut self, i: usize) -> Vec<(String, PortType)> {
+        if let Some(t) = &self.output_types[i] {
+            return t.clone();
+        }
+        if self.visiting[i] {
+            return Vec::new(); // a cycle; reported by find_cycles
+        }
+        self.visiting[i] = true;
+        let outs = match &self.kinds[i] {
+            None => Vec::new(),
+            Some(Kind::Plugin(t)) => t.schema.outputs.iter().map(|o| (o.name.clone(), o.ty.clone())).collect(),
+            Some(Kind::Loop { carried }) => {
+                let node = &self.graph.nodes[i];
+                let mut outs: Vec<(String, PortType)> = carried
+                    .iter()
+                    .map(|c| (c.clone(), node.input(c).map(|inp| self.type_of_input(inp)).unwrap_or(PortType::Any)))
+                    .collect();
+                let item = match node.input(LOOP_OVER).map(|inp| self.type_of_input(inp)) {
+                    Some(PortType::List(inner)) => *inner,
+                    _ => PortType::Int,
+                };
+                outs.push((LOOP_ITEM.into(), item));
+                outs.push((LOOP_INDEX.into(), PortType::Int));
+                outs
+            }
+        };
+        self.visiting[i] = false;
+        self.output_types[i] = Some(outs.clone());
+        outs
+    }
+
+    fn type_of_input(&mut self, input: &Input) -> PortType {
+        match input {
+            Input::Const(v) => const_type(v),
+            Input::Link(link) => match self.graph.by_id.get(&link.node) {
+                Some(&src) => {
+                    let outs = self.outputs_of(src);
+                    output_index(&outs, &link.output).map(|k| outs[k].1.clone()).unwrap_or(PortType::Any)
+                }
+                None => PortType::Any,
+            },
+        }
+    }
+
+    /// Resolves a link made from node `from` (or, for `next`, from inside
+    /// loop `from`'s body when `inside_loop`), reporting visibility problems.
+    fn resolve_link(&mut self, from: usize, input: &str, link: &Link, inside_loop: bool) -> Option<(usize, usize, PortType)> {
+        let here = &self.graph.nodes[from];
+        let err = |kind, msg: String| GraphError::new(kind, msg).node(&here.id).input(input);
+        let Some(&src) = self.graph.by_id.get(&link.node) else {
+            self.errors.push(err(ErrorKind::LinkToMissingNode, format!("links to node `{}`, which does not exist", link.node)));
+            return None;
+        };
+        // The scope the reading happens in: the node's own scope, or the
+        // loop's body for its `next` values.
+        let reader_scope = if inside_loop { Some(from) } else { here.scope };
+        let src_node = &self.graph.nodes[src];
+        let encloses = |l: usize| scope_chain(self.graph, reader_scope).any(|s| s == Some(l));
+        if !scope_chain(self.graph, reader_scope).any(|s| s == src_node.scope) {
+            let where_ = src_node.scope.map(|l| format!("inside the body of loop `{}`", self.graph.nodes[l].id)).unwrap_or_default();
+            self.errors.push(err(ErrorKind::LinkToMissingNode, format!(
+                "links to node `{}`, which is {where_} and not visible here; read the loop's outputs instead", link.node
+            )));
+            return None;
+        }
+        let outs = self.outputs_of(src);
+        if self.kinds[src].is_none() {
+            return None; // unknown type, already reported
+        }
+        let Some(k) = output_index(&outs, &link.output) else {
+            let names: Vec<_> = outs.iter().map(|(n, _)| n.as_str()).collect();
+            self.errors.push(err(ErrorKind::LinkToMissingOutput, format!("node `{}` has no output `{}`", link.node, link.output))
+                .expected(format!("one of: {}", names.join(", "))));
+            return None;
+        };
+        let is_loop_var = matches!(self.kinds[src], Some(Kind::Loop { .. })) && (outs[k].0 == LOOP_ITEM || outs[k].0 == LOOP_INDEX);
+        if is_loop_var && !encloses(src) {
+            self.errors.push(err(ErrorKind::MalformedLoop, format!(
+                "`{}` of loop `{}` exists only inside its body", outs[k].0, link.node
+            )));
+            return None;
+        }
+        Some((src, k, outs[k].1.clone()))
+    }
+
+    fn check_inputs(&mut self, i: usize) -> Vec<Resolved> {
+        let node = self.graph.nodes[i].clone();
+        match self.kinds[i].clone() {
+            None => Vec::new(),
+            Some(Kind::Plugin(t)) => {
+                let schema = &t.schema;
+                for (name, _) in &node.inputs {
+                    if schema.input_index(name).is_none() {
+                        let known: Vec<_> = schema.inputs.iter().map(|s| s.name.as_str()).collect();
+                        self.errors.push(GraphError::new(ErrorKind::UnknownInput, format!("`{}` has no input `{name}`", node.type_name))
+                            .node(&node.id).input(name).expected(format!("one of: {}", known.join(", "))));
+                    }
+                }
+                schema.inputs.iter().map(|spec| match node.input(&spec.name) {
+                    Some(Input::Const(v)) => {
+                        let before = self.errors.len();
+                        check_constant(&node.id, spec, v, &mut self.errors);
+                        if self.errors.len() > before { return Resolved::Absent; }
+                        Value::from_json(v).map(Resolved::Const).unwrap_or(Resolved::Absent)
+                    }
+                    Some(Input::Link(link)) => match self.resolve_link(i, &spec.name, link, false) {
+                        Some((src, k, ty)) => {
+                            if !spec.ty.accepts(&ty) {
+                                self.errors.push(GraphError::new(ErrorKind::TypeMismatch, format!("output `{}` of `{}` has the wrong type", link.output, link.node))
+                                    .node(&node.id).input(&spec.name).expected(spec.ty.to_string()).received(ty.to_string()));
+                            }
+                            Resolved::Link { node: src, output: k }
+                        }
+                        None => Resolved::Absent,
+                    },
+                    None => match &spec.default {
+                        Some(d) => Value::from_json(d).map(Resolved::Const).unwrap_or(Resolved::Absent),
+                        None if spec.required => {
+                            self.errors.push(GraphError::new(ErrorKind::RequiredInputMissing, "required input not given")
+                                .node(&node.id).input(&spec.name).expected(spec.ty.to_string()));
+                            Resolved::Absent
+                        }
+                        None => Resolved::Absent,
+                    },
+                }).collect()
+            }
+            Some(Kind::Loop { carried }) => {
+                let mut out = Vec::new();
+                match node.input(LOOP_OVER) {
+                    None => self.errors.push(GraphError::new(ErrorKind::MalformedLoop, "a Loop needs `over`: a list to iterate, or an int count")
+                        .node(&node.id).input(LOOP_OVER).expected("LIST<...> or INT")),
+                    Some(inp) => {
+                        let ty = self.type_of_input(inp);
+                        if !matches!(ty, PortType::List(_) | PortType::Int | PortType::Any) {
+                            self.errors.push(GraphError::new(ErrorKind::MalformedLoop, "`over` must be a list or an int")
+                                .node(&node.id).input(LOOP_OVER).expected("LIST<...> or INT").received(ty.to_string()));
+                        }
+                    }
+                }
+                for name in std::iter::once(LOOP_OVER.to_string()).chain(carried.iter().cloned()) {
+                    if name == LOOP_ITEM || name == LOOP_INDEX {
+                        self.errors.push(GraphError::new(ErrorKind::MalformedLoop, format!("`{name}` is reserved for the loop's per-iteration value"))
+                            .node(&node.id).input(&name));
+                    }
+                    out.push(match node.input(&name) {
+                        Some(Input::Const(v)) => Value::from_json(v).map(Resolved::Const).unwrap_or(Resolved::Absent),
+                        Some(Input::Link(link)) => self.resolve_link(i, &name, link, false)
+                            .map(|(src, k, _)| Resolved::Link { node: src, output: k }).unwrap_or(Resolved::Absent),
+                        None => Resolved::Absent,
+                    });
+                }
+                out
+            }
+        }
+    }
+
+    fn check_next(&mut self, i: usize) -> Vec<Resolved> {
+        let node = self.graph.nodes[i].clone();
+        let Some(Kind::Loop { carried }) = self.kinds[i].clone() else { return Vec::new() };
+        let outs = self.outputs_of(i);
+        for (name, _) in &node.next {
+            if !carried.contains(name) {
+                self.errors.push(GraphError::new(ErrorKind::MalformedLoop, format!("`next` sets `{name}`, which is not a carried variable"))
+                    .node(&node.id).input(name).expected(format!("one of the loop's inputs other than `over`: {}", carried.join(", "))));
+            }
+        }
+        carried.iter().enumerate().map(|(k, name)| match node.next.iter().find(|(n, _)| n == name).map(|(_, v)| v) {
+            None => {
+                self.errors.push(GraphError::new(ErrorKind::MalformedLoop, format!("carried variable `{name}` has no `next` value"))
+                    .node(&node.id).input(name).expected("a link from the body in `next`"));
+                Resolved::Absent
+            }
+            Some(Input::Const(v)) => {
+                self.errors.push(GraphError::new(ErrorKind::MalformedLoop, format!("`next.{name}` must be a link"))
+                    .node(&node.id).input(name).received(short(v)));
+                Resolved::Absent
+            }
+            Some(Input::Link(link)) => match self.resolve_link(i, name, link, true) {
+                Some((src, out, ty)) => {
+                    if !outs[k].1.accepts(&ty) {
+                        self.errors.push(GraphError::new(ErrorKind::TypeMismatch, format!("`next.{name}` changes the carried variable's type"))
+                            .node(&node.id).input(name).expected(outs[k].1.to_string()).received(ty.to_string()));
+                    }
+                    Resolved::Link { node: src, output: out }
+                }
+                None => Resolved::Absent,
+            },
+        }).collect()
+    }
+}
+
+fn output_index(outs: &[(String, PortType)], r: &OutputRef) -> Option<usize> {
+    match r {
+        OutputRef::Name(n) => outs.iter().position(|(name, _)| name == n),
+        OutputRef::Index(k) => (*k < outs.len()).then_some(*k),
+    }
+}
+
+/// `scope`, then each enclosing scope, ending with the top level (`None`).
+pub fn scope_chain(graph: &Graph, scope: Option<usize>) -> impl Iterator<Item = Option<usize>> + '_ {
+    let mut cur = Some(scope);
+    std::iter::from_fn(move || {
+        let s = cur?;
+        cur = s.map(|l| graph.nodes[l].scope);
+        Some(s)
+    })
+}

@@ -1,0 +1,149 @@
+//! Node plugins: finding and loading libraries, and the registry of node
+//! types they provide. The unsafe ABI layer is `ffi`.
+pub mod ffi;
+
+use diffgraph_sdk::NodeSchema;
+use ffi::OpenedLibrary;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// File-name prefix of the plugins loaded from the executable's folder by
+/// default (`libdiffgraph_nodes_*.so`). Folders given with `--plugins` load
+/// every shared library in them.
+pub const DEFAULT_PLUGIN_PREFIX: &str = "libdiffgraph_nodes_";
+
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// One loaded plugin library. Each load of a library (even of the same file)
+/// is a new generation: cache keys include it, so a reloaded plugin's nodes
+/// re-run.
+pub struct PluginLibrary {
+    pub name: String,
+    pub path: PathBuf,
+    pub generation: u64,
+    pub(crate) opened: OpenedLibrary,
+}
+
+/// A node type as registered: its schema and where its code lives.
+pub struct NodeType {
+    pub schema: NodeSchema,
+    pub library: Arc<PluginLibrary>,
+    pub index: u32,
+}
+
+/// Why a library was not loaded.
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "plugin {}: {}", self.path.display(), self.message)
+    }
+}
+
+/// Every node type the host knows, by type name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    types: BTreeMap<String, Arc<NodeType>>,
+    libraries: Vec<Arc<PluginLibrary>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    pub fn get(&self, type_name: &str) -> Option<&Arc<NodeType>> {
+        self.types.get(type_name)
+    }
+
+    pub fn types(&self) -> impl Iterator<Item = &Arc<NodeType>> {
+        self.types.values()
+    }
+
+    pub fn type_names(&self) -> impl Iterator<Item = &str> {
+        self.types.keys().map(|s| s.as_str())
+    }
+
+    pub fn libraries(&self) -> &[Arc<PluginLibrary>] {
+        &self.libraries
+    }
+
+    /// Loads one plugin library. Its node types replace same-named types of an
+    /// earlier library with the same plugin name (a reload); a clash with
+    /// another plugin's type is refused. Returns the library.
+    pub fn load_file(&mut self, path: &Path) -> Result<Arc<PluginLibrary>, LoadError> {
+        let fail = |message: String| LoadError { path: path.to_path_buf(), message };
+        let hs = ffi::open_library(path).map_err(fail)?;
+        let schemas: Vec<NodeSchema> = serde_json::from_str(&hs.schema_json)
+            .map_err(|e| fail(format!("its node metadata is not valid: {e}")))?;
+        for s in &schemas {
+            if let Some(existing) = self.types.get(&s.type_name) {
+                if existing.library.name != hs.plugin_name {
+                    return Err(fail(format!(
+                        "node type `{}` is already provided by plugin `{}` ({})",
+                        s.type_name,
+                        existing.library.name,
+                        existing.library.path.display()
+                    )));
+                }
+            }
+        }
+        let library = Arc::new(PluginLibrary {
+            name: hs.plugin_name,
+            path: path.to_path_buf(),
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            opened: hs.library,
+        });
+        // A reload drops the old generation's types that the new one no longer has.
+        self.types.retain(|_, t| t.library.name != library.name);
+        for (index, schema) in schemas.into_iter().enumerate() {
+            let t = NodeType { schema, library: library.clone(), index: index as u32 };
+            self.types.insert(t.schema.type_name.clone(), Arc::new(t));
+        }
+        self.libraries.retain(|l| l.name != library.name);
+        self.libraries.push(library.clone());
+        Ok(library)
+    }
+
+    /// Loads every shared library in `dir` whose file name starts with
+    /// `prefix` (all of them for `""`). Failures are returned, not fatal.
+    pub fn load_dir(&mut self, dir: &Path, prefix: &str) -> Vec<LoadError> {
+        let mut errors = Vec::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                return vec![LoadError { path: dir.to_path_buf(), message: format!("cannot read folder: {e}") }]
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_plugin_file(p, prefix))
+            .collect();
+        paths.sort();
+        for p in paths {
+            if let Err(e) = self.load_file(&p) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+}
+
+/// A shared library (`.so`, `.dylib`, `.dll`) whose name starts with `prefix`.
+pub fn is_plugin_file(path: &Path, prefix: &str) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    name.starts_with(prefix) && matches!(ext, "so" | "dylib" | "dll")
+}
+
+/// Where plugins are looked for when `--plugins` is not given: the folder of
+/// the running executable (cargo puts the plugins next to the binary).
+pub fn default_plugin_dir() -> Option<PathBuf> {
+    std::env::current_exe().ok()?.parent().map(|p| p.to_path_buf())
+}

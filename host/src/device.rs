@@ -31,7 +31,9 @@ pub fn init() -> &'static CudaLibrary {
         let existing: Vec<PathBuf> = candidates.into_iter().filter(|p| p.exists()).collect();
         if existing.is_empty() {
             return match crate::plugin::ffi::load_global_library("libtorch_cuda.so") {
-                Ok(()) => CudaLibrary::Loaded(mapped_path("libtorch_cuda.so").unwrap_or_else(|| "libtorch_cuda.so".into())),
+                Ok(()) => CudaLibrary::Loaded(
+                    mapped_path("libtorch_cuda.so").unwrap_or_else(|| "libtorch_cuda.so".into()),
+                ),
                 Err(_) => CudaLibrary::NotShipped,
             };
         }
@@ -86,16 +88,35 @@ pub fn select(request: DeviceRequest) -> Result<(Device, String), String> {
     let lib = init();
     let count = tch::Cuda::device_count() as usize;
     let why_none = || match lib {
-        CudaLibrary::Loaded(p) => format!("libtorch's CUDA library is loaded ({}) but no CUDA device or driver was found", p.display()),
-        CudaLibrary::NotShipped => "this libtorch is a CPU-only build (no libtorch_cuda.so)".to_string(),
+        CudaLibrary::Loaded(p) => format!(
+            "libtorch's CUDA library is loaded ({}) but no CUDA device or driver was found",
+            p.display()
+        ),
+        CudaLibrary::NotShipped => {
+            "this libtorch is a CPU-only build (no libtorch_cuda.so)".to_string()
+        }
         CudaLibrary::Failed(e) => format!("libtorch's CUDA library failed to load: {e}"),
     };
     match request {
         DeviceRequest::Cpu => Ok((Device::Cpu, "using device cpu".into())),
-        DeviceRequest::Cuda(n) if n < count => Ok((Device::Cuda(n), format!("using device cuda:{n} ({count} CUDA device(s))"))),
-        DeviceRequest::Cuda(n) if count > 0 => Err(format!("--device cuda:{n} was requested but only {count} CUDA device(s) exist")),
-        DeviceRequest::Cuda(_) => Err(format!("--device cuda was requested but CUDA is not available: {}", why_none())),
-        DeviceRequest::Auto if count > 0 => Ok((Device::Cuda(0), format!("using device cuda:0 (auto; {count} CUDA device(s))"))),
-        DeviceRequest::Auto => Ok((Device::Cpu, format!("using device cpu (auto: {})", why_none()))),
+        DeviceRequest::Cuda(n) if n < count => Ok((
+            Device::Cuda(n),
+            format!("using device cuda:{n} ({count} CUDA device(s))"),
+        )),
+        DeviceRequest::Cuda(n) if count > 0 => Err(format!(
+            "--device cuda:{n} was requested but only {count} CUDA device(s) exist"
+        )),
+        DeviceRequest::Cuda(_) => Err(format!(
+            "--device cuda was requested but CUDA is not available: {}",
+            why_none()
+        )),
+        DeviceRequest::Auto if count > 0 => Ok((
+            Device::Cuda(0),
+            format!("using device cuda:0 (auto; {count} CUDA device(s))"),
+        )),
+        DeviceRequest::Auto => Ok((
+            Device::Cpu,
+            format!("using device cpu (auto: {})", why_none()),
+        )),
     }
 }

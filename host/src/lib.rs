@@ -26,7 +26,10 @@ pub fn load_graph(
     require_outputs: bool,
 ) -> Result<CheckedGraph, GraphErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        GraphErrors(vec![GraphError::new(graph::ErrorKind::InvalidGraph, format!("cannot read {}: {e}", path.display()))])
+        GraphErrors(vec![GraphError::new(
+            graph::ErrorKind::InvalidGraph,
+            format!("cannot read {}: {e}", path.display()),
+        )])
     })?;
     parse_graph(&text, overrides, registry, require_outputs)
 }
@@ -43,7 +46,11 @@ pub fn parse_graph(
     } else {
         let mut doc: serde_json::Value = match serde_json::from_str(text) {
             Ok(d) => d,
-            Err(_) => return Err(GraphErrors(graph::model::parse(text).err().unwrap_or_default())),
+            Err(_) => {
+                return Err(GraphErrors(
+                    graph::model::parse(text).err().unwrap_or_default(),
+                ))
+            }
         };
         graph::overrides::apply(&mut doc, overrides)
             .map_err(|m| GraphErrors(vec![GraphError::new(graph::ErrorKind::InvalidGraph, m)]))?;

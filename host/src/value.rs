@@ -29,9 +29,13 @@ impl Value {
                 None => Value::Float(n.as_f64()?),
             },
             serde_json::Value::String(s) => Value::Str(s.as_str().into()),
-            serde_json::Value::Array(items) => {
-                Value::List(items.iter().map(Value::from_json).collect::<Option<Vec<_>>>()?.into())
-            }
+            serde_json::Value::Array(items) => Value::List(
+                items
+                    .iter()
+                    .map(Value::from_json)
+                    .collect::<Option<Vec<_>>>()?
+                    .into(),
+            ),
             serde_json::Value::Object(_) => return None,
         })
     }

@@ -18,13 +18,24 @@ fn main() {
 /// standalone libtorch archive (both sit one level above `lib/`).
 fn libtorch_version(lib: &Path) -> Option<String> {
     let root = lib.parent()?;
-    println!("cargo:rerun-if-changed={}", root.join("version.py").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("version.py").display()
+    );
     if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("__version__") {
-                return Some(rest.trim_start_matches([' ', '=']).trim().trim_matches('\'').trim_matches('"').to_string());
+                return Some(
+                    rest.trim_start_matches([' ', '='])
+                        .trim()
+                        .trim_matches('\'')
+                        .trim_matches('"')
+                        .to_string(),
+                );
             }
         }
     }
-    std::fs::read_to_string(root.join("build-version")).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(root.join("build-version"))
+        .ok()
+        .map(|s| s.trim().to_string())
 }

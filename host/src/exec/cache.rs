@@ -35,7 +35,11 @@ impl Default for Cache {
 
 impl Cache {
     pub fn new(keep_runs: u64) -> Cache {
-        Cache { map: HashMap::new(), run: 0, keep_runs: keep_runs.max(1) }
+        Cache {
+            map: HashMap::new(),
+            run: 0,
+            keep_runs: keep_runs.max(1),
+        }
     }
 
     pub fn get(&mut self, key: u128) -> Option<Arc<NodeResult>> {
@@ -47,7 +51,13 @@ impl Cache {
     }
 
     pub fn insert(&mut self, key: u128, result: Arc<NodeResult>) {
-        self.map.insert(key, Entry { result, last_used: self.run });
+        self.map.insert(
+            key,
+            Entry {
+                result,
+                last_used: self.run,
+            },
+        );
     }
 
     /// Marks the end of a run and evicts what recent runs did not use.

@@ -4,16 +4,36 @@
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
     /// The run starts with this many steps at the top level.
-    RunStart { steps: usize },
-    NodeStart { id: &'a str, type_name: &'a str },
+    RunStart {
+        steps: usize,
+    },
+    NodeStart {
+        id: &'a str,
+        type_name: &'a str,
+    },
     /// Served from the cache without running.
-    NodeCached { id: &'a str },
-    NodeDone { id: &'a str, seconds: f64 },
+    NodeCached {
+        id: &'a str,
+    },
+    NodeDone {
+        id: &'a str,
+        seconds: f64,
+    },
     /// A loop finished iteration `done` of `total`.
-    LoopStep { id: &'a str, done: usize, total: usize },
+    LoopStep {
+        id: &'a str,
+        done: usize,
+        total: usize,
+    },
     /// Progress reported by a node while it runs.
-    NodeProgress { id: &'a str, done: u64, total: u64 },
-    RunDone { seconds: f64 },
+    NodeProgress {
+        id: &'a str,
+        done: u64,
+        total: u64,
+    },
+    RunDone {
+        seconds: f64,
+    },
 }
 
 /// Receives events; implementations must be cheap (called per node and per

@@ -20,9 +20,17 @@ use tch::Device;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("node `{node}` ({type_name}) failed: {message}")]
-    Node { node: String, type_name: String, message: String },
+    Node {
+        node: String,
+        type_name: String,
+        message: String,
+    },
     #[error("node `{node}` ({type_name}) panicked; the host caught it: {message}")]
-    Panic { node: String, type_name: String, message: String },
+    Panic {
+        node: String,
+        type_name: String,
+        message: String,
+    },
     #[error("interrupted before node `{node}`")]
     Interrupted { node: String },
     #[error("cannot plan the graph: {0}")]
@@ -33,7 +41,9 @@ impl RunError {
     /// The id of the node the error is about, if any.
     pub fn node(&self) -> Option<&str> {
         match self {
-            RunError::Node { node, .. } | RunError::Panic { node, .. } | RunError::Interrupted { node } => Some(node),
+            RunError::Node { node, .. }
+            | RunError::Panic { node, .. }
+            | RunError::Interrupted { node } => Some(node),
             RunError::Plan(_) => None,
         }
     }
@@ -54,7 +64,13 @@ pub struct RunOutcome {
 impl RunOutcome {
     /// Output `name` of target `node`.
     pub fn output(&self, node: &str, name: &str) -> Option<&Value> {
-        self.outputs.iter().find(|(id, _)| id == node)?.1.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.outputs
+            .iter()
+            .find(|(id, _)| id == node)?
+            .1
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -96,18 +112,33 @@ impl Executor {
     }
 
     /// Runs `targets` (top-level node ids), or every output node when None.
-    pub fn run(&mut self, graph: &CheckedGraph, targets: Option<&[&str]>, observer: &dyn Observer) -> Result<RunOutcome, RunError> {
+    pub fn run(
+        &mut self,
+        graph: &CheckedGraph,
+        targets: Option<&[&str]>,
+        observer: &dyn Observer,
+    ) -> Result<RunOutcome, RunError> {
         let plan = Plan::new(graph, targets).map_err(RunError::Plan)?;
         self.run_plan(&plan, observer)
     }
 
-    pub fn run_plan(&mut self, plan: &Plan, observer: &dyn Observer) -> Result<RunOutcome, RunError> {
-        self.interrupt.store(false, std::sync::atomic::Ordering::Relaxed);
+    pub fn run_plan(
+        &mut self,
+        plan: &Plan,
+        observer: &dyn Observer,
+    ) -> Result<RunOutcome, RunError> {
+        self.interrupt
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let device = match self.device {
             Device::Cuda(n) => n as i64,
             _ => -1,
         };
-        let env = run::Env { device, output_dir: &self.output_dir, interrupt: &self.interrupt, observer };
+        let env = run::Env {
+            device,
+            output_dir: &self.output_dir,
+            interrupt: &self.interrupt,
+            observer,
+        };
         let outcome = run::run(plan, &mut self.cache, &env);
         self.cache.end_run();
         outcome

@@ -17,9 +17,15 @@ use xxhash_rust::xxh3::Xxh3;
 pub enum Src {
     Const(Value),
     /// Output `output` of node `node` (for a loop read from outside: its final values).
-    Out { node: usize, output: usize },
+    Out {
+        node: usize,
+        output: usize,
+    },
     /// Variable `var` of enclosing loop `node` in the current iteration.
-    LoopVar { node: usize, var: usize },
+    LoopVar {
+        node: usize,
+        var: usize,
+    },
     Absent,
 }
 
@@ -79,30 +85,55 @@ impl Plan {
                 Resolved::Absent => Src::Absent,
                 Resolved::Link { node, output } => {
                     if crate::graph::validate::scope_chain(g, scope).any(|s| s == Some(*node)) {
-                        Src::LoopVar { node: *node, var: *output }
+                        Src::LoopVar {
+                            node: *node,
+                            var: *output,
+                        }
                     } else {
-                        Src::Out { node: *node, output: *output }
+                        Src::Out {
+                            node: *node,
+                            output: *output,
+                        }
                     }
                 }
             }
         };
-        let inputs: Vec<Vec<Src>> =
-            (0..n).map(|i| checked.inputs[i].iter().map(|r| src_in(g.nodes[i].scope, r)).collect()).collect();
+        let inputs: Vec<Vec<Src>> = (0..n)
+            .map(|i| {
+                checked.inputs[i]
+                    .iter()
+                    .map(|r| src_in(g.nodes[i].scope, r))
+                    .collect()
+            })
+            .collect();
         // `next` is read from inside the loop's body.
-        let next: Vec<Vec<Src>> = (0..n).map(|i| checked.next[i].iter().map(|r| src_in(Some(i), r)).collect()).collect();
+        let next: Vec<Vec<Src>> = (0..n)
+            .map(|i| checked.next[i].iter().map(|r| src_in(Some(i), r)).collect())
+            .collect();
 
-        let mut planner = Planner { checked, inputs: &inputs, next: &next, var_deps: vec![None; n] };
+        let mut planner = Planner {
+            checked,
+            inputs: &inputs,
+            next: &next,
+            var_deps: vec![None; n],
+        };
         for i in 0..n {
             planner.var_deps(i);
         }
-        let var_deps: Vec<BTreeSet<usize>> = planner.var_deps.into_iter().map(|v| v.unwrap_or_default()).collect();
+        let var_deps: Vec<BTreeSet<usize>> = planner
+            .var_deps
+            .into_iter()
+            .map(|v| v.unwrap_or_default())
+            .collect();
 
         let target_nodes: Vec<usize> = match targets {
             Some(ids) => ids
                 .iter()
                 .map(|id| match g.by_id.get(*id) {
                     Some(&i) if g.nodes[i].scope.is_none() => Ok(i),
-                    Some(_) => Err(format!("target `{id}` is inside a loop body; target the loop instead")),
+                    Some(_) => Err(format!(
+                        "target `{id}` is inside a loop body; target the loop instead"
+                    )),
                     None => Err(format!("no node `{id}` in the graph")),
                 })
                 .collect::<Result<_, _>>()?,
@@ -122,10 +153,17 @@ impl Plan {
                             Src::Out { node, .. } => rep_in(g, *node, Some(i)),
                             _ => None,
                         })
-                        .chain(g.nodes[i].body.iter().copied().filter(|&b| subtree_has_output(checked, b)))
+                        .chain(
+                            g.nodes[i]
+                                .body
+                                .iter()
+                                .copied()
+                                .filter(|&b| subtree_has_output(checked, b)),
+                        )
                         .collect();
                     let order = ordered_needed(&body_targets, &body_deps)?;
-                    let (variant, invariant): (Vec<usize>, Vec<usize>) = order.into_iter().partition(|b| var_deps[*b].contains(&i));
+                    let (variant, invariant): (Vec<usize>, Vec<usize>) =
+                        order.into_iter().partition(|b| var_deps[*b].contains(&i));
                     StepKind::Loop(LoopPlan {
                         carried: carried.len(),
                         next: next[i].clone(),
@@ -136,7 +174,14 @@ impl Plan {
                 }
             };
             let file_inputs = match &checked.kinds[i] {
-                Kind::Plugin(t) => t.schema.inputs.iter().enumerate().filter(|(_, s)| s.file).map(|(k, _)| k).collect(),
+                Kind::Plugin(t) => t
+                    .schema
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.file)
+                    .map(|(k, _)| k)
+                    .collect(),
                 Kind::Loop { .. } => Vec::new(),
             };
             steps[i] = Some(Step {
@@ -151,12 +196,19 @@ impl Plan {
                 kind,
             });
         }
-        let mut steps: Vec<Step> = steps.into_iter().map(|s| s.expect("every node planned")).collect();
+        let mut steps: Vec<Step> = steps
+            .into_iter()
+            .map(|s| s.expect("every node planned"))
+            .collect();
         for i in 0..n {
             steps[i].static_key = static_key(&steps, i);
         }
         let order = ordered_needed(&top_targets, &|k| scope_deps(g, &inputs, &next, k))?;
-        Ok(Plan { steps, order, targets: target_nodes })
+        Ok(Plan {
+            steps,
+            order,
+            targets: target_nodes,
+        })
     }
 }
 
@@ -165,7 +217,11 @@ fn is_output(checked: &CheckedGraph, i: usize) -> bool {
 }
 
 fn subtree_has_output(checked: &CheckedGraph, i: usize) -> bool {
-    is_output(checked, i) || checked.graph.nodes[i].body.iter().any(|&b| subtree_has_output(checked, b))
+    is_output(checked, i)
+        || checked.graph.nodes[i]
+            .body
+            .iter()
+            .any(|&b| subtree_has_output(checked, b))
 }
 
 fn is_inside(g: &crate::graph::Graph, node: usize, loop_: usize) -> bool {
@@ -188,7 +244,12 @@ fn top_rep(g: &crate::graph::Graph, node: usize) -> usize {
 }
 
 /// Outside nodes read by loop `l`'s body or `next`.
-fn free_refs(g: &crate::graph::Graph, inputs: &[Vec<Src>], next: &[Vec<Src>], l: usize) -> Vec<usize> {
+fn free_refs(
+    g: &crate::graph::Graph,
+    inputs: &[Vec<Src>],
+    next: &[Vec<Src>],
+    l: usize,
+) -> Vec<usize> {
     let mut out = BTreeSet::new();
     let mut visit = |srcs: &[Src]| {
         for s in srcs {
@@ -208,7 +269,12 @@ fn free_refs(g: &crate::graph::Graph, inputs: &[Vec<Src>], next: &[Vec<Src>], l:
 }
 
 /// Node `k`'s dependencies among the nodes of its own scope.
-fn scope_deps(g: &crate::graph::Graph, inputs: &[Vec<Src>], next: &[Vec<Src>], k: usize) -> Vec<usize> {
+fn scope_deps(
+    g: &crate::graph::Graph,
+    inputs: &[Vec<Src>],
+    next: &[Vec<Src>],
+    k: usize,
+) -> Vec<usize> {
     let scope = g.nodes[k].scope;
     let mut deps: Vec<usize> = inputs[k]
         .iter()
@@ -218,14 +284,21 @@ fn scope_deps(g: &crate::graph::Graph, inputs: &[Vec<Src>], next: &[Vec<Src>], k
         })
         .collect();
     if !g.nodes[k].body.is_empty() || g.nodes[k].type_name == LOOP_TYPE {
-        deps.extend(free_refs(g, inputs, next, k).into_iter().filter_map(|f| rep_in(g, f, scope)));
+        deps.extend(
+            free_refs(g, inputs, next, k)
+                .into_iter()
+                .filter_map(|f| rep_in(g, f, scope)),
+        );
     }
     deps.retain(|&d| d != k);
     deps
 }
 
 /// The targets and everything they need, in dependency order.
-fn ordered_needed(targets: &[usize], deps: &dyn Fn(usize) -> Vec<usize>) -> Result<Vec<usize>, String> {
+fn ordered_needed(
+    targets: &[usize],
+    deps: &dyn Fn(usize) -> Vec<usize>,
+) -> Result<Vec<usize>, String> {
     let mut dag = DiGraphMap::<usize, ()>::new();
     let mut seen = std::collections::HashSet::new();
     let mut stack: Vec<usize> = targets.to_vec();

@@ -44,17 +44,28 @@ pub fn run(plan: &Plan, cache: &mut Cache, env: &Env) -> Result<RunOutcome, RunE
         recording: true,
         outcome: RunOutcome::default(),
     };
-    env.observer.event(&Event::RunStart { steps: plan.order.len() });
+    env.observer.event(&Event::RunStart {
+        steps: plan.order.len(),
+    });
     for &i in &plan.order {
         r.exec(i)?;
     }
     for &t in &plan.targets {
         let result = r.results[t].as_ref().expect("targets run");
-        let named = plan.steps[t].output_names.iter().cloned().zip(result.values.iter().cloned()).collect();
-        r.outcome.outputs.push((plan.steps[t].id.to_string(), named));
+        let named = plan.steps[t]
+            .output_names
+            .iter()
+            .cloned()
+            .zip(result.values.iter().cloned())
+            .collect();
+        r.outcome
+            .outputs
+            .push((plan.steps[t].id.to_string(), named));
     }
     r.outcome.seconds = start.elapsed().as_secs_f64();
-    env.observer.event(&Event::RunDone { seconds: r.outcome.seconds });
+    env.observer.event(&Event::RunDone {
+        seconds: r.outcome.seconds,
+    });
     Ok(r.outcome)
 }
 
@@ -62,7 +73,12 @@ impl Run<'_> {
     fn value<'b>(&'b self, src: &'b Src) -> &'b Value {
         match src {
             Src::Const(v) => v,
-            Src::Out { node, output } => &self.results[*node].as_ref().expect("inputs run first").values[*output],
+            Src::Out { node, output } => {
+                &self.results[*node]
+                    .as_ref()
+                    .expect("inputs run first")
+                    .values[*output]
+            }
             Src::LoopVar { node, var } => &self.loop_vars[*node][*var],
             Src::Absent => &NONE,
         }
@@ -100,7 +116,9 @@ impl Run<'_> {
         let plan = self.plan;
         let step = &plan.steps[i];
         if self.env.interrupt.load(Ordering::Relaxed) {
-            return Err(RunError::Interrupted { node: step.id.to_string() });
+            return Err(RunError::Interrupted {
+                node: step.id.to_string(),
+            });
         }
         let key = step.keyed.then(|| self.key_of(step));
         if let (Some(k), false) = (key, step.output_node) {
@@ -113,7 +131,10 @@ impl Run<'_> {
                 return Ok(());
             }
         }
-        self.env.observer.event(&Event::NodeStart { id: &step.id, type_name: &step.type_name });
+        self.env.observer.event(&Event::NodeStart {
+            id: &step.id,
+            type_name: &step.type_name,
+        });
         let started = Instant::now();
         let values = match &step.kind {
             StepKind::Plugin(_) => self.call_plugin(step)?,
@@ -127,35 +148,65 @@ impl Run<'_> {
         if self.recording {
             self.outcome.executed.push(step.id.to_string());
         }
-        self.env.observer.event(&Event::NodeDone { id: &step.id, seconds: started.elapsed().as_secs_f64() });
+        self.env.observer.event(&Event::NodeDone {
+            id: &step.id,
+            seconds: started.elapsed().as_secs_f64(),
+        });
         Ok(())
     }
 
     fn call_plugin(&self, step: &Step) -> Result<Vec<Value>, RunError> {
-        let StepKind::Plugin(t) = &step.kind else { unreachable!("plugin step") };
+        let StepKind::Plugin(t) = &step.kind else {
+            unreachable!("plugin step")
+        };
         let inputs: Vec<&Value> = step.inputs.iter().map(|s| self.value(s)).collect();
         let observer = self.env.observer;
-        let progress = |done, total| observer.event(&Event::NodeProgress { id: &step.id, done, total });
+        let progress = |done, total| {
+            observer.event(&Event::NodeProgress {
+                id: &step.id,
+                done,
+                total,
+            })
+        };
         let env = CallEnv {
             device: self.env.device,
             output_dir: self.env.output_dir,
             progress: &progress,
             interrupt: self.env.interrupt,
         };
-        let fail = |message: String| RunError::Node { node: step.id.to_string(), type_name: step.type_name.to_string(), message };
-        let values = t.library.opened.call(t.index, &inputs, &env).map_err(|f| match f {
-            CallFailure::Error(message) => fail(message),
-            CallFailure::Panic(message) => {
-                RunError::Panic { node: step.id.to_string(), type_name: step.type_name.to_string(), message }
-            }
-        })?;
+        let fail = |message: String| RunError::Node {
+            node: step.id.to_string(),
+            type_name: step.type_name.to_string(),
+            message,
+        };
+        let values = t
+            .library
+            .opened
+            .call(t.index, &inputs, &env)
+            .map_err(|f| match f {
+                CallFailure::Error(message) => fail(message),
+                CallFailure::Panic(message) => RunError::Panic {
+                    node: step.id.to_string(),
+                    type_name: step.type_name.to_string(),
+                    message,
+                },
+            })?;
         let outs = &t.schema.outputs;
         if values.len() != outs.len() {
-            return Err(fail(format!("returned {} outputs, its schema declares {}", values.len(), outs.len())));
+            return Err(fail(format!(
+                "returned {} outputs, its schema declares {}",
+                values.len(),
+                outs.len()
+            )));
         }
         for (v, spec) in values.iter().zip(outs) {
             if !v.fits(&spec.ty) {
-                return Err(fail(format!("returned {} for output `{}`, declared {}", v.kind_name(), spec.name, spec.ty)));
+                return Err(fail(format!(
+                    "returned {} for output `{}`, declared {}",
+                    v.kind_name(),
+                    spec.name,
+                    spec.ty
+                )));
             }
         }
         Ok(values)
@@ -174,7 +225,10 @@ impl Run<'_> {
                 })
             }
         };
-        let mut carried: Vec<Value> = step.inputs[1..=l.carried].iter().map(|s| self.value(s).clone()).collect();
+        let mut carried: Vec<Value> = step.inputs[1..=l.carried]
+            .iter()
+            .map(|s| self.value(s).clone())
+            .collect();
         for &b in &l.invariant {
             self.exec(b)?;
         }
@@ -191,7 +245,11 @@ impl Run<'_> {
             }
             carried = l.next.iter().map(|s| self.value(s).clone()).collect();
             self.recording = false;
-            self.env.observer.event(&Event::LoopStep { id: &step.id, done: k + 1, total });
+            self.env.observer.event(&Event::LoopStep {
+                id: &step.id,
+                done: k + 1,
+                total,
+            });
         }
         self.recording = was_recording;
         self.loop_vars[i].clear();
@@ -206,7 +264,11 @@ fn file_stamp(path: &str) -> [u8; 24] {
     let mut out = [0u8; 24];
     if let Ok(meta) = std::fs::metadata(path) {
         out[..8].copy_from_slice(&meta.len().to_le_bytes());
-        let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .unwrap_or_default();
         out[8..16].copy_from_slice(&mtime.as_secs().to_le_bytes());
         out[16..20].copy_from_slice(&mtime.subsec_nanos().to_le_bytes());
     } else {

@@ -12,7 +12,9 @@ pub fn const_type(v: &Json) -> PortType {
         Json::Number(n) if n.is_i64() || n.is_u64() => PortType::Int,
         Json::Number(_) => PortType::Float,
         Json::String(_) => PortType::String,
-        Json::Array(items) => PortType::list(items.first().map(const_type).unwrap_or(PortType::Any)),
+        Json::Array(items) => {
+            PortType::list(items.first().map(const_type).unwrap_or(PortType::Any))
+        }
         Json::Null | Json::Object(_) => PortType::Any,
     }
 }
@@ -25,7 +27,9 @@ fn fits(ty: &PortType, v: &Json) -> bool {
         PortType::Float => v.is_number(),
         PortType::Bool => v.is_boolean(),
         PortType::String => v.is_string(),
-        PortType::List(inner) => v.as_array().is_some_and(|items| items.iter().all(|i| fits(inner, i))),
+        PortType::List(inner) => v
+            .as_array()
+            .is_some_and(|items| items.iter().all(|i| fits(inner, i))),
         _ => false,
     }
 }
@@ -35,9 +39,15 @@ pub fn check_constant(node: &str, spec: &InputSpec, v: &Json, errors: &mut Vec<G
     let err = |kind, msg: String| GraphError::new(kind, msg).node(node).input(&spec.name);
     if spec.ty.is_tensor() || matches!(spec.ty, PortType::Object(_)) {
         errors.push(
-            err(ErrorKind::TypeMismatch, format!("a {} input cannot be a constant; link it to a node's output", spec.ty))
-                .expected(format!("a link [\"node\", \"output\"] of type {}", spec.ty))
-                .received(format!("{} constant", json_kind(v))),
+            err(
+                ErrorKind::TypeMismatch,
+                format!(
+                    "a {} input cannot be a constant; link it to a node's output",
+                    spec.ty
+                ),
+            )
+            .expected(format!("a link [\"node\", \"output\"] of type {}", spec.ty))
+            .received(format!("{} constant", json_kind(v))),
         );
         return;
     }
@@ -52,25 +62,34 @@ pub fn check_constant(node: &str, spec: &InputSpec, v: &Json, errors: &mut Vec<G
     if let Some(x) = v.as_f64() {
         if let Some(min) = spec.min.filter(|&m| x < m) {
             errors.push(
-                err(ErrorKind::ValueSmallerThanMin, "value below the minimum".into())
-                    .expected(format!(">= {min}"))
-                    .received(short(v)),
+                err(
+                    ErrorKind::ValueSmallerThanMin,
+                    "value below the minimum".into(),
+                )
+                .expected(format!(">= {min}"))
+                .received(short(v)),
             );
         }
         if let Some(max) = spec.max.filter(|&m| x > m) {
             errors.push(
-                err(ErrorKind::ValueBiggerThanMax, "value above the maximum".into())
-                    .expected(format!("<= {max}"))
-                    .received(short(v)),
+                err(
+                    ErrorKind::ValueBiggerThanMax,
+                    "value above the maximum".into(),
+                )
+                .expected(format!("<= {max}"))
+                .received(short(v)),
             );
         }
     }
     if let (Some(choices), Some(s)) = (&spec.choices, v.as_str()) {
         if !choices.iter().any(|c| c == s) {
             errors.push(
-                err(ErrorKind::ValueNotInList, "value is not one of the choices".into())
-                    .expected(format!("one of {}", choices.join(", ")))
-                    .received(format!("{s:?}")),
+                err(
+                    ErrorKind::ValueNotInList,
+                    "value is not one of the choices".into(),
+                )
+                .expected(format!("one of {}", choices.join(", ")))
+                .received(format!("{s:?}")),
             );
         }
     }
@@ -80,7 +99,10 @@ pub fn check_constant(node: &str, spec: &InputSpec, v: &Json, errors: &mut Vec<G
 pub fn short(v: &Json) -> String {
     let s = v.to_string();
     if s.len() > 60 {
-        format!("{}...", &s[..s.char_indices().nth(57).map(|(i, _)| i).unwrap_or(s.len())])
+        format!(
+            "{}...",
+            &s[..s.char_indices().nth(57).map(|(i, _)| i).unwrap_or(s.len())]
+        )
     } else {
         s
     }

@@ -9,7 +9,11 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graphmap::DiGraphMap;
 use std::collections::HashMap;
 
-pub fn find_cycles(graph: &Graph, inputs: &[Vec<Resolved>], next: &[Vec<Resolved>]) -> Vec<GraphError> {
+pub fn find_cycles(
+    graph: &Graph,
+    inputs: &[Vec<Resolved>],
+    next: &[Vec<Resolved>],
+) -> Vec<GraphError> {
     let mut scopes: HashMap<Option<usize>, DiGraphMap<usize, ()>> = HashMap::new();
     for (n, node) in graph.nodes.iter().enumerate() {
         scopes.entry(node.scope).or_default().add_node(n);
@@ -35,8 +39,14 @@ pub fn find_cycles(graph: &Graph, inputs: &[Vec<Resolved>], next: &[Vec<Resolved
                 let mut ids: Vec<&str> = comp.iter().map(|&i| graph.nodes[i].id.as_str()).collect();
                 ids.sort();
                 errors.push(
-                    GraphError::new(ErrorKind::Cycle, format!("these nodes depend on each other in a cycle: {}", ids.join(" -> ")))
-                        .node(ids[0]),
+                    GraphError::new(
+                        ErrorKind::Cycle,
+                        format!(
+                            "these nodes depend on each other in a cycle: {}",
+                            ids.join(" -> ")
+                        ),
+                    )
+                    .node(ids[0]),
                 );
             }
         }
@@ -46,7 +56,13 @@ pub fn find_cycles(graph: &Graph, inputs: &[Vec<Resolved>], next: &[Vec<Resolved
 
 /// Adds the edge "`src` before `reader`" in the reader's scope and, for each
 /// loop enclosing the reader, "`src` before that loop" in the loop's scope.
-fn add_edges(graph: &Graph, scopes: &mut HashMap<Option<usize>, DiGraphMap<usize, ()>>, reader: usize, src: usize, allow_self: bool) {
+fn add_edges(
+    graph: &Graph,
+    scopes: &mut HashMap<Option<usize>, DiGraphMap<usize, ()>>,
+    reader: usize,
+    src: usize,
+    allow_self: bool,
+) {
     let mut at = reader;
     let mut first = true;
     loop {

@@ -89,7 +89,9 @@ impl Graph {
     /// The nodes directly in `scope` (None: the top level).
     pub fn scope_nodes(&self, scope: Option<usize>) -> Vec<usize> {
         match scope {
-            None => (0..self.nodes.len()).filter(|&i| self.nodes[i].scope.is_none()).collect(),
+            None => (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].scope.is_none())
+                .collect(),
             Some(l) => self.nodes[l].body.clone(),
         }
     }
@@ -113,20 +115,34 @@ pub fn from_json(json: &Json) -> Result<Graph, Vec<GraphError>> {
     let mut errors = Vec::new();
     let mut graph = Graph::default();
     let Some(root) = json.as_object() else {
-        return Err(vec![GraphError::new(ErrorKind::InvalidGraph, "a graph file is a JSON object with a `nodes` object")]);
+        return Err(vec![GraphError::new(
+            ErrorKind::InvalidGraph,
+            "a graph file is a JSON object with a `nodes` object",
+        )]);
     };
-    graph.description = root.get("description").and_then(|d| d.as_str()).map(String::from);
+    graph.description = root
+        .get("description")
+        .and_then(|d| d.as_str())
+        .map(String::from);
     for key in root.keys() {
         if !["nodes", "description", "version"].contains(&key.as_str()) {
-            errors.push(GraphError::new(ErrorKind::InvalidGraph, format!("unknown top-level field `{key}`"))
-                .expected("`nodes`, `description` or `version`"));
+            errors.push(
+                GraphError::new(
+                    ErrorKind::InvalidGraph,
+                    format!("unknown top-level field `{key}`"),
+                )
+                .expected("`nodes`, `description` or `version`"),
+            );
         }
     }
     match root.get("nodes").and_then(|n| n.as_object()) {
         Some(nodes) => {
             parse_scope(nodes, None, &mut graph, &mut errors);
         }
-        None => errors.push(GraphError::new(ErrorKind::InvalidGraph, "missing the `nodes` object")),
+        None => errors.push(GraphError::new(
+            ErrorKind::InvalidGraph,
+            "missing the `nodes` object",
+        )),
     }
     if errors.is_empty() {
         Ok(graph)
@@ -135,7 +151,12 @@ pub fn from_json(json: &Json) -> Result<Graph, Vec<GraphError>> {
     }
 }
 
-fn parse_scope(nodes: &Map<String, Json>, scope: Option<usize>, graph: &mut Graph, errors: &mut Vec<GraphError>) -> Vec<usize> {
+fn parse_scope(
+    nodes: &Map<String, Json>,
+    scope: Option<usize>,
+    graph: &mut Graph,
+    errors: &mut Vec<GraphError>,
+) -> Vec<usize> {
     let mut members = Vec::new();
     for (id, spec) in nodes {
         if let Some(i) = parse_node(id, spec, scope, graph, errors) {
@@ -145,38 +166,65 @@ fn parse_scope(nodes: &Map<String, Json>, scope: Option<usize>, graph: &mut Grap
     members
 }
 
-fn parse_node(id: &str, spec: &Json, scope: Option<usize>, graph: &mut Graph, errors: &mut Vec<GraphError>) -> Option<usize> {
+fn parse_node(
+    id: &str,
+    spec: &Json,
+    scope: Option<usize>,
+    graph: &mut Graph,
+    errors: &mut Vec<GraphError>,
+) -> Option<usize> {
     let err = |kind, msg: String| GraphError::new(kind, msg).node(id);
     if graph.by_id.contains_key(id) {
         errors.push(err(ErrorKind::DuplicateNodeId, "this id is used by another node (ids are unique in the whole file, loop bodies included)".into()));
         return None;
     }
     if id.is_empty() || id.contains('.') || id.chars().any(char::is_whitespace) {
-        errors.push(err(ErrorKind::InvalidGraph, "node ids must be non-empty, without dots or spaces".into()));
+        errors.push(err(
+            ErrorKind::InvalidGraph,
+            "node ids must be non-empty, without dots or spaces".into(),
+        ));
     }
     let Some(obj) = spec.as_object() else {
-        errors.push(err(ErrorKind::InvalidGraph, "a node is an object with `type` and `inputs`".into()).received(json_kind(spec)));
+        errors.push(
+            err(
+                ErrorKind::InvalidGraph,
+                "a node is an object with `type` and `inputs`".into(),
+            )
+            .received(json_kind(spec)),
+        );
         return None;
     };
     for key in obj.keys() {
         if !NODE_KEYS.contains(&key.as_str()) && key != "class_type" {
-            errors.push(err(ErrorKind::InvalidGraph, format!("unknown field `{key}`")).expected(NODE_KEYS.join(", ")));
+            errors.push(
+                err(ErrorKind::InvalidGraph, format!("unknown field `{key}`"))
+                    .expected(NODE_KEYS.join(", ")),
+            );
         }
     }
     // `class_type` is accepted as ComfyUI's name for `type`.
     let type_name = match obj.get("type").or_else(|| obj.get("class_type")) {
         Some(Json::String(t)) => t.clone(),
         other => {
-            errors.push(err(ErrorKind::InvalidGraph, "missing `type`".into())
-                .expected("a string such as \"GaussianNoise\"")
-                .received(other.map(json_kind).unwrap_or("nothing")));
+            errors.push(
+                err(ErrorKind::InvalidGraph, "missing `type`".into())
+                    .expected("a string such as \"GaussianNoise\"")
+                    .received(other.map(json_kind).unwrap_or("nothing")),
+            );
             String::new()
         }
     };
     let inputs = parse_inputs(id, "inputs", obj.get("inputs"), errors);
     let index = graph.nodes.len();
     graph.by_id.insert(id.to_string(), index);
-    graph.nodes.push(Node { id: id.to_string(), type_name, inputs, scope, body: Vec::new(), next: Vec::new() });
+    graph.nodes.push(Node {
+        id: id.to_string(),
+        type_name,
+        inputs,
+        scope,
+        body: Vec::new(),
+        next: Vec::new(),
+    });
 
     let is_loop = graph.nodes[index].is_loop();
     match (is_loop, obj.get("body")) {
@@ -184,26 +232,48 @@ fn parse_node(id: &str, spec: &Json, scope: Option<usize>, graph: &mut Graph, er
             let members = parse_scope(body, Some(index), graph, errors);
             graph.nodes[index].body = members;
         }
-        (true, _) => errors.push(err(ErrorKind::MalformedLoop, "a Loop needs a `body` object of nodes".into())),
-        (false, Some(_)) => errors.push(err(ErrorKind::InvalidGraph, "only Loop nodes have a `body`".into())),
+        (true, _) => errors.push(err(
+            ErrorKind::MalformedLoop,
+            "a Loop needs a `body` object of nodes".into(),
+        )),
+        (false, Some(_)) => errors.push(err(
+            ErrorKind::InvalidGraph,
+            "only Loop nodes have a `body`".into(),
+        )),
         (false, None) => {}
     }
     match (is_loop, obj.get("next")) {
         (true, next) => graph.nodes[index].next = parse_inputs(id, "next", next, errors),
-        (false, Some(_)) => errors.push(err(ErrorKind::InvalidGraph, "only Loop nodes have `next`".into())),
+        (false, Some(_)) => errors.push(err(
+            ErrorKind::InvalidGraph,
+            "only Loop nodes have `next`".into(),
+        )),
         (false, None) => {}
     }
     Some(index)
 }
 
-fn parse_inputs(id: &str, field: &str, spec: Option<&Json>, errors: &mut Vec<GraphError>) -> Vec<(String, Input)> {
+fn parse_inputs(
+    id: &str,
+    field: &str,
+    spec: Option<&Json>,
+    errors: &mut Vec<GraphError>,
+) -> Vec<(String, Input)> {
     match spec {
         None | Some(Json::Null) => Vec::new(),
-        Some(Json::Object(map)) => map.iter().map(|(name, v)| (name.clone(), parse_input(v))).collect(),
+        Some(Json::Object(map)) => map
+            .iter()
+            .map(|(name, v)| (name.clone(), parse_input(v)))
+            .collect(),
         Some(other) => {
-            errors.push(GraphError::new(ErrorKind::InvalidGraph, format!("`{field}` must be an object of name: value"))
+            errors.push(
+                GraphError::new(
+                    ErrorKind::InvalidGraph,
+                    format!("`{field}` must be an object of name: value"),
+                )
                 .node(id)
-                .received(json_kind(other)));
+                .received(json_kind(other)),
+            );
             Vec::new()
         }
     }
@@ -220,7 +290,10 @@ fn parse_input(v: &Json) -> Input {
                 _ => None,
             };
             if let Some(output) = output {
-                return Input::Link(Link { node: node.clone(), output });
+                return Input::Link(Link {
+                    node: node.clone(),
+                    output,
+                });
             }
         }
     }

@@ -12,7 +12,10 @@ use std::sync::Arc;
 /// An input after validation.
 #[derive(Clone, Debug)]
 pub enum Resolved {
-    Link { node: usize, output: usize },
+    Link {
+        node: usize,
+        output: usize,
+    },
     Const(Value),
     /// An optional input that was not given and has no default.
     Absent,
@@ -23,7 +26,9 @@ pub enum Resolved {
 pub enum Kind {
     Plugin(Arc<NodeType>),
     /// Carried variable names, in the order of the loop's outputs.
-    Loop { carried: Vec<String> },
+    Loop {
+        carried: Vec<String>,
+    },
 }
 
 /// A graph that passed validation, with every input resolved.
@@ -40,13 +45,22 @@ pub struct CheckedGraph {
 }
 
 /// Validates `graph` against the node types in `registry`.
-pub fn validate(graph: Graph, registry: &Registry, require_outputs: bool) -> Result<CheckedGraph, GraphErrors> {
+pub fn validate(
+    graph: Graph,
+    registry: &Registry,
+    require_outputs: bool,
+) -> Result<CheckedGraph, GraphErrors> {
     let mut errors = Vec::new();
     let n = graph.nodes.len();
     let mut kinds = Vec::with_capacity(n);
     for node in &graph.nodes {
         kinds.push(if node.is_loop() {
-            let carried: Vec<String> = node.inputs.iter().map(|(k, _)| k.clone()).filter(|k| k != LOOP_OVER).collect();
+            let carried: Vec<String> = node
+                .inputs
+                .iter()
+                .map(|(k, _)| k.clone())
+                .filter(|k| k != LOOP_OVER)
+                .collect();
             Some(Kind::Loop { carried })
         } else if let Some(t) = registry.get(&node.type_name) {
             Some(Kind::Plugin(t.clone()))
@@ -57,7 +71,13 @@ pub fn validate(graph: Graph, registry: &Registry, require_outputs: bool) -> Res
             None
         });
     }
-    let mut v = Validator { graph: &graph, kinds: &kinds, errors, output_types: vec![None; n], visiting: vec![false; n] };
+    let mut v = Validator {
+        graph: &graph,
+        kinds: &kinds,
+        errors,
+        output_types: vec![None; n],
+        visiting: vec![false; n],
+    };
     for i in 0..n {
         v.outputs_of(i);
     }
@@ -70,13 +90,26 @@ pub fn validate(graph: Graph, registry: &Registry, require_outputs: bool) -> Res
         }
     }
     let mut errors = v.errors;
-    let output_types: Vec<Vec<PortType>> =
-        v.output_types.into_iter().map(|t| t.map(|t| t.into_iter().map(|(_, ty)| ty).collect()).unwrap_or_default()).collect();
+    let output_types: Vec<Vec<PortType>> = v
+        .output_types
+        .into_iter()
+        .map(|t| {
+            t.map(|t| t.into_iter().map(|(_, ty)| ty).collect())
+                .unwrap_or_default()
+        })
+        .collect();
     errors.extend(super::cycles::find_cycles(&graph, &inputs, &next));
-    let has_output = kinds.iter().any(|k| matches!(k, Some(Kind::Plugin(t)) if t.schema.output_node));
+    let has_output = kinds
+        .iter()
+        .any(|k| matches!(k, Some(Kind::Plugin(t)) if t.schema.output_node));
     if require_outputs && !has_output && !kinds.iter().any(|k| k.is_none()) {
-        errors.push(GraphError::new(ErrorKind::NoOutputs, "the graph has no output node, so running it would do nothing")
-            .expected("at least one node that writes a result (SaveImage, SaveTensor, ...)"));
+        errors.push(
+            GraphError::new(
+                ErrorKind::NoOutputs,
+                "the graph has no output node, so running it would do nothing",
+            )
+            .expected("at least one node that writes a result (SaveImage, SaveTensor, ...)"),
+        );
     }
     if !errors.is_empty() {
         return Err(GraphErrors(errors));
@@ -88,30 +121,57 @@ pub fn validate(graph: Graph, registry: &Registry, require_outputs: bool) -> Res
             None => Vec::new(),
         })
         .collect();
-    Ok(CheckedGraph { graph, kinds: kinds.into_iter().map(|k| k.expect("checked")).collect(), inputs, next, output_names, output_types })
+    Ok(CheckedGraph {
+        graph,
+        kinds: kinds.into_iter().map(|k| k.expect("checked")).collect(),
+        inputs,
+        next,
+        output_names,
+        output_types,
+    })
 }
 
 fn unknown_type(id: &str, type_name: &str, registry: &Registry) -> GraphError {
     let mut close: Vec<(f64, &str)> = registry
         .type_names()
         .chain([super::model::LOOP_TYPE])
-        .map(|k| (strsim::jaro_winkler(&k.to_lowercase(), &type_name.to_lowercase()), k))
+        .map(|k| {
+            (
+                strsim::jaro_winkler(&k.to_lowercase(), &type_name.to_lowercase()),
+                k,
+            )
+        })
         .filter(|(s, _)| *s > 0.75)
         .collect();
     close.sort_by(|a, b| b.0.total_cmp(&a.0));
     let hint = match close.len() {
         0 => "run `diffgraph nodes` to list the known types".to_string(),
-        _ => format!("did you mean {}?", close.iter().take(3).map(|(_, k)| format!("`{k}`")).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "did you mean {}?",
+            close
+                .iter()
+                .take(3)
+                .map(|(_, k)| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
-    GraphError::new(ErrorKind::UnknownNodeType, format!("unknown node type `{type_name}`; {hint}"))
-        .node(id)
-        .received(type_name)
+    GraphError::new(
+        ErrorKind::UnknownNodeType,
+        format!("unknown node type `{type_name}`; {hint}"),
+    )
+    .node(id)
+    .received(type_name)
 }
 
 /// A loop's outputs: its carried variables, then the per-iteration `item` and
 /// `index` (readable only inside its body).
 fn loop_output_names(carried: &[String]) -> Vec<String> {
-    carried.iter().cloned().chain([LOOP_ITEM.to_string(), LOOP_INDEX.to_string()]).collect()
+    carried
+        .iter()
+        .cloned()
+        .chain([LOOP_ITEM.to_string(), LOOP_INDEX.to_string()])
+        .collect()
 }
 
 struct Validator<'a> {
@@ -135,12 +195,24 @@ impl Validator<'_> {
         self.visiting[i] = true;
         let outs = match &self.kinds[i] {
             None => Vec::new(),
-            Some(Kind::Plugin(t)) => t.schema.outputs.iter().map(|o| (o.name.clone(), o.ty.clone())).collect(),
+            Some(Kind::Plugin(t)) => t
+                .schema
+                .outputs
+                .iter()
+                .map(|o| (o.name.clone(), o.ty.clone()))
+                .collect(),
             Some(Kind::Loop { carried }) => {
                 let node = &self.graph.nodes[i];
                 let mut outs: Vec<(String, PortType)> = carried
                     .iter()
-                    .map(|c| (c.clone(), node.input(c).map(|inp| self.type_of_input(inp)).unwrap_or(PortType::Any)))
+                    .map(|c| {
+                        (
+                            c.clone(),
+                            node.input(c)
+                                .map(|inp| self.type_of_input(inp))
+                                .unwrap_or(PortType::Any),
+                        )
+                    })
                     .collect();
                 let item = match node.input(LOOP_OVER).map(|inp| self.type_of_input(inp)) {
                     Some(PortType::List(inner)) => *inner,
@@ -162,7 +234,9 @@ impl Validator<'_> {
             Input::Link(link) => match self.graph.by_id.get(&link.node) {
                 Some(&src) => {
                     let outs = self.outputs_of(src);
-                    output_index(&outs, &link.output).map(|k| outs[k].1.clone()).unwrap_or(PortType::Any)
+                    output_index(&outs, &link.output)
+                        .map(|k| outs[k].1.clone())
+                        .unwrap_or(PortType::Any)
                 }
                 None => PortType::Any,
             },
@@ -171,11 +245,20 @@ impl Validator<'_> {
 
     /// Resolves a link made from node `from` (or, for `next`, from inside
     /// loop `from`'s body when `inside_loop`), reporting visibility problems.
-    fn resolve_link(&mut self, from: usize, input: &str, link: &Link, inside_loop: bool) -> Option<(usize, usize, PortType)> {
+    fn resolve_link(
+        &mut self,
+        from: usize,
+        input: &str,
+        link: &Link,
+        inside_loop: bool,
+    ) -> Option<(usize, usize, PortType)> {
         let here = &self.graph.nodes[from];
         let err = |kind, msg: String| GraphError::new(kind, msg).node(&here.id).input(input);
         let Some(&src) = self.graph.by_id.get(&link.node) else {
-            self.errors.push(err(ErrorKind::LinkToMissingNode, format!("links to node `{}`, which does not exist", link.node)));
+            self.errors.push(err(
+                ErrorKind::LinkToMissingNode,
+                format!("links to node `{}`, which does not exist", link.node),
+            ));
             return None;
         };
         // The scope the reading happens in: the node's own scope, or the
@@ -184,7 +267,10 @@ impl Validator<'_> {
         let src_node = &self.graph.nodes[src];
         let encloses = |l: usize| scope_chain(self.graph, reader_scope).any(|s| s == Some(l));
         if !scope_chain(self.graph, reader_scope).any(|s| s == src_node.scope) {
-            let where_ = src_node.scope.map(|l| format!("inside the body of loop `{}`", self.graph.nodes[l].id)).unwrap_or_default();
+            let where_ = src_node
+                .scope
+                .map(|l| format!("inside the body of loop `{}`", self.graph.nodes[l].id))
+                .unwrap_or_default();
             self.errors.push(err(ErrorKind::LinkToMissingNode, format!(
                 "links to node `{}`, which is {where_} and not visible here; read the loop's outputs instead", link.node
             )));
@@ -196,15 +282,25 @@ impl Validator<'_> {
         }
         let Some(k) = output_index(&outs, &link.output) else {
             let names: Vec<_> = outs.iter().map(|(n, _)| n.as_str()).collect();
-            self.errors.push(err(ErrorKind::LinkToMissingOutput, format!("node `{}` has no output `{}`", link.node, link.output))
-                .expected(format!("one of: {}", names.join(", "))));
+            self.errors.push(
+                err(
+                    ErrorKind::LinkToMissingOutput,
+                    format!("node `{}` has no output `{}`", link.node, link.output),
+                )
+                .expected(format!("one of: {}", names.join(", "))),
+            );
             return None;
         };
-        let is_loop_var = matches!(self.kinds[src], Some(Kind::Loop { .. })) && (outs[k].0 == LOOP_ITEM || outs[k].0 == LOOP_INDEX);
+        let is_loop_var = matches!(self.kinds[src], Some(Kind::Loop { .. }))
+            && (outs[k].0 == LOOP_ITEM || outs[k].0 == LOOP_INDEX);
         if is_loop_var && !encloses(src) {
-            self.errors.push(err(ErrorKind::MalformedLoop, format!(
-                "`{}` of loop `{}` exists only inside its body", outs[k].0, link.node
-            )));
+            self.errors.push(err(
+                ErrorKind::MalformedLoop,
+                format!(
+                    "`{}` of loop `{}` exists only inside its body",
+                    outs[k].0, link.node
+                ),
+            ));
             return None;
         }
         Some((src, k, outs[k].1.clone()))
@@ -219,60 +315,128 @@ impl Validator<'_> {
                 for (name, _) in &node.inputs {
                     if schema.input_index(name).is_none() {
                         let known: Vec<_> = schema.inputs.iter().map(|s| s.name.as_str()).collect();
-                        self.errors.push(GraphError::new(ErrorKind::UnknownInput, format!("`{}` has no input `{name}`", node.type_name))
-                            .node(&node.id).input(name).expected(format!("one of: {}", known.join(", "))));
+                        self.errors.push(
+                            GraphError::new(
+                                ErrorKind::UnknownInput,
+                                format!("`{}` has no input `{name}`", node.type_name),
+                            )
+                            .node(&node.id)
+                            .input(name)
+                            .expected(format!("one of: {}", known.join(", "))),
+                        );
                     }
                 }
-                schema.inputs.iter().map(|spec| match node.input(&spec.name) {
-                    Some(Input::Const(v)) => {
-                        let before = self.errors.len();
-                        check_constant(&node.id, spec, v, &mut self.errors);
-                        if self.errors.len() > before { return Resolved::Absent; }
-                        Value::from_json(v).map(Resolved::Const).unwrap_or(Resolved::Absent)
-                    }
-                    Some(Input::Link(link)) => match self.resolve_link(i, &spec.name, link, false) {
-                        Some((src, k, ty)) => {
-                            if !spec.ty.accepts(&ty) {
-                                self.errors.push(GraphError::new(ErrorKind::TypeMismatch, format!("output `{}` of `{}` has the wrong type", link.output, link.node))
-                                    .node(&node.id).input(&spec.name).expected(spec.ty.to_string()).received(ty.to_string()));
+                schema
+                    .inputs
+                    .iter()
+                    .map(|spec| match node.input(&spec.name) {
+                        Some(Input::Const(v)) => {
+                            let before = self.errors.len();
+                            check_constant(&node.id, spec, v, &mut self.errors);
+                            if self.errors.len() > before {
+                                return Resolved::Absent;
                             }
-                            Resolved::Link { node: src, output: k }
+                            Value::from_json(v)
+                                .map(Resolved::Const)
+                                .unwrap_or(Resolved::Absent)
                         }
-                        None => Resolved::Absent,
-                    },
-                    None => match &spec.default {
-                        Some(d) => Value::from_json(d).map(Resolved::Const).unwrap_or(Resolved::Absent),
-                        None if spec.required => {
-                            self.errors.push(GraphError::new(ErrorKind::RequiredInputMissing, "required input not given")
-                                .node(&node.id).input(&spec.name).expected(spec.ty.to_string()));
-                            Resolved::Absent
+                        Some(Input::Link(link)) => {
+                            match self.resolve_link(i, &spec.name, link, false) {
+                                Some((src, k, ty)) => {
+                                    if !spec.ty.accepts(&ty) {
+                                        self.errors.push(
+                                            GraphError::new(
+                                                ErrorKind::TypeMismatch,
+                                                format!(
+                                                    "output `{}` of `{}` has the wrong type",
+                                                    link.output, link.node
+                                                ),
+                                            )
+                                            .node(&node.id)
+                                            .input(&spec.name)
+                                            .expected(spec.ty.to_string())
+                                            .received(ty.to_string()),
+                                        );
+                                    }
+                                    Resolved::Link {
+                                        node: src,
+                                        output: k,
+                                    }
+                                }
+                                None => Resolved::Absent,
+                            }
                         }
-                        None => Resolved::Absent,
-                    },
-                }).collect()
+                        None => match &spec.default {
+                            Some(d) => Value::from_json(d)
+                                .map(Resolved::Const)
+                                .unwrap_or(Resolved::Absent),
+                            None if spec.required => {
+                                self.errors.push(
+                                    GraphError::new(
+                                        ErrorKind::RequiredInputMissing,
+                                        "required input not given",
+                                    )
+                                    .node(&node.id)
+                                    .input(&spec.name)
+                                    .expected(spec.ty.to_string()),
+                                );
+                                Resolved::Absent
+                            }
+                            None => Resolved::Absent,
+                        },
+                    })
+                    .collect()
             }
             Some(Kind::Loop { carried }) => {
                 let mut out = Vec::new();
                 match node.input(LOOP_OVER) {
-                    None => self.errors.push(GraphError::new(ErrorKind::MalformedLoop, "a Loop needs `over`: a list to iterate, or an int count")
-                        .node(&node.id).input(LOOP_OVER).expected("LIST<...> or INT")),
+                    None => self.errors.push(
+                        GraphError::new(
+                            ErrorKind::MalformedLoop,
+                            "a Loop needs `over`: a list to iterate, or an int count",
+                        )
+                        .node(&node.id)
+                        .input(LOOP_OVER)
+                        .expected("LIST<...> or INT"),
+                    ),
                     Some(inp) => {
                         let ty = self.type_of_input(inp);
                         if !matches!(ty, PortType::List(_) | PortType::Int | PortType::Any) {
-                            self.errors.push(GraphError::new(ErrorKind::MalformedLoop, "`over` must be a list or an int")
-                                .node(&node.id).input(LOOP_OVER).expected("LIST<...> or INT").received(ty.to_string()));
+                            self.errors.push(
+                                GraphError::new(
+                                    ErrorKind::MalformedLoop,
+                                    "`over` must be a list or an int",
+                                )
+                                .node(&node.id)
+                                .input(LOOP_OVER)
+                                .expected("LIST<...> or INT")
+                                .received(ty.to_string()),
+                            );
                         }
                     }
                 }
                 for name in std::iter::once(LOOP_OVER.to_string()).chain(carried.iter().cloned()) {
                     if name == LOOP_ITEM || name == LOOP_INDEX {
-                        self.errors.push(GraphError::new(ErrorKind::MalformedLoop, format!("`{name}` is reserved for the loop's per-iteration value"))
-                            .node(&node.id).input(&name));
+                        self.errors.push(
+                            GraphError::new(
+                                ErrorKind::MalformedLoop,
+                                format!("`{name}` is reserved for the loop's per-iteration value"),
+                            )
+                            .node(&node.id)
+                            .input(&name),
+                        );
                     }
                     out.push(match node.input(&name) {
-                        Some(Input::Const(v)) => Value::from_json(v).map(Resolved::Const).unwrap_or(Resolved::Absent),
-                        Some(Input::Link(link)) => self.resolve_link(i, &name, link, false)
-                            .map(|(src, k, _)| Resolved::Link { node: src, output: k }).unwrap_or(Resolved::Absent),
+                        Some(Input::Const(v)) => Value::from_json(v)
+                            .map(Resolved::Const)
+                            .unwrap_or(Resolved::Absent),
+                        Some(Input::Link(link)) => self
+                            .resolve_link(i, &name, link, false)
+                            .map(|(src, k, _)| Resolved::Link {
+                                node: src,
+                                output: k,
+                            })
+                            .unwrap_or(Resolved::Absent),
                         None => Resolved::Absent,
                     });
                 }
@@ -283,36 +447,81 @@ impl Validator<'_> {
 
     fn check_next(&mut self, i: usize) -> Vec<Resolved> {
         let node = self.graph.nodes[i].clone();
-        let Some(Kind::Loop { carried }) = self.kinds[i].clone() else { return Vec::new() };
+        let Some(Kind::Loop { carried }) = self.kinds[i].clone() else {
+            return Vec::new();
+        };
         let outs = self.outputs_of(i);
         for (name, _) in &node.next {
             if !carried.contains(name) {
-                self.errors.push(GraphError::new(ErrorKind::MalformedLoop, format!("`next` sets `{name}`, which is not a carried variable"))
-                    .node(&node.id).input(name).expected(format!("one of the loop's inputs other than `over`: {}", carried.join(", "))));
+                self.errors.push(
+                    GraphError::new(
+                        ErrorKind::MalformedLoop,
+                        format!("`next` sets `{name}`, which is not a carried variable"),
+                    )
+                    .node(&node.id)
+                    .input(name)
+                    .expected(format!(
+                        "one of the loop's inputs other than `over`: {}",
+                        carried.join(", ")
+                    )),
+                );
             }
         }
-        carried.iter().enumerate().map(|(k, name)| match node.next.iter().find(|(n, _)| n == name).map(|(_, v)| v) {
-            None => {
-                self.errors.push(GraphError::new(ErrorKind::MalformedLoop, format!("carried variable `{name}` has no `next` value"))
-                    .node(&node.id).input(name).expected("a link from the body in `next`"));
-                Resolved::Absent
-            }
-            Some(Input::Const(v)) => {
-                self.errors.push(GraphError::new(ErrorKind::MalformedLoop, format!("`next.{name}` must be a link"))
-                    .node(&node.id).input(name).received(short(v)));
-                Resolved::Absent
-            }
-            Some(Input::Link(link)) => match self.resolve_link(i, name, link, true) {
-                Some((src, out, ty)) => {
-                    if !outs[k].1.accepts(&ty) {
-                        self.errors.push(GraphError::new(ErrorKind::TypeMismatch, format!("`next.{name}` changes the carried variable's type"))
-                            .node(&node.id).input(name).expected(outs[k].1.to_string()).received(ty.to_string()));
+        carried
+            .iter()
+            .enumerate()
+            .map(
+                |(k, name)| match node.next.iter().find(|(n, _)| n == name).map(|(_, v)| v) {
+                    None => {
+                        self.errors.push(
+                            GraphError::new(
+                                ErrorKind::MalformedLoop,
+                                format!("carried variable `{name}` has no `next` value"),
+                            )
+                            .node(&node.id)
+                            .input(name)
+                            .expected("a link from the body in `next`"),
+                        );
+                        Resolved::Absent
                     }
-                    Resolved::Link { node: src, output: out }
-                }
-                None => Resolved::Absent,
-            },
-        }).collect()
+                    Some(Input::Const(v)) => {
+                        self.errors.push(
+                            GraphError::new(
+                                ErrorKind::MalformedLoop,
+                                format!("`next.{name}` must be a link"),
+                            )
+                            .node(&node.id)
+                            .input(name)
+                            .received(short(v)),
+                        );
+                        Resolved::Absent
+                    }
+                    Some(Input::Link(link)) => match self.resolve_link(i, name, link, true) {
+                        Some((src, out, ty)) => {
+                            if !outs[k].1.accepts(&ty) {
+                                self.errors.push(
+                                    GraphError::new(
+                                        ErrorKind::TypeMismatch,
+                                        format!(
+                                            "`next.{name}` changes the carried variable's type"
+                                        ),
+                                    )
+                                    .node(&node.id)
+                                    .input(name)
+                                    .expected(outs[k].1.to_string())
+                                    .received(ty.to_string()),
+                                );
+                            }
+                            Resolved::Link {
+                                node: src,
+                                output: out,
+                            }
+                        }
+                        None => Resolved::Absent,
+                    },
+                },
+            )
+            .collect()
     }
 }
 
@@ -324,7 +533,10 @@ fn output_index(outs: &[(String, PortType)], r: &OutputRef) -> Option<usize> {
 }
 
 /// `scope`, then each enclosing scope, ending with the top level (`None`).
-pub fn scope_chain(graph: &Graph, scope: Option<usize>) -> impl Iterator<Item = Option<usize>> + '_ {
+pub fn scope_chain(
+    graph: &Graph,
+    scope: Option<usize>,
+) -> impl Iterator<Item = Option<usize>> + '_ {
     let mut cur = Some(scope);
     std::iter::from_fn(move || {
         let s = cur?;

@@ -91,7 +91,7 @@ pub fn open_library(path: &Path) -> Result<Handshake, String> {
         .map(|sym| *sym)
         .map_err(|_| "not a diffgraph plugin: no `diffgraph_plugin_entry` symbol".to_string())?;
     std::mem::forget(lib); // never unload (see OpenedLibrary)
-    // SAFETY: calling the entry is the protocol; the SDK catches panics in it.
+                           // SAFETY: calling the entry is the protocol; the SDK catches panics in it.
     let desc_ptr = unsafe { entry() };
     if desc_ptr.is_null() {
         return Err("the plugin failed to describe its nodes (its entry returned null)".into());
@@ -118,8 +118,10 @@ pub fn open_library(path: &Path) -> Result<Handshake, String> {
     // SAFETY: version and size match, so the whole descriptor has our layout;
     // it lives as long as the (never unloaded) library.
     let descriptor: &'static PluginDescriptor = unsafe { &*desc_ptr };
-    let (value_size, call_size) =
-        (std::mem::size_of::<AbiValue>() as u32, std::mem::size_of::<AbiCall>() as u32);
+    let (value_size, call_size) = (
+        std::mem::size_of::<AbiValue>() as u32,
+        std::mem::size_of::<AbiCall>() as u32,
+    );
     if descriptor.value_size != value_size || descriptor.call_size != call_size {
         return Err(format!(
             "plugin value/call sizes {}/{} differ from the host's {value_size}/{call_size}",
@@ -136,9 +138,17 @@ pub fn open_library(path: &Path) -> Result<Handshake, String> {
         ));
     }
     // SAFETY: as above.
-    let (plugin_name, schema_json) =
-        unsafe { (descriptor.plugin_name.to_string_lossy(), descriptor.schema_json.to_string_lossy()) };
-    Ok(Handshake { library: OpenedLibrary { descriptor }, plugin_name, schema_json })
+    let (plugin_name, schema_json) = unsafe {
+        (
+            descriptor.plugin_name.to_string_lossy(),
+            descriptor.schema_json.to_string_lossy(),
+        )
+    };
+    Ok(Handshake {
+        library: OpenedLibrary { descriptor },
+        plugin_name,
+        schema_json,
+    })
 }
 
 /// Per-call host state that the plugin's callbacks write into.
@@ -165,7 +175,12 @@ pub enum CallFailure {
 
 impl OpenedLibrary {
     /// Runs node `index` of this library on `inputs` (borrowed for the call).
-    pub fn call(&self, index: u32, inputs: &[&Value], env: &CallEnv) -> Result<Vec<Value>, CallFailure> {
+    pub fn call(
+        &self,
+        index: u32,
+        inputs: &[&Value],
+        env: &CallEnv,
+    ) -> Result<Vec<Value>, CallFailure> {
         let mut lists = Vec::new();
         let abi_inputs: Vec<AbiValue> = inputs.iter().map(|v| lower(v, &mut lists)).collect();
         let mut state = CallState {
@@ -192,7 +207,11 @@ impl OpenedLibrary {
         match status {
             AbiStatus::Ok => Ok(state.outputs),
             AbiStatus::Panic => Err(CallFailure::Panic(state.error.unwrap_or_default())),
-            _ => Err(CallFailure::Error(state.error.unwrap_or_else(|| "failed without a message".into()))),
+            _ => Err(CallFailure::Error(
+                state
+                    .error
+                    .unwrap_or_else(|| "failed without a message".into()),
+            )),
         }
     }
 }
@@ -254,7 +273,13 @@ unsafe fn lift(v: &AbiValue) -> Value {
         Some(AbiKind::Bool) => Value::Bool(v.int != 0),
         Some(AbiKind::Str) => {
             // SAFETY: the bytes are valid during emit (caller's contract).
-            let s = unsafe { AbiStr { ptr: v.ptr as *const u8, len: v.len }.to_string_lossy() };
+            let s = unsafe {
+                AbiStr {
+                    ptr: v.ptr as *const u8,
+                    len: v.len,
+                }
+                .to_string_lossy()
+            };
             Value::Str(s.into())
         }
         // SAFETY: the plugin handed us this `torch::Tensor*`; we now own it.
@@ -276,7 +301,13 @@ unsafe fn lift(v: &AbiValue) -> Value {
                 unsafe { std::slice::from_raw_parts(v.ptr as *const AbiValue, v.len) }
             };
             // SAFETY: same contract for each element.
-            Value::List(items.iter().map(|i| unsafe { lift(i) }).collect::<Vec<_>>().into())
+            Value::List(
+                items
+                    .iter()
+                    .map(|i| unsafe { lift(i) })
+                    .collect::<Vec<_>>()
+                    .into(),
+            )
         }
         Some(AbiKind::None) | None => Value::None,
     }
@@ -302,7 +333,9 @@ unsafe extern "C" fn fail_cb(host: *mut c_void, message: AbiStr) {
 unsafe extern "C" fn progress_cb(host: *mut c_void, done: u64, total: u64) {
     // SAFETY: as in emit_cb.
     let state = unsafe { &*(host as *const CallState) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (state.progress)(done, total)));
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        (state.progress)(done, total)
+    }));
 }
 
 unsafe extern "C" fn interrupted_cb(host: *mut c_void) -> bool {
@@ -318,7 +351,8 @@ pub fn load_global_library(name_or_path: &str) -> Result<(), String> {
     use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
     // SAFETY: loading libtorch's own CUDA library runs its initialisers, which
     // is exactly what we want; it is never unloaded.
-    let lib = unsafe { Library::open(Some(name_or_path), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| e.to_string())?;
+    let lib = unsafe { Library::open(Some(name_or_path), RTLD_NOW | RTLD_GLOBAL) }
+        .map_err(|e| e.to_string())?;
     std::mem::forget(lib);
     Ok(())
 }

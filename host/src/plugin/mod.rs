@@ -78,7 +78,10 @@ impl Registry {
     /// earlier library with the same plugin name (a reload); a clash with
     /// another plugin's type is refused. Returns the library.
     pub fn load_file(&mut self, path: &Path) -> Result<Arc<PluginLibrary>, LoadError> {
-        let fail = |message: String| LoadError { path: path.to_path_buf(), message };
+        let fail = |message: String| LoadError {
+            path: path.to_path_buf(),
+            message,
+        };
         let hs = ffi::open_library(path).map_err(fail)?;
         let schemas: Vec<NodeSchema> = serde_json::from_str(&hs.schema_json)
             .map_err(|e| fail(format!("its node metadata is not valid: {e}")))?;
@@ -103,7 +106,11 @@ impl Registry {
         // A reload drops the old generation's types that the new one no longer has.
         self.types.retain(|_, t| t.library.name != library.name);
         for (index, schema) in schemas.into_iter().enumerate() {
-            let t = NodeType { schema, library: library.clone(), index: index as u32 };
+            let t = NodeType {
+                schema,
+                library: library.clone(),
+                index: index as u32,
+            };
             self.types.insert(t.schema.type_name.clone(), Arc::new(t));
         }
         self.libraries.retain(|l| l.name != library.name);
@@ -118,7 +125,10 @@ impl Registry {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
-                return vec![LoadError { path: dir.to_path_buf(), message: format!("cannot read folder: {e}") }]
+                return vec![LoadError {
+                    path: dir.to_path_buf(),
+                    message: format!("cannot read folder: {e}"),
+                }]
             }
         };
         let mut paths: Vec<PathBuf> = entries
@@ -137,7 +147,9 @@ impl Registry {
 
 /// A shared library (`.so`, `.dylib`, `.dll`) whose name starts with `prefix`.
 pub fn is_plugin_file(path: &Path, prefix: &str) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     name.starts_with(prefix) && matches!(ext, "so" | "dylib" | "dll")
 }
@@ -145,5 +157,30 @@ pub fn is_plugin_file(path: &Path, prefix: &str) -> bool {
 /// Where plugins are looked for when `--plugins` is not given: the folder of
 /// the running executable (cargo puts the plugins next to the binary).
 pub fn default_plugin_dir() -> Option<PathBuf> {
-    std::env::current_exe().ok()?.parent().map(|p| p.to_path_buf())
+    std::env::current_exe()
+        .ok()?
+        .parent()
+        .map(|p| p.to_path_buf())
+}
+
+/// Calls one node directly, outside any graph (CPU, output folder `output`):
+/// for tests and tools. Graph runs go through the executor instead.
+pub fn call_node(
+    node: &NodeType,
+    inputs: &[&crate::value::Value],
+) -> Result<Vec<crate::value::Value>, String> {
+    let interrupt = std::sync::atomic::AtomicBool::new(false);
+    let env = ffi::CallEnv {
+        device: -1,
+        output_dir: "output",
+        progress: &|_, _| {},
+        interrupt: &interrupt,
+    };
+    node.library
+        .opened
+        .call(node.index, inputs, &env)
+        .map_err(|f| match f {
+            ffi::CallFailure::Error(m) => m,
+            ffi::CallFailure::Panic(m) => format!("panicked: {m}"),
+        })
 }

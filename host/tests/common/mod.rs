@@ -7,7 +7,10 @@ use std::path::PathBuf;
 /// target/<profile>/, where cargo puts the plugin libraries and the binary.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps/<test>").to_path_buf()
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
 }
 
 /// Path of the built plugin library `lib<crate_name>.so`.
@@ -22,20 +25,27 @@ pub fn registry_with(crates: &[&str]) -> Registry {
     diffgraph::device::init();
     let mut r = Registry::new();
     for c in crates {
-        r.load_file(&plugin_path(c)).unwrap_or_else(|e| panic!("{e}"));
+        r.load_file(&plugin_path(c))
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     r
 }
 
 /// Validates and runs graph text on `exec`, returning its outcome.
 pub fn run_text(exec: &mut Executor, text: &str, targets: Option<&[&str]>) -> RunOutcome {
-    let checked = diffgraph::parse_graph(text, &[], &exec.registry, false).unwrap_or_else(|e| panic!("{e}"));
-    exec.run(&checked, targets, &Silent).unwrap_or_else(|e| panic!("{e}"))
+    let checked =
+        diffgraph::parse_graph(text, &[], &exec.registry, false).unwrap_or_else(|e| panic!("{e}"));
+    exec.run(&checked, targets, &Silent)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The path of the `diffgraph` binary built next to the tests.
 pub fn diffgraph_bin() -> PathBuf {
     let p = target_dir().join("diffgraph");
-    assert!(p.exists(), "{} is missing: build the workspace first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first",
+        p.display()
+    );
     p
 }

@@ -58,10 +58,16 @@ pub struct AbiStr {
 }
 
 impl AbiStr {
-    pub const EMPTY: AbiStr = AbiStr { ptr: std::ptr::null(), len: 0 };
+    pub const EMPTY: AbiStr = AbiStr {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
 
     pub fn from_str(s: &str) -> AbiStr {
-        AbiStr { ptr: s.as_ptr(), len: s.len() }
+        AbiStr {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
     }
 
     /// # Safety
@@ -128,8 +134,11 @@ pub struct AbiObject {
 }
 
 impl AbiObject {
-    pub const NONE: AbiObject =
-        AbiObject { type_name: AbiStr::EMPTY, producer: std::ptr::null(), drop: None };
+    pub const NONE: AbiObject = AbiObject {
+        type_name: AbiStr::EMPTY,
+        producer: std::ptr::null(),
+        drop: None,
+    };
 }
 
 /// One value crossing the boundary. Which fields are meaningful depends on `kind`:

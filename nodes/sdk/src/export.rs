@@ -43,7 +43,10 @@ static PLUGIN: OnceLock<Option<Plugin>> = OnceLock::new();
 
 /// Implements the entry symbol: builds the plugin once and returns its
 /// descriptor, or null when building it panicked (the host reports that).
-pub fn entry(name: &'static str, make_nodes: fn() -> Vec<Box<dyn Node>>) -> *const PluginDescriptor {
+pub fn entry(
+    name: &'static str,
+    make_nodes: fn() -> Vec<Box<dyn Node>>,
+) -> *const PluginDescriptor {
     let plugin = PLUGIN.get_or_init(|| catch_unwind(|| build(name, make_nodes)).ok());
     match plugin {
         Some(p) => &p.descriptor,
@@ -66,7 +69,10 @@ fn build(name: &'static str, make_nodes: fn() -> Vec<Box<dyn Node>>) -> Plugin {
         run: run_node,
     };
     Plugin {
-        input_names: schemas.iter().map(|s| s.inputs.iter().map(|i| i.name.clone()).collect()).collect(),
+        input_names: schemas
+            .iter()
+            .map(|s| s.inputs.iter().map(|i| i.name.clone()).collect())
+            .collect(),
         output_counts: schemas.iter().map(|s| s.outputs.len()).collect(),
         nodes,
         _schema_json: schema_json,
@@ -83,7 +89,10 @@ unsafe extern "C" fn run_node(node: u32, call: *const AbiCall) -> AbiStatus {
     let (status, message) = match outcome {
         Ok(Ok(())) => return AbiStatus::Ok,
         Ok(Err(e)) => (AbiStatus::Error, e.0),
-        Err(payload) => (AbiStatus::Panic, format!("node panicked: {}", panic_message(&*payload))),
+        Err(payload) => (
+            AbiStatus::Panic,
+            format!("node panicked: {}", panic_message(&*payload)),
+        ),
     };
     // SAFETY: `fail` is the host's callback and copies the message.
     unsafe { (call.fail)(call.host, AbiStr::from_str(&message)) };
@@ -101,24 +110,40 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 fn run_checked(index: usize, call: &AbiCall) -> Result<(), NodeError> {
-    let plugin = PLUGIN.get().and_then(|p| p.as_ref()).ok_or("plugin not initialised")?;
-    let node = plugin.nodes.get(index).ok_or_else(|| format!("no node #{index} in this plugin"))?;
+    let plugin = PLUGIN
+        .get()
+        .and_then(|p| p.as_ref())
+        .ok_or("plugin not initialised")?;
+    let node = plugin
+        .nodes
+        .get(index)
+        .ok_or_else(|| format!("no node #{index} in this plugin"))?;
     let names = &plugin.input_names[index];
 
     // SAFETY: the host guarantees `inputs[..n_inputs]` are valid AbiValues
     // whose handles stay alive until this call returns.
     let raw = unsafe { slice_or_empty(call.inputs, call.n_inputs) };
     if raw.len() != names.len() {
-        return Err(format!("host passed {} inputs, schema declares {}", raw.len(), names.len()).into());
+        return Err(format!(
+            "host passed {} inputs, schema declares {}",
+            raw.len(),
+            names.len()
+        )
+        .into());
     }
     let mut handles = Vec::new();
     collect_tensor_handles(raw, &mut handles);
     // Borrowed tensors: wrapped without taking ownership (never dropped here).
     // SAFETY: each handle is a live `torch::Tensor*` owned by the host.
-    let arena: Vec<ManuallyDrop<Tensor>> =
-        handles.iter().map(|&h| ManuallyDrop::new(unsafe { Tensor::from_ptr(h) })).collect();
+    let arena: Vec<ManuallyDrop<Tensor>> = handles
+        .iter()
+        .map(|&h| ManuallyDrop::new(unsafe { Tensor::from_ptr(h) }))
+        .collect();
     let mut cursor = 0;
-    let values = raw.iter().map(|v| lift(v, &arena, &mut cursor)).collect::<Result<_, _>>()?;
+    let values = raw
+        .iter()
+        .map(|v| lift(v, &arena, &mut cursor))
+        .collect::<Result<_, _>>()?;
     let inputs = Inputs { names, values };
 
     // SAFETY (closures): the callbacks and `host` are valid during the call.
@@ -128,7 +153,11 @@ fn run_checked(index: usize, call: &AbiCall) -> Result<(), NodeError> {
     let dir_bytes = unsafe { call.output_dir.as_bytes() };
     let dir = std::str::from_utf8(dir_bytes).map_err(|_| "output folder is not UTF-8")?;
     let ctx = Context {
-        device: if call.device < 0 { Device::Cpu } else { Device::Cuda(call.device as usize) },
+        device: if call.device < 0 {
+            Device::Cpu
+        } else {
+            Device::Cuda(call.device as usize)
+        },
         output_dir: Path::new(dir),
         progress: &progress,
         interrupted: &interrupted,
@@ -170,9 +199,10 @@ fn collect_tensor_handles(values: &[AbiValue], out: &mut Vec<*mut C_tensor>) {
         match AbiKind::from_u32(v.kind) {
             Some(AbiKind::Tensor) => out.push(v.ptr as *mut C_tensor),
             // SAFETY: list arrays are valid for the call (host's guarantee).
-            Some(AbiKind::List) => {
-                collect_tensor_handles(unsafe { slice_or_empty(v.ptr as *const AbiValue, v.len) }, out)
-            }
+            Some(AbiKind::List) => collect_tensor_handles(
+                unsafe { slice_or_empty(v.ptr as *const AbiValue, v.len) },
+                out,
+            ),
             _ => {}
         }
     }
@@ -180,7 +210,11 @@ fn collect_tensor_handles(values: &[AbiValue], out: &mut Vec<*mut C_tensor>) {
 
 /// Turns a borrowed ABI value into an [`InputValue`], in the same traversal
 /// order as [`collect_tensor_handles`] so that tensors line up with `arena`.
-fn lift<'a>(v: &'a AbiValue, arena: &'a [ManuallyDrop<Tensor>], cursor: &mut usize) -> Result<InputValue<'a>, NodeError> {
+fn lift<'a>(
+    v: &'a AbiValue,
+    arena: &'a [ManuallyDrop<Tensor>],
+    cursor: &mut usize,
+) -> Result<InputValue<'a>, NodeError> {
     Ok(match AbiKind::from_u32(v.kind) {
         Some(AbiKind::None) => InputValue::None,
         Some(AbiKind::Int) => InputValue::Int(v.int),
@@ -188,8 +222,16 @@ fn lift<'a>(v: &'a AbiValue, arena: &'a [ManuallyDrop<Tensor>], cursor: &mut usi
         Some(AbiKind::Bool) => InputValue::Bool(v.int != 0),
         Some(AbiKind::Str) => {
             // SAFETY: host strings are valid for the call.
-            let bytes = unsafe { AbiStr { ptr: v.ptr as *const u8, len: v.len }.as_bytes() };
-            InputValue::Str(std::str::from_utf8(bytes).map_err(|_| "host passed a string that is not UTF-8")?)
+            let bytes = unsafe {
+                AbiStr {
+                    ptr: v.ptr as *const u8,
+                    len: v.len,
+                }
+                .as_bytes()
+            };
+            InputValue::Str(
+                std::str::from_utf8(bytes).map_err(|_| "host passed a string that is not UTF-8")?,
+            )
         }
         Some(AbiKind::Tensor) => {
             let t: &Tensor = &arena[*cursor];
@@ -212,7 +254,12 @@ fn lift<'a>(v: &'a AbiValue, arena: &'a [ManuallyDrop<Tensor>], cursor: &mut usi
         Some(AbiKind::List) => {
             // SAFETY: list arrays are valid for the call.
             let items = unsafe { slice_or_empty(v.ptr as *const AbiValue, v.len) };
-            InputValue::List(items.iter().map(|i| lift(i, arena, cursor)).collect::<Result<_, _>>()?)
+            InputValue::List(
+                items
+                    .iter()
+                    .map(|i| lift(i, arena, cursor))
+                    .collect::<Result<_, _>>()?,
+            )
         }
         None => return Err(format!("host passed a value of unknown kind {}", v.kind).into()),
     })
@@ -228,7 +275,9 @@ struct Keep {
 unsafe extern "C" fn drop_object(data: *mut c_void) {
     // SAFETY: `data` came from `Box::into_raw` in `lower` and the host calls
     // this exactly once. A panicking Drop must not unwind into the host.
-    let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(data as *mut ObjectBox) })));
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        drop(unsafe { Box::from_raw(data as *mut ObjectBox) })
+    }));
 }
 
 /// Turns an owned value into its ABI form, handing ownership of tensors and

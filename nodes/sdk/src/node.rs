@@ -93,7 +93,10 @@ pub struct Inputs<'a> {
 }
 
 fn wrong(name: &str, expected: &str, got: &InputValue) -> NodeError {
-    NodeError(format!("input `{name}`: expected {expected}, got {}", got.kind_name()))
+    NodeError(format!(
+        "input `{name}`: expected {expected}, got {}",
+        got.kind_name()
+    ))
 }
 
 impl<'a> Inputs<'a> {
@@ -104,7 +107,11 @@ impl<'a> Inputs<'a> {
             .iter()
             .position(|n| n == name)
             .map(|i| &self.values[i])
-            .ok_or_else(|| NodeError(format!("the node asked for input `{name}`, which its schema does not declare")))
+            .ok_or_else(|| {
+                NodeError(format!(
+                    "the node asked for input `{name}`, which its schema does not declare"
+                ))
+            })
     }
 
     /// True when the input was given (or has a default).

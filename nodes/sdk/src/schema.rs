@@ -34,7 +34,10 @@ impl PortType {
     }
 
     pub fn is_tensor(&self) -> bool {
-        matches!(self, PortType::Tensor | PortType::Latent | PortType::Conditioning | PortType::Image)
+        matches!(
+            self,
+            PortType::Tensor | PortType::Latent | PortType::Conditioning | PortType::Image
+        )
     }
 
     /// Whether an input of type `self` accepts a value of type `given`.
@@ -67,11 +70,14 @@ impl PortType {
                 if let Some(inner) = s.strip_prefix("LIST<").and_then(|r| r.strip_suffix('>')) {
                     PortType::list(PortType::parse(inner)?)
                 } else if !s.is_empty()
-                    && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    && s.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
                 {
                     PortType::Object(s.to_string())
                 } else {
-                    return Err(format!("`{s}` is not a port type (INT, FLOAT, LIST<INT>, MY_OBJECT, ...)"));
+                    return Err(format!(
+                        "`{s}` is not a port type (INT, FLOAT, LIST<INT>, MY_OBJECT, ...)"
+                    ));
                 }
             }
         })
@@ -210,7 +216,11 @@ pub struct OutputSpec {
 
 impl OutputSpec {
     pub fn new(name: &str, ty: PortType) -> OutputSpec {
-        OutputSpec { name: name.to_string(), ty, description: String::new() }
+        OutputSpec {
+            name: name.to_string(),
+            ty,
+            description: String::new(),
+        }
     }
     pub fn doc(mut self, text: &str) -> Self {
         self.description = text.to_string();

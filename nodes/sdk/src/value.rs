@@ -68,7 +68,10 @@ pub struct Object {
 
 impl Object {
     pub fn new<T: Any + Send + Sync>(type_name: &'static str, value: T) -> Object {
-        Object { type_name, inner: Box::new(value) }
+        Object {
+            type_name,
+            inner: Box::new(value),
+        }
     }
 }
 
@@ -145,9 +148,12 @@ impl InputValue<'_> {
                     o.type_name
                 )))
             }
-            InputValue::List(items) => {
-                Value::List(items.iter().map(|v| v.to_owned_value()).collect::<Result<_, _>>()?)
-            }
+            InputValue::List(items) => Value::List(
+                items
+                    .iter()
+                    .map(|v| v.to_owned_value())
+                    .collect::<Result<_, _>>()?,
+            ),
         })
     }
 }

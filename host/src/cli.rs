@@ -1,1 +1,0 @@
-pub fn main() -> i32 { 0 }

@@ -1,0 +1,362 @@
+//! The `diffgraph` command line: run, validate, nodes, info.
+mod progress;
+
+use crate::device::{self, DeviceRequest};
+use crate::graph::overrides::Override;
+use crate::plugin::{self, Registry};
+use crate::{exec::Executor, value::Value};
+use clap::{Args, Parser, Subcommand};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+/// Exit codes: 0 success, 1 a node failed, 2 bad input (graph, arguments, device).
+const EXIT_RUN_FAILED: i32 = 1;
+const EXIT_BAD_INPUT: i32 = 2;
+const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Parser)]
+#[command(
+    name = "diffgraph",
+    version,
+    about = "Headless node-graph executor for diffusion models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate and run a graph; prints the files its output nodes wrote.
+    Run(RunArgs),
+    /// Validate a graph without running anything.
+    Validate(ValidateArgs),
+    /// List every node type with its inputs and outputs.
+    Nodes(NodesArgs),
+    /// Show the libtorch build, the CUDA library state and the loaded plugins.
+    Info(NodesArgs),
+}
+
+#[derive(Args)]
+struct PluginArgs {
+    /// Plugin folder (every shared library in it) or library file; repeatable.
+    /// Default: $DIFFGRAPH_PLUGINS (colon-separated), else the libdiffgraph_nodes_*
+    /// libraries next to this executable.
+    #[arg(long = "plugins", value_name = "DIR")]
+    plugins: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The graph file (JSON).
+    graph: PathBuf,
+    /// Override a node's input: NODE.INPUT=VALUE (VALUE as JSON, else a string); repeatable.
+    #[arg(long = "set", value_name = "NODE.INPUT=VALUE")]
+    set: Vec<Override>,
+    /// cpu, cuda, cuda:N or auto (CUDA when available).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceRequest,
+    /// Folder output nodes write into.
+    #[arg(long, default_value = "output")]
+    out: PathBuf,
+    #[command(flatten)]
+    plugins: PluginArgs,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the outcome (outputs, executed and cached nodes) as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    graph: PathBuf,
+    #[arg(long = "set", value_name = "NODE.INPUT=VALUE")]
+    set: Vec<Override>,
+    #[command(flatten)]
+    plugins: PluginArgs,
+    /// Print errors as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct NodesArgs {
+    #[command(flatten)]
+    plugins: PluginArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(a) => run(a),
+        Command::Validate(a) => validate(a),
+        Command::Nodes(a) => nodes(a),
+        Command::Info(a) => info(a),
+    }
+}
+
+/// Loads plugins as `--plugins` / the environment / the default say; load
+/// failures are warnings (the host keeps running without that plugin).
+fn load_plugins(args: &PluginArgs, quiet: bool) -> Registry {
+    let mut registry = Registry::new();
+    let mut sources: Vec<(PathBuf, &str)> = args.plugins.iter().map(|p| (p.clone(), "")).collect();
+    if sources.is_empty() {
+        if let Ok(env) = std::env::var("DIFFGRAPH_PLUGINS") {
+            sources.extend(
+                env.split(':')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| (PathBuf::from(s), "")),
+            );
+        }
+    }
+    if sources.is_empty() {
+        if let Some(dir) = plugin::default_plugin_dir() {
+            sources.push((dir, plugin::DEFAULT_PLUGIN_PREFIX));
+        }
+    }
+    let mut errors = Vec::new();
+    for (path, prefix) in sources {
+        if path.is_dir() {
+            errors.extend(registry.load_dir(&path, prefix));
+        } else if let Err(e) = registry.load_file(&path) {
+            errors.push(e);
+        }
+    }
+    for e in errors {
+        if !quiet {
+            eprintln!("warning: {e} (not loaded)");
+        }
+    }
+    registry
+}
+
+fn top_level_ids(checked: &crate::CheckedGraph) -> HashSet<String> {
+    checked
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.scope.is_none())
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+fn print_graph_errors(errors: &crate::GraphErrors, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "ok": false, "errors": errors.0 }));
+    } else {
+        eprint!("error: {errors}");
+    }
+}
+
+fn run(a: RunArgs) -> i32 {
+    let (device, line) = match device::select(a.device) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    if !a.quiet {
+        eprintln!("{line}");
+    }
+    let registry = load_plugins(&a.plugins, a.quiet);
+    let checked = match crate::load_graph(&a.graph, &a.set, &registry, true) {
+        Ok(c) => c,
+        Err(e) => {
+            print_graph_errors(&e, a.json);
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let mut exec = Executor::new(registry);
+    exec.set_device(device);
+    exec.set_output_dir(a.out.to_string_lossy());
+    let flag = exec.interrupt_flag();
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    let observer = progress::observer_for(a.quiet, top_level_ids(&checked));
+    match exec.run(&checked, None, observer.as_ref()) {
+        Ok(outcome) => {
+            if a.json {
+                let outputs: serde_json::Map<String, serde_json::Value> = outcome
+                    .outputs
+                    .iter()
+                    .map(|(id, outs)| {
+                        (
+                            id.clone(),
+                            outs.iter().map(|(n, v)| (n.clone(), to_json(v))).collect(),
+                        )
+                    })
+                    .collect();
+                let doc = serde_json::json!({
+                    "ok": true, "outputs": outputs, "executed": outcome.executed,
+                    "cached": outcome.cached, "seconds": outcome.seconds,
+                });
+                println!("{doc}");
+            } else {
+                for (_, outs) in &outcome.outputs {
+                    for (_, v) in outs {
+                        print_paths(v);
+                    }
+                }
+            }
+            0
+        }
+        Err(e) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "node": e.node(), "error": e.to_string() })
+                );
+            }
+            eprintln!("error: {e}");
+            if matches!(e, crate::RunError::Interrupted { .. }) {
+                EXIT_INTERRUPTED
+            } else {
+                EXIT_RUN_FAILED
+            }
+        }
+    }
+}
+
+/// Prints the file paths an output node reported (strings naming existing files).
+fn print_paths(v: &Value) {
+    match v {
+        Value::Str(s) if Path::new(s.as_ref()).is_file() => println!("{s}"),
+        Value::List(items) => items.iter().for_each(print_paths),
+        _ => {}
+    }
+}
+
+fn to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::None => serde_json::Value::Null,
+        Value::Int(i) => (*i).into(),
+        Value::Float(f) => (*f).into(),
+        Value::Bool(b) => (*b).into(),
+        Value::Str(s) => s.as_ref().into(),
+        Value::List(items) => items.iter().map(to_json).collect(),
+        Value::Tensor(t) => {
+            serde_json::json!({ "tensor": t.tensor().size(), "dtype": format!("{:?}", t.tensor().kind()) })
+        }
+        Value::Object(o) => serde_json::json!({ "object": o.type_name() }),
+    }
+}
+
+fn validate(a: ValidateArgs) -> i32 {
+    device::init();
+    let registry = load_plugins(&a.plugins, a.json);
+    match crate::load_graph(&a.graph, &a.set, &registry, true) {
+        Ok(c) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": true, "nodes": c.graph.nodes.len() })
+                );
+            } else {
+                println!(
+                    "{}: valid ({} nodes)",
+                    a.graph.display(),
+                    c.graph.nodes.len()
+                );
+            }
+            0
+        }
+        Err(e) => {
+            print_graph_errors(&e, a.json);
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+fn nodes(a: NodesArgs) -> i32 {
+    device::init();
+    let registry = load_plugins(&a.plugins, a.json);
+    if a.json {
+        let map: serde_json::Map<String, serde_json::Value> = registry
+            .types()
+            .map(|t| {
+                let mut v = serde_json::to_value(&t.schema).expect("schemas serialise");
+                v["plugin"] = t.library.name.clone().into();
+                (t.schema.type_name.clone(), v)
+            })
+            .collect();
+        println!("{}", serde_json::Value::Object(map));
+        return 0;
+    }
+    println!("Loop  [built-in]  iterate a body sub-graph over `over` (a list or a count), carrying values via `next`");
+    for t in registry.types() {
+        let s = &t.schema;
+        println!(
+            "\n{}  [{} · plugin {}]{}",
+            s.type_name,
+            s.category,
+            t.library.name,
+            if s.output_node { "  (output)" } else { "" }
+        );
+        if !s.description.is_empty() {
+            println!("  {}", s.description);
+        }
+        for i in &s.inputs {
+            let mut extra = Vec::new();
+            if let Some(d) = &i.default {
+                extra.push(format!("default {d}"));
+            } else if !i.required {
+                extra.push("optional".into());
+            }
+            if let Some(m) = i.min {
+                extra.push(format!("min {m}"));
+            }
+            if let Some(m) = i.max {
+                extra.push(format!("max {m}"));
+            }
+            if let Some(c) = &i.choices {
+                extra.push(format!("one of {}", c.join("|")));
+            }
+            let extra = if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", extra.join(", "))
+            };
+            println!("  in  {}: {}{extra}", i.name, i.ty);
+        }
+        for o in &s.outputs {
+            println!("  out {}: {}", o.name, o.ty);
+        }
+    }
+    0
+}
+
+fn info(a: NodesArgs) -> i32 {
+    let cuda = device::init();
+    let cuda_mapped = device::mapped_path("libtorch_cuda.so");
+    let registry = load_plugins(&a.plugins, a.json);
+    let cuda_state = match cuda {
+        device::CudaLibrary::Loaded(p) => format!("loaded ({})", p.display()),
+        device::CudaLibrary::NotShipped => "not shipped (CPU-only libtorch)".into(),
+        device::CudaLibrary::Failed(e) => format!("failed: {e}"),
+    };
+    let plugins: Vec<serde_json::Value> = registry
+        .libraries()
+        .iter()
+        .map(|l| serde_json::json!({ "name": l.name, "path": l.path, "generation": l.generation }))
+        .collect();
+    let doc = serde_json::json!({
+        "abi": diffgraph_sdk::abi::compat_string(),
+        "libtorch_dir": device::libtorch_dir(),
+        "cuda_library": cuda_state,
+        "cuda_library_mapped": cuda_mapped,
+        "cuda_available": tch::Cuda::is_available(),
+        "cuda_devices": tch::Cuda::device_count(),
+        "plugins": plugins,
+    });
+    if a.json {
+        println!("{doc}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+    }
+    0
+}

@@ -1,0 +1,63 @@
+//! Latent sources: seeded Gaussian noise and empty (zero) latents.
+use crate::shapes::shape_input;
+use diffgraph_sdk::prelude::*;
+
+pub struct GaussianNoise;
+
+impl Node for GaussianNoise {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("GaussianNoise", "latent")
+            .description(
+                "Standard normal noise times `scale`, as float32. Equal to PyTorch's \
+                 torch.randn(shape, generator=torch.Generator(\"cpu\").manual_seed(seed)) * scale. \
+                 The draw always happens on the CPU and the result is then moved to the run's \
+                 device, so CPU and CUDA runs get the same noise. It reseeds libtorch's global \
+                 random generator with `seed`.",
+            )
+            .input(InputSpec::int("seed").default(0).min(0.0))
+            .input(
+                InputSpec::new("shape", PortType::list(PortType::Int)).doc("e.g. [1, 4, 64, 64]"),
+            )
+            .input(InputSpec::float("scale").default(1.0))
+            .output(OutputSpec::new("noise", PortType::Latent))
+    }
+
+    fn run(&self, ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+        let seed = inputs.int("seed")?;
+        if seed < 0 {
+            return Err(
+                format!("input `seed`: expected a non-negative integer, got {seed}").into(),
+            );
+        }
+        let shape = shape_input(inputs, "shape")?;
+        let scale = inputs.float("scale")?;
+        // Seeding and drawing on the CPU generator is what makes the result
+        // independent of the device and equal to PyTorch's CPU generator.
+        tch::manual_seed(seed);
+        let noise =
+            Tensor::f_randn(shape.as_slice(), (Kind::Float, Device::Cpu))?.f_mul_scalar(scale)?;
+        Ok(vec![noise.f_to_device(ctx.device())?.into()])
+    }
+}
+
+pub struct EmptyLatent;
+
+impl Node for EmptyLatent {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("EmptyLatent", "latent")
+            .description("A float32 latent of zeros with the given shape, on the run's device.")
+            .input(
+                InputSpec::new("shape", PortType::list(PortType::Int)).doc("e.g. [1, 4, 64, 64]"),
+            )
+            .output(OutputSpec::new("latent", PortType::Latent))
+    }
+
+    fn run(&self, ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+        let shape = shape_input(inputs, "shape")?;
+        Ok(vec![Tensor::f_zeros(
+            shape.as_slice(),
+            (Kind::Float, ctx.device()),
+        )?
+        .into()])
+    }
+}

@@ -277,9 +277,7 @@ impl Validator<'_> {
             return None;
         }
         let outs = self.outputs_of(src);
-        if self.kinds[src].is_none() {
-            return None; // unknown type, already reported
-        }
+        self.kinds[src].as_ref()?; // unknown type: already reported
         let Some(k) = output_index(&outs, &link.output) else {
             let names: Vec<_> = outs.iter().map(|(n, _)| n.as_str()).collect();
             self.errors.push(

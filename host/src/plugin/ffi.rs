@@ -193,7 +193,7 @@ impl OpenedLibrary {
             inputs: abi_inputs.as_ptr(),
             n_inputs: abi_inputs.len(),
             device: env.device,
-            output_dir: AbiStr::from_str(env.output_dir),
+            output_dir: AbiStr::of(env.output_dir),
             host: &mut state as *mut CallState as *mut c_void,
             emit: emit_cb,
             fail: fail_cb,
@@ -246,7 +246,7 @@ fn lower(v: &Value, lists: &mut Vec<Vec<AbiValue>>) -> AbiValue {
             out.kind = AbiKind::Object as u32;
             out.ptr = o.data;
             out.object = AbiObject {
-                type_name: AbiStr::from_str(&o.type_name),
+                type_name: AbiStr::of(&o.type_name),
                 producer: o.producer,
                 drop: None, // borrowed: the plugin must not free it
             };

@@ -63,7 +63,7 @@ impl AbiStr {
         len: 0,
     };
 
-    pub fn from_str(s: &str) -> AbiStr {
+    pub fn of(s: &str) -> AbiStr {
         AbiStr {
             ptr: s.as_ptr(),
             len: s.len(),

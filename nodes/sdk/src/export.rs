@@ -63,9 +63,9 @@ fn build(name: &'static str, make_nodes: fn() -> Vec<Box<dyn Node>>) -> Plugin {
         struct_size: std::mem::size_of::<PluginDescriptor>() as u32,
         value_size: std::mem::size_of::<AbiValue>() as u32,
         call_size: std::mem::size_of::<AbiCall>() as u32,
-        compat: AbiStr::from_str(compat_string()),
-        plugin_name: AbiStr::from_str(name),
-        schema_json: AbiStr::from_str(&schema_json),
+        compat: AbiStr::of(compat_string()),
+        plugin_name: AbiStr::of(name),
+        schema_json: AbiStr::of(&schema_json),
         run: run_node,
     };
     Plugin {
@@ -95,7 +95,7 @@ unsafe extern "C" fn run_node(node: u32, call: *const AbiCall) -> AbiStatus {
         ),
     };
     // SAFETY: `fail` is the host's callback and copies the message.
-    unsafe { (call.fail)(call.host, AbiStr::from_str(&message)) };
+    unsafe { (call.fail)(call.host, AbiStr::of(&message)) };
     status
 }
 
@@ -313,7 +313,7 @@ fn lower(value: Value, keep: &mut Keep) -> AbiValue {
             out.kind = AbiKind::Object as u32;
             out.ptr = Box::into_raw(Box::new(inner)) as *mut c_void;
             out.object = AbiObject {
-                type_name: AbiStr::from_str(type_name),
+                type_name: AbiStr::of(type_name),
                 producer: producer_token(),
                 drop: Some(drop_object),
             };

@@ -1,0 +1,89 @@
+//! The basic layers diffusers' models are built from, as plain weight
+//! structs loaded from [`Weights`] by the diffusers parameter names.
+use crate::weights::Weights;
+use tch::Tensor;
+
+/// torch.nn.Linear: y = x W^T + b.
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(w: &mut Weights, prefix: &str, in_dim: i64, out_dim: i64, bias: bool) -> Linear {
+        Linear {
+            weight: w.take(&format!("{prefix}.weight"), &[out_dim, in_dim]),
+            bias: if bias { Some(w.take(&format!("{prefix}.bias"), &[out_dim])) } else { None },
+        }
+    }
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// torch.nn.Conv2d with square kernels.
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub stride: i64,
+    pub padding: i64,
+}
+
+impl Conv2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(w: &mut Weights, prefix: &str, in_ch: i64, out_ch: i64, kernel: i64, stride: i64, padding: i64) -> Conv2d {
+        Conv2d {
+            weight: w.take(&format!("{prefix}.weight"), &[out_ch, in_ch, kernel, kernel]),
+            bias: Some(w.take(&format!("{prefix}.bias"), &[out_ch])),
+            stride,
+            padding,
+        }
+    }
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.conv2d(&self.weight, self.bias.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1)
+    }
+}
+
+/// torch.nn.GroupNorm (affine).
+pub struct GroupNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub groups: i64,
+    pub eps: f64,
+}
+
+impl GroupNorm {
+    pub fn load(w: &mut Weights, prefix: &str, groups: i64, channels: i64, eps: f64) -> GroupNorm {
+        GroupNorm {
+            weight: w.take(&format!("{prefix}.weight"), &[channels]),
+            bias: w.take(&format!("{prefix}.bias"), &[channels]),
+            groups,
+            eps,
+        }
+    }
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.group_norm(self.groups, Some(&self.weight), Some(&self.bias), self.eps, true)
+    }
+}
+
+/// torch.nn.LayerNorm over the last dimension.
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+    pub dim: i64,
+}
+
+impl LayerNorm {
+    pub fn load(w: &mut Weights, prefix: &str, dim: i64, eps: f64) -> LayerNorm {
+        LayerNorm {
+            weight: w.take(&format!("{prefix}.weight"), &[dim]),
+            bias: w.take(&format!("{prefix}.bias"), &[dim]),
+            eps,
+            dim,
+        }
+    }
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.layer_norm([self.dim], Some(&self.weight), Some(&self.bias), self.eps, true)
+    }
+}

@@ -1,0 +1,5 @@
+//! Stable Diffusion 1.x / 2.x model nodes: CLIP text encoder, U-Net step and
+//! VAE, loaded from diffusers folders or single-file checkpoints, with the
+//! numerics of Hugging Face diffusers.
+pub mod layers;
+pub mod weights;

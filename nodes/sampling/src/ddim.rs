@@ -1,0 +1,170 @@
+//! DDIM (Song et al. 2020, "Denoising Diffusion Implicit Models"), following
+//! diffusers `schedulers/scheduling_ddim.py` (`DDIMScheduler.step`):
+//!
+//! 1. prev_t = t - num_train_timesteps // num_inference_steps
+//! 2. a_t = alphas_cumprod[t]; a_prev = alphas_cumprod[prev_t], or
+//!    final_alpha_cumprod when prev_t < 0
+//! 3. x0, eps from the model output (`crate::prediction`); x0 clamped to
+//!    ±clip_sample_range when clip_sample (off by default)
+//! 4. variance = (1 - a_prev) / (1 - a_t) · (1 - a_t / a_prev) (`_get_variance`);
+//!    std = eta · sqrt(variance)
+//! 5. x_prev = sqrt(a_prev)·x0 + sqrt(1 - a_prev - std²)·eps (+ std·noise when eta > 0)
+//!
+//! eta = 0 is deterministic DDIM; eta = 1 is DDPM-like ancestral sampling.
+//! The noise for eta > 0 comes from `crate::noise::step_noise` (seeded by
+//! seed + step index). `use_clipped_model_output` and dynamic thresholding are
+//! not implemented (both off in diffusers by default).
+use crate::noise::step_noise;
+use crate::prediction::predict;
+use crate::sampler::{check_step_inputs, Sampler, StepOutput};
+use crate::schedule::{Schedule, ScheduleConfig};
+use crate::spacing;
+use diffgraph_sdk::prelude::*;
+
+/// The DDIM sampler. It keeps no state between steps: each step depends only
+/// on its timestep.
+pub struct Ddim {
+    schedule: Schedule,
+    timesteps: Vec<i64>,
+    num_inference_steps: i64,
+    eta: f64,
+    seed: i64,
+}
+
+impl Ddim {
+    /// A DDIM sampler with `steps` inference steps (`set_timesteps`).
+    pub fn new(config: ScheduleConfig, steps: i64, eta: f64, seed: i64) -> Result<Ddim, NodeError> {
+        if !(eta.is_finite() && eta >= 0.0) {
+            return Err(format!("eta must be a finite number >= 0, got {eta}").into());
+        }
+        let timesteps = spacing::timesteps(&config, steps)?;
+        let schedule = Schedule::new(config)?;
+        Ok(Ddim {
+            schedule,
+            timesteps,
+            num_inference_steps: steps,
+            eta,
+            seed,
+        })
+    }
+
+    pub fn eta(&self) -> f64 {
+        self.eta
+    }
+
+    /// The timestep the step from `timestep` goes to (negative after the last).
+    pub fn prev_timestep(&self, timestep: i64) -> i64 {
+        timestep - self.schedule.num_train_timesteps() / self.num_inference_steps
+    }
+}
+
+impl Sampler for Ddim {
+    fn name(&self) -> &'static str {
+        "DDIM"
+    }
+
+    fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    fn timesteps(&self) -> &[i64] {
+        &self.timesteps
+    }
+
+    /// DDIM starts from unit-variance noise.
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    /// DDIM does not scale the model input.
+    fn scale_model_input(&self, sample: &Tensor, _timestep: i64) -> Result<Tensor, NodeError> {
+        Ok(sample.shallow_clone())
+    }
+
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: i64,
+        sample: &Tensor,
+    ) -> Result<StepOutput, NodeError> {
+        check_step_inputs(model_output, sample)?;
+        let config = &self.schedule.config;
+        let prev_timestep = self.prev_timestep(timestep);
+        let alpha_prod_t = self.schedule.alpha_cumprod(timestep)?;
+        let alpha_prod_t_prev = self.schedule.alpha_cumprod_prev(prev_timestep)?;
+
+        let (mut x0, eps) = predict(config.prediction_type, model_output, sample, alpha_prod_t)?;
+        if config.clip_sample {
+            let r = config.clip_sample_range;
+            x0 = x0.f_clamp(-r, r)?;
+        }
+
+        // float32 scalars, in diffusers' order of operations.
+        let beta_prod_t = 1.0f32 - alpha_prod_t;
+        let beta_prod_t_prev = 1.0f32 - alpha_prod_t_prev;
+        let variance =
+            (beta_prod_t_prev / beta_prod_t) * (1.0f32 - alpha_prod_t / alpha_prod_t_prev);
+        // `eta * variance ** 0.5`: a Python float times a float32 tensor is a float32 product.
+        let std_dev_t = (self.eta as f32) * variance.sqrt();
+        let direction_coef = (1.0f32 - alpha_prod_t_prev - std_dev_t * std_dev_t).sqrt();
+
+        let pred_sample_direction = eps.f_mul_scalar(f64::from(direction_coef))?;
+        let mut prev_sample = x0
+            .f_mul_scalar(f64::from(alpha_prod_t_prev.sqrt()))?
+            .f_add(&pred_sample_direction)?;
+        if self.eta > 0.0 {
+            let index = self.step_index(timestep).ok_or_else(|| {
+                NodeError::new(format!(
+                    "timestep {timestep} is not one of this scheduler's timesteps; with eta > 0 the step's \
+                     noise is seeded by its position in them"
+                ))
+            })?;
+            let noise = step_noise(self.seed, index, model_output)?;
+            prev_sample = prev_sample.f_add(&noise.f_mul_scalar(f64::from(std_dev_t))?)?;
+        }
+        Ok(StepOutput {
+            prev_sample,
+            pred_original_sample: x0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_step_uses_final_alpha() {
+        let config = ScheduleConfig {
+            set_alpha_to_one: true,
+            ..ScheduleConfig::default()
+        };
+        let mut ddim = Ddim::new(config, 20, 0.0, 0).unwrap();
+        assert_eq!(ddim.timesteps().last(), Some(&1));
+        assert!(ddim.prev_timestep(1) < 0);
+        // With final alpha 1, the last step returns the predicted x0 itself.
+        let x = Tensor::from_slice(&[0.5f32, -0.25, 1.0]);
+        let eps = Tensor::from_slice(&[0.1f32, 0.2, -0.3]);
+        let out = ddim.step(&eps, 1, &x).unwrap();
+        let diff = (&out.prev_sample - &out.pred_original_sample)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert_eq!(diff, 0.0);
+    }
+
+    #[test]
+    fn rejects_mismatched_inputs_and_bad_eta() {
+        let mut ddim = Ddim::new(ScheduleConfig::default(), 10, 0.0, 0).unwrap();
+        let a = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
+        let b = Tensor::zeros([3, 2], (Kind::Float, Device::Cpu));
+        assert!(ddim.step(&a, 901, &b).is_err());
+        assert!(ddim.step(&a, 1000, &a).is_err());
+        assert!(Ddim::new(ScheduleConfig::default(), 10, -1.0, 0).is_err());
+        let mut noisy = Ddim::new(ScheduleConfig::default(), 10, 1.0, 0).unwrap();
+        assert!(
+            noisy.step(&a, 900, &a).is_err(),
+            "900 is not a timestep of the 10-step schedule"
+        );
+    }
+}

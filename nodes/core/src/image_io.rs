@@ -102,7 +102,7 @@ fn write_png_atomically(
     let dir = path.parent().unwrap_or(Path::new("."));
     let fail =
         |e: &dyn std::fmt::Display| NodeError::new(format!("cannot write {}: {e}", path.display()));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail(&e))?;
+    let tmp = crate::paths::temp_file_in(dir, ".png.tmp").map_err(|e| fail(&e))?;
     {
         let mut writer = BufWriter::new(tmp.as_file());
         PngEncoder::new(&mut writer)

@@ -39,10 +39,7 @@ impl Node for SaveTensor {
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         // A temporary path that is removed if anything below fails.
-        let tmp = tempfile::Builder::new()
-            .prefix(".diffgraph-")
-            .suffix(".safetensors.tmp")
-            .tempfile_in(dir)
+        let tmp = crate::paths::temp_file_in(dir, ".safetensors.tmp")
             .map_err(|e| fail(&e))?
             .into_temp_path();
         Tensor::write_safetensors(&[(key, &tensor)], &tmp).map_err(|e| fail(&e))?;

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod graph;
 pub mod plugin;
 pub mod value;
+pub mod watch;
 
 pub use exec::{Event, Executor, Observer, RunError, RunOutcome, Silent};
 pub use graph::{CheckedGraph, GraphError, GraphErrors};

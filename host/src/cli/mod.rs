@@ -1,5 +1,6 @@
 //! The `diffgraph` command line: run, validate, nodes, info.
 mod progress;
+mod watch;
 
 use crate::device::{self, DeviceRequest};
 use crate::graph::overrides::Override;
@@ -12,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 /// Exit codes: 0 success, 1 a node failed, 2 bad input (graph, arguments, device).
 const EXIT_RUN_FAILED: i32 = 1;
-const EXIT_BAD_INPUT: i32 = 2;
+pub(crate) const EXIT_BAD_INPUT: i32 = 2;
 const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Parser)]
@@ -36,10 +37,13 @@ enum Command {
     Nodes(NodesArgs),
     /// Show the libtorch build, the CUDA library state and the loaded plugins.
     Info(NodesArgs),
+    /// Run a graph, then re-run it whenever a plugin library is rebuilt or the
+    /// graph file is edited, reusing every cached result that did not change.
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Args)]
-struct PluginArgs {
+pub struct PluginArgs {
     /// Plugin folder (every shared library in it) or library file; repeatable.
     /// Default: $DIFFGRAPH_PLUGINS (colon-separated), else the libdiffgraph_nodes_*
     /// libraries next to this executable.
@@ -97,42 +101,114 @@ pub fn main() -> i32 {
         Command::Validate(a) => validate(a),
         Command::Nodes(a) => nodes(a),
         Command::Info(a) => info(a),
+        Command::Watch(a) => watch::watch(a),
     }
 }
 
-/// Loads plugins as `--plugins` / the environment / the default say; load
-/// failures are warnings (the host keeps running without that plugin).
-fn load_plugins(args: &PluginArgs, quiet: bool) -> Registry {
-    let mut registry = Registry::new();
-    let mut sources: Vec<(PathBuf, &str)> = args.plugins.iter().map(|p| (p.clone(), "")).collect();
-    if sources.is_empty() {
+/// Where plugins were loaded from: a folder (every library whose name starts
+/// with `prefix`) or one file in it.
+pub struct PluginSource {
+    pub dir: PathBuf,
+    pub prefix: &'static str,
+    pub file: Option<PathBuf>,
+}
+
+impl PluginSource {
+    /// Whether `path` is a plugin library this source provides.
+    pub fn matches(&self, path: &Path) -> bool {
+        match &self.file {
+            Some(f) => f == path,
+            None => {
+                path.parent() == Some(self.dir.as_path())
+                    && plugin::is_plugin_file(path, self.prefix)
+            }
+        }
+    }
+}
+
+impl PluginSource {
+    /// The plugin library files this source provides now.
+    pub fn files(&self) -> Vec<PathBuf> {
+        if let Some(f) = &self.file {
+            return vec![f.clone()];
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| self.matches(p))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+}
+
+/// Where plugins come from: `--plugins`, else `$DIFFGRAPH_PLUGINS`, else the
+/// `libdiffgraph_nodes_*` libraries next to the executable.
+fn plugin_sources(args: &PluginArgs) -> Vec<PluginSource> {
+    let mut paths: Vec<(PathBuf, &'static str)> =
+        args.plugins.iter().map(|p| (p.clone(), "")).collect();
+    if paths.is_empty() {
         if let Ok(env) = std::env::var("DIFFGRAPH_PLUGINS") {
-            sources.extend(
+            paths.extend(
                 env.split(':')
                     .filter(|s| !s.is_empty())
                     .map(|s| (PathBuf::from(s), "")),
             );
         }
     }
-    if sources.is_empty() {
+    if paths.is_empty() {
         if let Some(dir) = plugin::default_plugin_dir() {
-            sources.push((dir, plugin::DEFAULT_PLUGIN_PREFIX));
+            paths.push((dir, plugin::DEFAULT_PLUGIN_PREFIX));
         }
     }
-    let mut errors = Vec::new();
-    for (path, prefix) in sources {
-        if path.is_dir() {
-            errors.extend(registry.load_dir(&path, prefix));
-        } else if let Err(e) = registry.load_file(&path) {
-            errors.push(e);
+    paths
+        .into_iter()
+        .map(|(path, prefix)| {
+            let path = std::path::absolute(&path).unwrap_or(path);
+            if path.is_dir() {
+                PluginSource {
+                    dir: path,
+                    prefix,
+                    file: None,
+                }
+            } else {
+                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                PluginSource {
+                    dir,
+                    prefix,
+                    file: Some(path),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Loads every plugin of every source; failures are warnings (the host keeps
+/// running without that plugin).
+fn load_plugins(args: &PluginArgs, quiet: bool) -> (Registry, Vec<PluginSource>) {
+    let sources = plugin_sources(args);
+    let mut registry = Registry::new();
+    for source in &sources {
+        if source.file.as_ref().is_some_and(|f| !f.exists()) || !source.dir.is_dir() {
+            if !quiet {
+                eprintln!(
+                    "warning: plugin path {} does not exist",
+                    source.file.as_ref().unwrap_or(&source.dir).display()
+                );
+            }
+            continue;
+        }
+        for file in source.files() {
+            if let Err(e) = registry.load_file(&file) {
+                if !quiet {
+                    eprintln!("warning: {e} (not loaded)");
+                }
+            }
         }
     }
-    for e in errors {
-        if !quiet {
-            eprintln!("warning: {e} (not loaded)");
-        }
-    }
-    registry
+    (registry, sources)
 }
 
 fn top_level_ids(checked: &crate::CheckedGraph) -> HashSet<String> {
@@ -164,7 +240,7 @@ fn run(a: RunArgs) -> i32 {
     if !a.quiet {
         eprintln!("{line}");
     }
-    let registry = load_plugins(&a.plugins, a.quiet);
+    let (registry, _) = load_plugins(&a.plugins, a.quiet);
     let checked = match crate::load_graph(&a.graph, &a.set, &registry, true) {
         Ok(c) => c,
         Err(e) => {
@@ -187,7 +263,9 @@ fn run(a: RunArgs) -> i32 {
                     .map(|(id, outs)| {
                         (
                             id.clone(),
-                            outs.iter().map(|(n, v)| (n.clone(), to_json(v))).collect(),
+                            outs.iter()
+                                .map(|(n, v)| (n.clone(), report_json_value(v)))
+                                .collect(),
                         )
                     })
                     .collect();
@@ -231,14 +309,15 @@ fn print_paths(v: &Value) {
     }
 }
 
-fn to_json(v: &Value) -> serde_json::Value {
+/// A value as JSON for reports (tensors and objects are described, not dumped).
+fn report_json_value(v: &Value) -> serde_json::Value {
     match v {
         Value::None => serde_json::Value::Null,
         Value::Int(i) => (*i).into(),
         Value::Float(f) => (*f).into(),
         Value::Bool(b) => (*b).into(),
         Value::Str(s) => s.as_ref().into(),
-        Value::List(items) => items.iter().map(to_json).collect(),
+        Value::List(items) => items.iter().map(report_json_value).collect(),
         Value::Tensor(t) => {
             serde_json::json!({ "tensor": t.tensor().size(), "dtype": format!("{:?}", t.tensor().kind()) })
         }
@@ -248,7 +327,7 @@ fn to_json(v: &Value) -> serde_json::Value {
 
 fn validate(a: ValidateArgs) -> i32 {
     device::init();
-    let registry = load_plugins(&a.plugins, a.json);
+    let (registry, _) = load_plugins(&a.plugins, a.json);
     match crate::load_graph(&a.graph, &a.set, &registry, true) {
         Ok(c) => {
             if a.json {
@@ -274,7 +353,7 @@ fn validate(a: ValidateArgs) -> i32 {
 
 fn nodes(a: NodesArgs) -> i32 {
     device::init();
-    let registry = load_plugins(&a.plugins, a.json);
+    let (registry, _) = load_plugins(&a.plugins, a.json);
     if a.json {
         let map: serde_json::Map<String, serde_json::Value> = registry
             .types()
@@ -333,7 +412,7 @@ fn nodes(a: NodesArgs) -> i32 {
 fn info(a: NodesArgs) -> i32 {
     let cuda = device::init();
     let cuda_mapped = device::mapped_path("libtorch_cuda.so");
-    let registry = load_plugins(&a.plugins, a.json);
+    let (registry, _) = load_plugins(&a.plugins, a.json);
     let cuda_state = match cuda {
         device::CudaLibrary::Loaded(p) => format!("loaded ({})", p.display()),
         device::CudaLibrary::NotShipped => "not shipped (CPU-only libtorch)".into(),

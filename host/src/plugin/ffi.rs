@@ -81,8 +81,31 @@ pub struct Handshake {
     pub schema_json: String,
 }
 
+/// Checks that `path` is a complete shared library before the dynamic loader
+/// maps it: glibc maps a truncated file's segments past its end, and the
+/// process then dies of SIGBUS when it touches them (a half-written or
+/// half-copied library during hot reload).
+fn check_complete_elf(path: &Path) -> Result<(), String> {
+    use object::{Object, ObjectSegment};
+    let data = std::fs::read(path).map_err(|e| format!("cannot open: {e}"))?;
+    let file = object::File::parse(&*data)
+        .map_err(|e| format!("not a complete shared library ({} bytes): {e}", data.len()))?;
+    for segment in file.segments() {
+        let (offset, size) = segment.file_range();
+        if offset.saturating_add(size) > data.len() as u64 {
+            return Err(format!(
+                "truncated shared library: a segment ends at byte {} but the file has {} bytes",
+                offset + size,
+                data.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Opens `path`, calls its entry symbol and checks the handshake.
 pub fn open_library(path: &Path) -> Result<Handshake, String> {
+    check_complete_elf(path)?;
     // SAFETY: loading a library runs its initialisers; plugins are trusted
     // code the user chose to load, exactly as with any native plugin host.
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| format!("cannot open: {e}"))?;

@@ -78,11 +78,22 @@ impl Registry {
     /// earlier library with the same plugin name (a reload); a clash with
     /// another plugin's type is refused. Returns the library.
     pub fn load_file(&mut self, path: &Path) -> Result<Arc<PluginLibrary>, LoadError> {
+        self.load_file_from(path, path)
+    }
+
+    /// Loads the library file `open` (a private copy, for hot reload) as the
+    /// plugin found at `origin`: the path users know, and errors name.
+    pub fn load_file_from(
+        &mut self,
+        open: &Path,
+        origin: &Path,
+    ) -> Result<Arc<PluginLibrary>, LoadError> {
+        let path = origin;
         let fail = |message: String| LoadError {
             path: path.to_path_buf(),
             message,
         };
-        let hs = ffi::open_library(path).map_err(fail)?;
+        let hs = ffi::open_library(open).map_err(fail)?;
         let schemas: Vec<NodeSchema> = serde_json::from_str(&hs.schema_json)
             .map_err(|e| fail(format!("its node metadata is not valid: {e}")))?;
         for s in &schemas {

@@ -1,5 +1,7 @@
 //! Stable Diffusion 1.x / 2.x model nodes: CLIP text encoder, U-Net step and
 //! VAE, loaded from diffusers folders or single-file checkpoints, with the
 //! numerics of Hugging Face diffusers.
+pub mod clip;
 pub mod layers;
+pub mod tokenizer;
 pub mod weights;

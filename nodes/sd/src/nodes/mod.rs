@@ -1,0 +1,2 @@
+//! The plugin's node types.
+pub mod denoise;

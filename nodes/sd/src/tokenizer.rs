@@ -44,7 +44,7 @@ pub struct ClipTokenizer {
     ranks: HashMap<(String, String), usize>,
     /// UTF-8 byte -> CLIP's printable character for it.
     byte_chars: Vec<char>,
-    /// Special tokens matched literally in the normalized text, longest first.
+    /// Special tokens matched literally in the normalized text.
     specials: Vec<(String, i64)>,
     split: Regex,
     whitespace: Regex,
@@ -75,7 +75,6 @@ impl ClipTokenizer {
         if pad_token != START_OF_TEXT && pad_token != END_OF_TEXT {
             specials.push((pad_token.to_string(), pad));
         }
-        specials.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         let ranks = merges
             .into_iter()
             .enumerate()
@@ -183,29 +182,27 @@ impl ClipTokenizer {
         let text = self.normalize(text);
         let mut ids = Vec::new();
         let mut rest = text.as_str();
-        while !rest.is_empty() {
-            // The next special token (leftmost, then longest) cuts the text.
-            let next = self
-                .specials
-                .iter()
-                .filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id)))
-                .min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
-            let (plain, special) = match next {
-                Some((at, len, id)) => (&rest[..at], Some((len, id, at))),
-                None => (rest, None),
-            };
-            for piece in self.split.find_iter(plain) {
-                self.bpe(piece.as_str(), &mut ids);
-            }
-            match special {
-                Some((len, id, at)) => {
-                    ids.push(id);
-                    rest = &rest[at + len..];
-                }
-                None => break,
-            }
+        // Each special token written in the text (leftmost, then longest) is
+        // its own id; the text between is split and BPE-encoded.
+        while let Some((at, len, id)) = self
+            .specials
+            .iter()
+            .filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id)))
+            .min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)))
+        {
+            self.encode_plain(&rest[..at], &mut ids);
+            ids.push(id);
+            rest = &rest[at + len..];
         }
+        self.encode_plain(rest, &mut ids);
         ids
+    }
+
+    /// CLIP's split, then BPE of each piece.
+    fn encode_plain(&self, text: &str, ids: &mut Vec<i64>) {
+        for piece in self.split.find_iter(text) {
+            self.bpe(piece.as_str(), ids);
+        }
     }
 
     /// What the SD pipelines feed the text encoder: start token, the ids cut

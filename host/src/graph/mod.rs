@@ -2,6 +2,7 @@
 pub mod constants;
 mod cycles;
 pub mod errors;
+mod loop_checks;
 pub mod model;
 pub mod overrides;
 pub mod validate;

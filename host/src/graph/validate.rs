@@ -1,7 +1,7 @@
 //! Validation: everything that can be checked before any node runs, with all
 //! problems reported at once. The result resolves every input to a constant
 //! or to a (node, output index) pair for the planner.
-use super::constants::{check_constant, const_type, short};
+use super::constants::{check_constant, const_type};
 use super::errors::{ErrorKind, GraphError, GraphErrors};
 use super::model::{Graph, Input, Link, OutputRef, LOOP_INDEX, LOOP_ITEM, LOOP_OVER};
 use crate::plugin::{NodeType, Registry};
@@ -174,18 +174,18 @@ fn loop_output_names(carried: &[String]) -> Vec<String> {
         .collect()
 }
 
-struct Validator<'a> {
-    graph: &'a Graph,
-    kinds: &'a [Option<Kind>],
-    errors: Vec<GraphError>,
-    output_types: Vec<Option<Vec<(String, PortType)>>>,
-    visiting: Vec<bool>,
+pub(super) struct Validator<'a> {
+    pub(super) graph: &'a Graph,
+    pub(super) kinds: &'a [Option<Kind>],
+    pub(super) errors: Vec<GraphError>,
+    pub(super) output_types: Vec<Option<Vec<(String, PortType)>>>,
+    pub(super) visiting: Vec<bool>,
 }
 
 impl Validator<'_> {
     /// Output names and types of node `i` (memoised; loops derive theirs from
     /// their inputs, so this recurses, guarded against cycles).
-    fn outputs_of(&mut self, i: usize) -> Vec<(String, PortType)> {
+    pub(super) fn outputs_of(&mut self, i: usize) -> Vec<(String, PortType)> {
         if let Some(t) = &self.output_types[i] {
             return t.clone();
         }
@@ -228,7 +228,7 @@ impl Validator<'_> {
         outs
     }
 
-    fn type_of_input(&mut self, input: &Input) -> PortType {
+    pub(super) fn type_of_input(&mut self, input: &Input) -> PortType {
         match input {
             Input::Const(v) => const_type(v),
             Input::Link(link) => match self.graph.by_id.get(&link.node) {
@@ -245,7 +245,7 @@ impl Validator<'_> {
 
     /// Resolves a link made from node `from` (or, for `next`, from inside
     /// loop `from`'s body when `inside_loop`), reporting visibility problems.
-    fn resolve_link(
+    pub(super) fn resolve_link(
         &mut self,
         from: usize,
         input: &str,
@@ -385,141 +385,8 @@ impl Validator<'_> {
                     })
                     .collect()
             }
-            Some(Kind::Loop { carried }) => {
-                let mut out = Vec::new();
-                match node.input(LOOP_OVER) {
-                    None => self.errors.push(
-                        GraphError::new(
-                            ErrorKind::MalformedLoop,
-                            "a Loop needs `over`: a list to iterate, or an int count",
-                        )
-                        .node(&node.id)
-                        .input(LOOP_OVER)
-                        .expected("LIST<...> or INT"),
-                    ),
-                    Some(inp) => {
-                        let ty = self.type_of_input(inp);
-                        if !matches!(ty, PortType::List(_) | PortType::Int | PortType::Any) {
-                            self.errors.push(
-                                GraphError::new(
-                                    ErrorKind::MalformedLoop,
-                                    "`over` must be a list or an int",
-                                )
-                                .node(&node.id)
-                                .input(LOOP_OVER)
-                                .expected("LIST<...> or INT")
-                                .received(ty.to_string()),
-                            );
-                        }
-                    }
-                }
-                for name in std::iter::once(LOOP_OVER.to_string()).chain(carried.iter().cloned()) {
-                    if name == LOOP_ITEM || name == LOOP_INDEX {
-                        self.errors.push(
-                            GraphError::new(
-                                ErrorKind::MalformedLoop,
-                                format!("`{name}` is reserved for the loop's per-iteration value"),
-                            )
-                            .node(&node.id)
-                            .input(&name),
-                        );
-                    }
-                    out.push(match node.input(&name) {
-                        Some(Input::Const(v)) => Value::from_json(v)
-                            .map(Resolved::Const)
-                            .unwrap_or(Resolved::Absent),
-                        Some(Input::Link(link)) => self
-                            .resolve_link(i, &name, link, false)
-                            .map(|(src, k, _)| Resolved::Link {
-                                node: src,
-                                output: k,
-                            })
-                            .unwrap_or(Resolved::Absent),
-                        None => Resolved::Absent,
-                    });
-                }
-                out
-            }
+            Some(Kind::Loop { carried }) => self.check_loop_inputs(i, &node, &carried),
         }
-    }
-
-    fn check_next(&mut self, i: usize) -> Vec<Resolved> {
-        let node = self.graph.nodes[i].clone();
-        let Some(Kind::Loop { carried }) = self.kinds[i].clone() else {
-            return Vec::new();
-        };
-        let outs = self.outputs_of(i);
-        for (name, _) in &node.next {
-            if !carried.contains(name) {
-                self.errors.push(
-                    GraphError::new(
-                        ErrorKind::MalformedLoop,
-                        format!("`next` sets `{name}`, which is not a carried variable"),
-                    )
-                    .node(&node.id)
-                    .input(name)
-                    .expected(format!(
-                        "one of the loop's inputs other than `over`: {}",
-                        carried.join(", ")
-                    )),
-                );
-            }
-        }
-        carried
-            .iter()
-            .enumerate()
-            .map(
-                |(k, name)| match node.next.iter().find(|(n, _)| n == name).map(|(_, v)| v) {
-                    None => {
-                        self.errors.push(
-                            GraphError::new(
-                                ErrorKind::MalformedLoop,
-                                format!("carried variable `{name}` has no `next` value"),
-                            )
-                            .node(&node.id)
-                            .input(name)
-                            .expected("a link from the body in `next`"),
-                        );
-                        Resolved::Absent
-                    }
-                    Some(Input::Const(v)) => {
-                        self.errors.push(
-                            GraphError::new(
-                                ErrorKind::MalformedLoop,
-                                format!("`next.{name}` must be a link"),
-                            )
-                            .node(&node.id)
-                            .input(name)
-                            .received(short(v)),
-                        );
-                        Resolved::Absent
-                    }
-                    Some(Input::Link(link)) => match self.resolve_link(i, name, link, true) {
-                        Some((src, out, ty)) => {
-                            if !outs[k].1.accepts(&ty) {
-                                self.errors.push(
-                                    GraphError::new(
-                                        ErrorKind::TypeMismatch,
-                                        format!(
-                                            "`next.{name}` changes the carried variable's type"
-                                        ),
-                                    )
-                                    .node(&node.id)
-                                    .input(name)
-                                    .expected(outs[k].1.to_string())
-                                    .received(ty.to_string()),
-                                );
-                            }
-                            Resolved::Link {
-                                node: src,
-                                output: out,
-                            }
-                        }
-                        None => Resolved::Absent,
-                    },
-                },
-            )
-            .collect()
     }
 }
 

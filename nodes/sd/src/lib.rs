@@ -4,4 +4,5 @@
 pub mod clip;
 pub mod layers;
 pub mod tokenizer;
+pub mod unet;
 pub mod weights;

@@ -1,0 +1,67 @@
+//! Visiting every parameter tensor of a loaded U-Net, e.g. to fill a model
+//! built without a checkpoint with random values ([`super::UNet::random`]).
+use crate::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
+use tch::Tensor;
+
+/// Something holding parameter tensors.
+pub trait Params {
+    fn visit(&mut self, f: &mut dyn FnMut(&mut Tensor));
+}
+
+impl<T: Params> Params for Vec<T> {
+    fn visit(&mut self, f: &mut dyn FnMut(&mut Tensor)) {
+        self.iter_mut().for_each(|p| p.visit(f));
+    }
+}
+
+impl<T: Params> Params for Option<T> {
+    fn visit(&mut self, f: &mut dyn FnMut(&mut Tensor)) {
+        if let Some(p) = self {
+            p.visit(f)
+        }
+    }
+}
+
+impl Params for Linear {
+    fn visit(&mut self, f: &mut dyn FnMut(&mut Tensor)) {
+        f(&mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f(b)
+        }
+    }
+}
+
+impl Params for Conv2d {
+    fn visit(&mut self, f: &mut dyn FnMut(&mut Tensor)) {
+        f(&mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f(b)
+        }
+    }
+}
+
+impl Params for GroupNorm {
+    fn visit(&mut self, f: &mut dyn FnMut(&mut Tensor)) {
+        f(&mut self.weight);
+        f(&mut self.bias);
+    }
+}
+
+impl Params for LayerNorm {
+    fn visit(&mut self, f: &mut dyn FnMut(&mut Tensor)) {
+        f(&mut self.weight);
+        f(&mut self.bias);
+    }
+}
+
+/// Implements [`Params`] for a struct by visiting the listed fields.
+macro_rules! params {
+    ($ty:ty: $($field:ident),+) => {
+        impl $crate::unet::params::Params for $ty {
+            fn visit(&mut self, f: &mut dyn FnMut(&mut tch::Tensor)) {
+                $( $crate::unet::params::Params::visit(&mut self.$field, f); )+
+            }
+        }
+    };
+}
+pub(crate) use params;

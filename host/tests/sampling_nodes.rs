@@ -255,7 +255,7 @@ fn scale_model_input_is_identity_for_ddim() {
     let text = scheduler_graph(
         "",
         r#", "scale": {"type": "ScaleModelInput", "inputs": {"state": ["sched", "state"],
-            "sample": ["sched", "alphas_cumprod"], "timestep": 981}}"#,
+            "sample": ["sched", "alphas_cumprod"], "timestep": 951}}"#,
     );
     let outcome = run_with(
         &[SAMPLING],

@@ -1,7 +1,10 @@
-//! Parity with diffusers, against tests/fixtures/ddim_reference.json (made by
-//! scripts/fixtures/ddim_reference.py): schedules, timesteps, DDIM steps.
-use crate::ddim::Ddim;
-use crate::sampler::Sampler;
+//! DDIM parity with diffusers, against tests/fixtures/ddim_reference.json
+//! (made by scripts/fixtures/ddim_reference.py): schedules, timesteps for
+//! every step count, DDIM steps (eta > 0 with generator noise of a shape
+//! that is not a multiple of 16, the replayed path of `crate::noise`).
+use crate::noise::NoiseStream;
+use crate::sampler::{Sampler, StepInput};
+use crate::samplers::ddim::Ddim;
 use crate::schedule::{
     BetaSchedule, ConfigName, PredictionType, Schedule, ScheduleConfig, TimestepSpacing,
 };
@@ -46,7 +49,7 @@ fn config_of(c: &Json) -> ScheduleConfig {
             .unwrap(),
         prediction_type: PredictionType::parse("", c["prediction_type"].as_str().unwrap()).unwrap(),
         clip_sample: c["clip_sample"].as_bool().unwrap(),
-        clip_sample_range: 1.0,
+        ..ScheduleConfig::default()
     }
 }
 
@@ -168,14 +171,22 @@ fn ddim_steps_match_diffusers() {
             case["eta"].as_f64().unwrap(),
             case["seed"].as_i64().unwrap(),
         );
-        let mut ddim = Ddim::new(config, n, eta, seed).unwrap();
+        let mut ddim = Ddim::new(config, n, eta).unwrap();
+        let noise = NoiseStream::new(seed, 0);
         for r in case["results"].as_array().unwrap() {
             let t = r["timestep"].as_i64().unwrap();
-            assert_eq!(
-                ddim.step_index(t),
-                r["step_index"].as_u64().map(|i| i as usize)
-            );
-            let out = ddim.step(&model_output, t, &sample).unwrap();
+            let index = r["step_index"].as_u64().unwrap() as usize;
+            assert_eq!(ddim.timesteps()[index], t as f32);
+            let draw = |like: &Tensor| noise.noise(index, n as usize, like);
+            let out = ddim
+                .step(StepInput {
+                    index,
+                    timestep: t as f32,
+                    model_output: &model_output,
+                    sample: &sample,
+                    noise: &draw,
+                })
+                .unwrap();
             for (name, got) in [
                 ("prev_sample", &out.prev_sample),
                 ("pred_original_sample", &out.pred_original_sample),

@@ -9,9 +9,9 @@
 //! - v_prediction: x0 = sqrt(a)·x_t - sqrt(1-a)·v, eps = sqrt(a)·v + sqrt(1-a)·x_t
 //!
 //! The scalars are float32, as diffusers' 0-d float32 tensors are
-//! (`beta_prod_t = 1 - alpha_prod_t`, `** 0.5` is a float32 sqrt), and the
-//! tensor ops run in the same order, so results match diffusers bit for bit
-//! on the CPU.
+//! (`beta_prod_t = 1 - alpha_prod_t`; `** 0.5` is libtorch's float32 sqrt,
+//! `crate::scalar`), and the tensor ops run in the same order, so results
+//! match diffusers bit for bit on the CPU.
 use crate::schedule::PredictionType;
 use diffgraph_sdk::prelude::*;
 
@@ -23,8 +23,8 @@ pub fn predict(
     alpha_prod_t: f32,
 ) -> Result<(Tensor, Tensor), NodeError> {
     let beta_prod_t = 1.0f32 - alpha_prod_t;
-    let sqrt_a = f64::from(alpha_prod_t.sqrt());
-    let sqrt_b = f64::from(beta_prod_t.sqrt());
+    let sqrt_a = f64::from(crate::scalar::sqrt(alpha_prod_t)?);
+    let sqrt_b = f64::from(crate::scalar::sqrt(beta_prod_t)?);
     Ok(match prediction_type {
         PredictionType::Epsilon => {
             let x0 = sample

@@ -1,5 +1,6 @@
 //! The noise schedule shared by every sampler: the scheduler config, the
-//! betas and `alphas_cumprod`.
+//! betas and `alphas_cumprod`. Reading a diffusers `scheduler_config.json`
+//! into a [`ScheduleConfig`] is `crate::config`'s job.
 //!
 //! Formulas follow diffusers `schedulers/scheduling_ddim.py`
 //! (`DDIMScheduler.__init__` and `betas_for_alpha_bar`); the DDPM, PNDM, LMS,
@@ -90,20 +91,82 @@ impl ConfigName for PredictionType {
     ];
 }
 
+/// DDPM's `variance_type` (the learned variants need a model that predicts
+/// its variance and are not supported).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VarianceType {
+    FixedSmall,
+    FixedSmallLog,
+    FixedLarge,
+}
+
+/// `final_sigmas_type` of the Euler and DPM-Solver schedulers: the sigma
+/// after the last step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalSigmas {
+    Zero,
+    SigmaMin,
+}
+
+/// DPM-Solver's `solver_type`: how the second-order term is formed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SolverType {
+    Midpoint,
+    Heun,
+}
+
+impl ConfigName for VarianceType {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("fixed_small", VarianceType::FixedSmall),
+        ("fixed_small_log", VarianceType::FixedSmallLog),
+        ("fixed_large", VarianceType::FixedLarge),
+    ];
+}
+
+impl ConfigName for FinalSigmas {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("zero", FinalSigmas::Zero),
+        ("sigma_min", FinalSigmas::SigmaMin),
+    ];
+}
+
+impl ConfigName for SolverType {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("midpoint", SolverType::Midpoint),
+        ("heun", SolverType::Heun),
+    ];
+}
+
 /// A scheduler config, with the field names of diffusers' `scheduler_config.json`.
+/// Each sampler reads only the fields its diffusers class has.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScheduleConfig {
     pub num_train_timesteps: i64,
     pub beta_start: f64,
     pub beta_end: f64,
     pub beta_schedule: BetaSchedule,
+    /// Explicit betas, replacing beta_start/beta_end/beta_schedule.
+    pub trained_betas: Option<Vec<f64>>,
     pub steps_offset: i64,
     pub set_alpha_to_one: bool,
     pub timestep_spacing: TimestepSpacing,
     pub prediction_type: PredictionType,
-    /// Clamp the predicted x0 to ±`clip_sample_range` (DDIM's `clip_sample`).
+    /// Clamp the predicted x0 to ±`clip_sample_range` (DDIM, DDPM, Heun).
     pub clip_sample: bool,
     pub clip_sample_range: f64,
+    /// PNDM: skip the Runge-Kutta warm-up (only `true` is supported).
+    pub skip_prk_steps: bool,
+    /// LMS, Euler, Heun, DPM-Solver: Karras et al. (2022) sigmas.
+    pub use_karras_sigmas: bool,
+    /// DDPM.
+    pub variance_type: VarianceType,
+    /// Euler, DPM-Solver.
+    pub final_sigmas_type: FinalSigmas,
+    /// DPM-Solver: 1 or 2 (2M).
+    pub solver_order: i64,
+    pub solver_type: SolverType,
+    pub lower_order_final: bool,
+    pub euler_at_final: bool,
 }
 
 impl Default for ScheduleConfig {
@@ -121,6 +184,15 @@ impl Default for ScheduleConfig {
             prediction_type: PredictionType::Epsilon,
             clip_sample: false,
             clip_sample_range: 1.0,
+            trained_betas: None,
+            skip_prk_steps: true,
+            use_karras_sigmas: false,
+            variance_type: VarianceType::FixedSmall,
+            final_sigmas_type: FinalSigmas::Zero,
+            solver_order: 2,
+            solver_type: SolverType::Midpoint,
+            lower_order_final: true,
+            euler_at_final: false,
         }
     }
 }
@@ -206,6 +278,18 @@ impl Schedule {
 fn betas(config: &ScheduleConfig) -> Result<Tensor, NodeError> {
     let n = config.num_train_timesteps;
     let options = (Kind::Float, Device::Cpu);
+    if let Some(betas) = &config.trained_betas {
+        // torch.tensor(trained_betas, dtype=torch.float32)
+        if betas.len() as i64 != n {
+            return Err(format!(
+                "trained_betas has {} values but num_train_timesteps is {n}",
+                betas.len()
+            )
+            .into());
+        }
+        let betas: Vec<f32> = betas.iter().map(|&b| b as f32).collect();
+        return Ok(Tensor::from_slice(&betas));
+    }
     Ok(match config.beta_schedule {
         // torch.linspace(beta_start, beta_end, n, dtype=torch.float32)
         BetaSchedule::Linear => Tensor::f_linspace(config.beta_start, config.beta_end, n, options)?,

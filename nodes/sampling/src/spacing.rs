@@ -6,6 +6,13 @@
 //! - linspace: `round(linspace(0, T - 1, n))`, reversed.
 //! - trailing: `round(arange(T, 0, -T / n)) - 1`.
 //!
+//! DDPM and PNDM use the same rules. The sigma samplers
+//! (`scheduling_euler_discrete.py`, `scheduling_lms_discrete.py`,
+//! `scheduling_heun_discrete.py`) keep linspace timesteps as unrounded
+//! float32 ([`sigma_timesteps`]), and DPM-Solver
+//! (`scheduling_dpmsolver_multistep.py`) spaces n + 1 points and drops the
+//! last for linspace and leading ([`dpm_timesteps`]).
+//!
 //! `np.round` rounds half to even (`f64::round_ties_even`; flooring instead,
 //! as candle did, changes 24 of 50 timesteps).
 //!
@@ -14,6 +21,7 @@
 //! diffusers returns a spurious last timestep -1 (which would then index
 //! `alphas_cumprod[-1]`, i.e. t = 999, in Python). We return exactly n
 //! timesteps: diffusers' first n, which are identical.
+use crate::numpy;
 use crate::schedule::{ScheduleConfig, TimestepSpacing};
 use diffgraph_sdk::NodeError;
 
@@ -38,7 +46,7 @@ pub fn timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<i64>, NodeError>
                 .collect()
         }
         TimestepSpacing::Linspace => {
-            let mut t: Vec<i64> = np_linspace(0.0, (total - 1) as f64, n as usize)
+            let mut t: Vec<i64> = numpy::linspace(0.0, (total - 1) as f64, n as usize)
                 .into_iter()
                 .map(|x| x.round_ties_even() as i64)
                 .collect();
@@ -47,7 +55,7 @@ pub fn timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<i64>, NodeError>
         }
         TimestepSpacing::Trailing => {
             let step = total as f64 / n as f64;
-            let mut t: Vec<i64> = np_arange(total as f64, 0.0, -step)
+            let mut t: Vec<i64> = numpy::arange(total as f64, 0.0, -step)
                 .into_iter()
                 .map(|x| x.round_ties_even() as i64 - 1)
                 .collect();
@@ -57,36 +65,50 @@ pub fn timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<i64>, NodeError>
     })
 }
 
-/// `np.linspace(start, stop, num)` (endpoint=True) for float64:
-/// `arange(num) * step + start`, with the last value set to `stop`.
-fn np_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
-    if num == 1 {
-        return vec![start];
+/// The timesteps of the Euler/LMS/Heun schedulers, as float32: leading and
+/// trailing as in [`timesteps`]; linspace not rounded:
+/// `np.linspace(0, T - 1, n, dtype=np.float32)[::-1]`.
+pub fn sigma_timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<f32>, NodeError> {
+    if config.timestep_spacing != TimestepSpacing::Linspace {
+        return Ok(timesteps(config, n)?
+            .into_iter()
+            .map(|t| t as f32)
+            .collect());
     }
-    let step = (stop - start) / (num - 1) as f64;
-    let mut y: Vec<f64> = (0..num).map(|i| i as f64 * step + start).collect();
-    y[num - 1] = stop;
-    y
+    timesteps(config, n)?; // the same checks on n
+    let total = config.num_train_timesteps;
+    let mut t: Vec<f32> = numpy::linspace(0.0, (total - 1) as f64, n as usize)
+        .into_iter()
+        .map(|x| x as f32)
+        .collect();
+    t.reverse();
+    Ok(t)
 }
 
-/// `np.arange(start, stop, step)` for float64: `ceil((stop - start) / step)`
-/// values; the fill uses `delta = (start + step) - start`, as numpy's
-/// `DOUBLE_fill` does, so `a[i] = start + i * delta` for i >= 2.
-fn np_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
-    let len = ((stop - start) / step).ceil();
-    if len.is_nan() || len <= 0.0 {
-        return Vec::new();
-    }
-    let len = len as usize;
-    let second = start + step;
-    let delta = second - start;
-    (0..len)
-        .map(|i| match i {
-            0 => start,
-            1 => second,
-            _ => start + i as f64 * delta,
-        })
-        .collect()
+/// DPM-Solver's timesteps (`DPMSolverMultistepScheduler.set_timesteps`, with
+/// `lambda_min_clipped` = -inf so that the last timestep is T):
+/// linspace `round(linspace(0, T - 1, n + 1))[::-1][:-1]`; leading
+/// `arange(n + 1) * (T // (n + 1))`, reversed, last dropped, `+ steps_offset`;
+/// trailing as in [`timesteps`].
+pub fn dpm_timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<i64>, NodeError> {
+    let t = timesteps(config, n)?; // checks n; trailing is the same
+    let total = config.num_train_timesteps;
+    Ok(match config.timestep_spacing {
+        TimestepSpacing::Trailing => t,
+        TimestepSpacing::Linspace => numpy::linspace(0.0, (total - 1) as f64, n as usize + 1)
+            .into_iter()
+            .rev()
+            .take(n as usize)
+            .map(|x| x.round_ties_even() as i64)
+            .collect(),
+        TimestepSpacing::Leading => {
+            let ratio = total / (n + 1);
+            (1..=n)
+                .rev()
+                .map(|i| i * ratio + config.steps_offset)
+                .collect()
+        }
+    })
 }
 
 #[cfg(test)]

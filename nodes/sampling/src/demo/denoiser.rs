@@ -79,24 +79,38 @@ impl Node for ExactDenoiser {
                  Sampling with it lands on one of the images.",
             )
             .input(InputSpec::new("sample", PortType::Latent).doc("x_t, [B, C, H, W]"))
-            .input(InputSpec::int("timestep").min(0.0))
-            .input(InputSpec::tensor("alphas_cumprod").doc("the scheduler's alphas_cumprod"))
+            .input(InputSpec::float("timestep").optional().min(0.0).doc("an integer timestep into alphas_cumprod"))
+            .input(InputSpec::tensor("alphas_cumprod").optional().doc("the scheduler's alphas_cumprod"))
+            .input(
+                InputSpec::float("alpha_bar")
+                    .optional()
+                    .doc("the input's cumulative alpha (SchedulerAlphaBar), instead of timestep + alphas_cumprod"),
+            )
             .input(InputSpec::tensor("images").doc("the data set, [K, C, H, W]"))
             .output(OutputSpec::new("model_output", PortType::Tensor).doc("the predicted noise, like `sample`"))
     }
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
-        let t = inputs.int("timestep")?;
-        let alphas = inputs.tensor("alphas_cumprod")?;
-        let n = alphas.numel() as i64;
-        if alphas.dim() != 1 || !(0..n).contains(&t) {
-            return Err(format!(
-                "timestep {t} is not an index into alphas_cumprod {:?}",
-                alphas.size()
-            )
-            .into());
-        }
-        let alpha = alphas.f_double_value(&[t])?;
+        let alpha = if inputs.has("alpha_bar") {
+            inputs.float("alpha_bar")?
+        } else {
+            let (Some(alphas), true) =
+                (inputs.opt_tensor("alphas_cumprod")?, inputs.has("timestep"))
+            else {
+                return Err("give either alpha_bar or timestep and alphas_cumprod".into());
+            };
+            let t = inputs.float("timestep")?;
+            let n = alphas.numel() as f64;
+            if alphas.dim() != 1 || t.fract() != 0.0 || !(0.0..n).contains(&t) {
+                return Err(format!(
+                    "timestep {t} is not an index into alphas_cumprod {:?} (for fractional timesteps \
+                     give alpha_bar from SchedulerAlphaBar)",
+                    alphas.size()
+                )
+                .into());
+            }
+            alphas.f_double_value(&[t as i64])?
+        };
         let eps = exact_epsilon(inputs.tensor("sample")?, alpha, inputs.tensor("images")?)?;
         Ok(vec![eps.into()])
     }

@@ -1,35 +1,12 @@
-//! `DDIMScheduler`: builds a DDIM sampler from a scheduler config and hands
-//! it to the graph as a `SCHEDULER` object, with its timesteps for a `Loop`.
-use crate::ddim::Ddim;
+//! `DDIMScheduler`: the first scheduler node, kept for existing graphs. It
+//! builds a DDIM sampler from explicit config inputs (Stable Diffusion's
+//! defaults) and outputs integer timesteps; `Scheduler` is the general node.
+use crate::noise::NoiseStream;
 use crate::sampler::Sampler;
+use crate::samplers::ddim::Ddim;
 use crate::schedule::{BetaSchedule, ConfigName, PredictionType, ScheduleConfig, TimestepSpacing};
+use crate::state::{SchedulerState, SCHEDULER};
 use diffgraph_sdk::prelude::*;
-use std::sync::{Mutex, MutexGuard};
-
-/// Port type of the scheduler object.
-pub const SCHEDULER: &str = "SCHEDULER";
-
-/// The `SCHEDULER` object: a sampler behind a mutex, because samplers are
-/// state machines (`Sampler::step` takes `&mut self`) while graph objects are
-/// shared read-only between the nodes that use them.
-pub struct SchedulerState {
-    sampler: Mutex<Box<dyn Sampler>>,
-}
-
-impl SchedulerState {
-    pub fn new(sampler: Box<dyn Sampler>) -> SchedulerState {
-        SchedulerState {
-            sampler: Mutex::new(sampler),
-        }
-    }
-
-    /// Locks the sampler for one call.
-    pub fn lock(&self) -> Result<MutexGuard<'_, Box<dyn Sampler>>, NodeError> {
-        self.sampler.lock().map_err(|_| {
-            NodeError::new("the scheduler is unusable: a previous step panicked while using it")
-        })
-    }
-}
 
 /// Reads the schedule config inputs shared by every scheduler node.
 pub fn config_from_inputs(inputs: &Inputs) -> Result<ScheduleConfig, NodeError> {
@@ -46,7 +23,7 @@ pub fn config_from_inputs(inputs: &Inputs) -> Result<ScheduleConfig, NodeError> 
         )?,
         prediction_type: PredictionType::parse("prediction_type", inputs.str("prediction_type")?)?,
         clip_sample: inputs.bool("clip_sample")?,
-        clip_sample_range: 1.0,
+        ..ScheduleConfig::default()
     })
 }
 
@@ -106,17 +83,21 @@ impl Node for DdimScheduler {
     fn schema(&self) -> NodeSchema {
         let schema = NodeSchema::new("DDIMScheduler", "sampling")
             .description(
-                "DDIM sampler (diffusers DDIMScheduler) with Stable Diffusion's scheduler config as defaults. \
-                 Iterate a Loop over `timesteps`, calling SchedulerStep once per timestep.",
+                "DDIM sampler (diffusers DDIMScheduler) with Stable Diffusion's scheduler config as defaults \
+                 and integer timesteps (kept for existing graphs; see Scheduler). Iterate a Loop over \
+                 `timesteps`, calling SchedulerStep once per timestep.",
             )
             .input(InputSpec::int("steps").default(20).range(1.0, 1000.0).doc("number of inference steps"))
             .input(
                 InputSpec::float("eta")
                     .default(0.0)
                     .min(0.0)
-                    .doc("0: deterministic DDIM; 1: DDPM-like; > 0 adds noise seeded by seed + step index"),
+                    .doc("0: deterministic DDIM; 1: DDPM-like; > 0 adds noise from a generator seeded with `seed`"),
             )
-            .input(InputSpec::int("seed").default(0).doc("seed of the noise added when eta > 0"));
+            .input(InputSpec::int("seed").default(0).doc(
+                "seed of the noise added when eta > 0: step i draws the i-th tensor of \
+                 torch.Generator(\"cpu\").manual_seed(seed), as diffusers does",
+            ));
         config_inputs(schema)
             .output(
                 OutputSpec::new("timesteps", PortType::list(PortType::Int)).doc("highest first"),
@@ -134,16 +115,12 @@ impl Node for DdimScheduler {
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let config = config_from_inputs(inputs)?;
-        let ddim = Ddim::new(
-            config,
-            inputs.int("steps")?,
-            inputs.float("eta")?,
-            inputs.int("seed")?,
-        )?;
-        let timesteps = ddim.timesteps().to_vec();
-        let sigma = ddim.init_noise_sigma();
+        let ddim = Ddim::new(config, inputs.int("steps")?, inputs.float("eta")?)?;
+        let timesteps: Vec<i64> = ddim.timesteps().iter().map(|&t| t as i64).collect();
+        let sigma = f64::from(ddim.init_noise_sigma()?);
         let alphas = ddim.schedule().alphas_cumprod_tensor();
-        let state = Object::new(SCHEDULER, SchedulerState::new(Box::new(ddim)));
+        let noise = NoiseStream::new(inputs.int("seed")?, 0);
+        let state = Object::new(SCHEDULER, SchedulerState::new(Box::new(ddim), 0, noise));
         Ok(vec![
             timesteps.into(),
             state.into(),

@@ -5,46 +5,50 @@
 //! 2. a_t = alphas_cumprod[t]; a_prev = alphas_cumprod[prev_t], or
 //!    final_alpha_cumprod when prev_t < 0
 //! 3. x0, eps from the model output (`crate::prediction`); x0 clamped to
-//!    ±clip_sample_range when clip_sample (off by default)
+//!    ±clip_sample_range when clip_sample
 //! 4. variance = (1 - a_prev) / (1 - a_t) · (1 - a_t / a_prev) (`_get_variance`);
 //!    std = eta · sqrt(variance)
 //! 5. x_prev = sqrt(a_prev)·x0 + sqrt(1 - a_prev - std²)·eps (+ std·noise when eta > 0)
 //!
 //! eta = 0 is deterministic DDIM; eta = 1 is DDPM-like ancestral sampling.
-//! The noise for eta > 0 comes from `crate::noise::step_noise` (seeded by
-//! seed + step index). `use_clipped_model_output` and dynamic thresholding are
-//! not implemented (both off in diffusers by default).
-use crate::noise::step_noise;
+//! For eta > 0 every step draws `variance_noise` from the run's generator, as
+//! diffusers' step does with `generator=`. `use_clipped_model_output` and
+//! dynamic thresholding are not implemented (both off in diffusers by default).
 use crate::prediction::predict;
-use crate::sampler::{check_step_inputs, Sampler, StepOutput};
+use crate::sampler::{
+    add_noise_alpha, check_step_inputs, integer_timestep, Sampler, StepInput, StepOutput,
+};
+use crate::scalar;
 use crate::schedule::{Schedule, ScheduleConfig};
 use crate::spacing;
 use diffgraph_sdk::prelude::*;
+use std::sync::Arc;
 
 /// The DDIM sampler. It keeps no state between steps: each step depends only
-/// on its timestep.
+/// on its timestep (and, with eta > 0, its draw).
+#[derive(Clone)]
 pub struct Ddim {
-    schedule: Schedule,
-    timesteps: Vec<i64>,
+    schedule: Arc<Schedule>,
+    timesteps: Arc<[f32]>,
     num_inference_steps: i64,
     eta: f64,
-    seed: i64,
 }
 
 impl Ddim {
     /// A DDIM sampler with `steps` inference steps (`set_timesteps`).
-    pub fn new(config: ScheduleConfig, steps: i64, eta: f64, seed: i64) -> Result<Ddim, NodeError> {
+    pub fn new(config: ScheduleConfig, steps: i64, eta: f64) -> Result<Ddim, NodeError> {
         if !(eta.is_finite() && eta >= 0.0) {
             return Err(format!("eta must be a finite number >= 0, got {eta}").into());
         }
-        let timesteps = spacing::timesteps(&config, steps)?;
-        let schedule = Schedule::new(config)?;
+        let timesteps: Vec<f32> = spacing::timesteps(&config, steps)?
+            .into_iter()
+            .map(|t| t as f32)
+            .collect();
         Ok(Ddim {
-            schedule,
-            timesteps,
+            schedule: Arc::new(Schedule::new(config)?),
+            timesteps: timesteps.into(),
             num_inference_steps: steps,
             eta,
-            seed,
         })
     }
 
@@ -60,35 +64,27 @@ impl Ddim {
 
 impl Sampler for Ddim {
     fn name(&self) -> &'static str {
-        "DDIM"
+        "DDIMScheduler"
     }
 
     fn schedule(&self) -> &Schedule {
         &self.schedule
     }
 
-    fn timesteps(&self) -> &[i64] {
+    fn timesteps(&self) -> &[f32] {
         &self.timesteps
     }
 
     /// DDIM starts from unit-variance noise.
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
+    fn init_noise_sigma(&self) -> Result<f32, NodeError> {
+        Ok(1.0)
     }
 
-    /// DDIM does not scale the model input.
-    fn scale_model_input(&self, sample: &Tensor, _timestep: i64) -> Result<Tensor, NodeError> {
-        Ok(sample.shallow_clone())
-    }
-
-    fn step(
-        &mut self,
-        model_output: &Tensor,
-        timestep: i64,
-        sample: &Tensor,
-    ) -> Result<StepOutput, NodeError> {
+    fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
+        let (model_output, sample) = (input.model_output, input.sample);
         check_step_inputs(model_output, sample)?;
         let config = &self.schedule.config;
+        let timestep = integer_timestep(input.timestep)?;
         let prev_timestep = self.prev_timestep(timestep);
         let alpha_prod_t = self.schedule.alpha_cumprod(timestep)?;
         let alpha_prod_t_prev = self.schedule.alpha_cumprod_prev(prev_timestep)?;
@@ -105,21 +101,15 @@ impl Sampler for Ddim {
         let variance =
             (beta_prod_t_prev / beta_prod_t) * (1.0f32 - alpha_prod_t / alpha_prod_t_prev);
         // `eta * variance ** 0.5`: a Python float times a float32 tensor is a float32 product.
-        let std_dev_t = (self.eta as f32) * variance.sqrt();
-        let direction_coef = (1.0f32 - alpha_prod_t_prev - std_dev_t * std_dev_t).sqrt();
+        let std_dev_t = (self.eta as f32) * scalar::sqrt(variance)?;
+        let direction_coef = scalar::sqrt(1.0f32 - alpha_prod_t_prev - std_dev_t * std_dev_t)?;
 
         let pred_sample_direction = eps.f_mul_scalar(f64::from(direction_coef))?;
         let mut prev_sample = x0
-            .f_mul_scalar(f64::from(alpha_prod_t_prev.sqrt()))?
+            .f_mul_scalar(f64::from(scalar::sqrt(alpha_prod_t_prev)?))?
             .f_add(&pred_sample_direction)?;
         if self.eta > 0.0 {
-            let index = self.step_index(timestep).ok_or_else(|| {
-                NodeError::new(format!(
-                    "timestep {timestep} is not one of this scheduler's timesteps; with eta > 0 the step's \
-                     noise is seeded by its position in them"
-                ))
-            })?;
-            let noise = step_noise(self.seed, index, model_output)?;
+            let noise = (input.noise)(model_output)?;
             prev_sample = prev_sample.f_add(&noise.f_mul_scalar(f64::from(std_dev_t))?)?;
         }
         Ok(StepOutput {
@@ -127,11 +117,26 @@ impl Sampler for Ddim {
             pred_original_sample: x0,
         })
     }
+
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        _index: usize,
+        timestep: f32,
+    ) -> Result<Tensor, NodeError> {
+        add_noise_alpha(&self.schedule, original, noise, timestep)
+    }
+
+    fn box_clone(&self) -> Box<dyn Sampler> {
+        Box::new(self.clone())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::samplers::testing::step_once;
 
     #[test]
     fn last_step_uses_final_alpha() {
@@ -139,13 +144,13 @@ mod tests {
             set_alpha_to_one: true,
             ..ScheduleConfig::default()
         };
-        let mut ddim = Ddim::new(config, 20, 0.0, 0).unwrap();
-        assert_eq!(ddim.timesteps().last(), Some(&1));
+        let mut ddim = Ddim::new(config, 20, 0.0).unwrap();
+        assert_eq!(ddim.timesteps().last(), Some(&1.0));
         assert!(ddim.prev_timestep(1) < 0);
         // With final alpha 1, the last step returns the predicted x0 itself.
         let x = Tensor::from_slice(&[0.5f32, -0.25, 1.0]);
         let eps = Tensor::from_slice(&[0.1f32, 0.2, -0.3]);
-        let out = ddim.step(&eps, 1, &x).unwrap();
+        let out = step_once(&mut ddim, 19, &eps, &x).unwrap();
         let diff = (&out.prev_sample - &out.pred_original_sample)
             .abs()
             .max()
@@ -155,16 +160,10 @@ mod tests {
 
     #[test]
     fn rejects_mismatched_inputs_and_bad_eta() {
-        let mut ddim = Ddim::new(ScheduleConfig::default(), 10, 0.0, 0).unwrap();
+        let mut ddim = Ddim::new(ScheduleConfig::default(), 10, 0.0).unwrap();
         let a = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
         let b = Tensor::zeros([3, 2], (Kind::Float, Device::Cpu));
-        assert!(ddim.step(&a, 901, &b).is_err());
-        assert!(ddim.step(&a, 1000, &a).is_err());
-        assert!(Ddim::new(ScheduleConfig::default(), 10, -1.0, 0).is_err());
-        let mut noisy = Ddim::new(ScheduleConfig::default(), 10, 1.0, 0).unwrap();
-        assert!(
-            noisy.step(&a, 900, &a).is_err(),
-            "900 is not a timestep of the 10-step schedule"
-        );
+        assert!(step_once(&mut ddim, 0, &a, &b).is_err());
+        assert!(Ddim::new(ScheduleConfig::default(), 10, -1.0).is_err());
     }
 }

@@ -1,0 +1,104 @@
+//! What the sigma samplers (Euler, Euler ancestral, LMS, Heun) share,
+//! following diffusers `schedulers/scheduling_euler_discrete.py`: the sigma
+//! table, `init_noise_sigma`, `scale_model_input` and x0 from the model output.
+use crate::scalar;
+use crate::schedule::{PredictionType, Schedule, ScheduleConfig, TimestepSpacing};
+use crate::sigmas::{self, SigmaTable};
+use crate::spacing;
+use diffgraph_sdk::prelude::*;
+use std::sync::Arc;
+
+/// The schedule and sigma table of a sigma sampler (shared by its clones).
+#[derive(Clone)]
+pub struct SigmaSchedule {
+    pub schedule: Arc<Schedule>,
+    pub table: Arc<SigmaTable>,
+}
+
+impl SigmaSchedule {
+    /// `set_timesteps(steps)`: spaced float32 timesteps, their sigmas
+    /// (Karras when `use_karras`), and the last sigma: 0, or
+    /// `((1 - a_0) / a_0) ** 0.5` when `sigma_min_last`.
+    pub fn new(
+        config: ScheduleConfig,
+        steps: i64,
+        use_karras: bool,
+        sigma_min_last: bool,
+    ) -> Result<SigmaSchedule, NodeError> {
+        let timesteps = spacing::sigma_timesteps(&config, steps)?;
+        let schedule = Schedule::new(config)?;
+        let last = if sigma_min_last {
+            sigmas::sigma_min_final(&schedule)?
+        } else {
+            0.0
+        };
+        let table = sigmas::euler_table(&schedule, timesteps, use_karras, last)?;
+        Ok(SigmaSchedule {
+            schedule: Arc::new(schedule),
+            table: Arc::new(table),
+        })
+    }
+
+    /// A schedule with an explicit table (Heun's duplicated one).
+    pub fn with_table(&self, table: SigmaTable) -> SigmaSchedule {
+        SigmaSchedule {
+            schedule: self.schedule.clone(),
+            table: Arc::new(table),
+        }
+    }
+
+    pub fn prediction_type(&self) -> PredictionType {
+        self.schedule.config.prediction_type
+    }
+
+    /// `sigmas[i]`.
+    pub fn sigma(&self, i: usize) -> Result<f32, NodeError> {
+        self.table.sigmas.get(i).copied().ok_or_else(|| {
+            NodeError::new(format!(
+                "step {i} is past the end of the schedule ({} sigmas)",
+                self.table.sigmas.len()
+            ))
+        })
+    }
+
+    /// `init_noise_sigma`: max sigma for linspace/trailing spacing,
+    /// `(max**2 + 1) ** 0.5` for leading.
+    pub fn init_noise_sigma(&self) -> Result<f32, NodeError> {
+        let leading = self.schedule.config.timestep_spacing == TimestepSpacing::Leading;
+        sigmas::init_noise_sigma(&self.table.sigmas, leading)
+    }
+
+    /// 1 / (sigma_i² + 1): the cumulative alpha the model's (scaled) input has.
+    pub fn alpha_bar(&self, i: usize) -> Result<f64, NodeError> {
+        let s = f64::from(self.sigma(i)?);
+        Ok(1.0 / (s * s + 1.0))
+    }
+}
+
+/// `scale_model_input`: `sample / ((sigma**2 + 1) ** 0.5)`, float32.
+pub fn scale_by_sigma(sample: &Tensor, sigma: f32) -> Result<Tensor, NodeError> {
+    Ok(sample.f_div_scalar(f64::from(scalar::sqrt(sigma * sigma + 1.0)?))?)
+}
+
+/// x0 from the model output at noise level `sigma` (`step`, "1. compute
+/// predicted original sample (x_0) from sigma-scaled predicted noise"):
+/// epsilon `x - sigma·eps`; v_prediction `v·(-sigma / (sigma² + 1) ** 0.5) + x / (sigma² + 1)`;
+/// sample: the output itself.
+pub fn sigma_x0(
+    prediction_type: PredictionType,
+    model_output: &Tensor,
+    sample: &Tensor,
+    sigma: f32,
+) -> Result<Tensor, NodeError> {
+    Ok(match prediction_type {
+        PredictionType::Epsilon => sample.f_sub(&model_output.f_mul_scalar(f64::from(sigma))?)?,
+        PredictionType::VPrediction => {
+            let s2 = sigma * sigma + 1.0;
+            let c_out = -sigma / scalar::sqrt(s2)?;
+            model_output
+                .f_mul_scalar(f64::from(c_out))?
+                .f_add(&sample.f_div_scalar(f64::from(s2))?)?
+        }
+        PredictionType::Sample => model_output.shallow_clone(),
+    })
+}

@@ -2,7 +2,9 @@
 //! VAE, loaded from diffusers folders or single-file checkpoints, with the
 //! numerics of Hugging Face diffusers.
 pub mod clip;
+pub mod convert;
 pub mod layers;
 pub mod tokenizer;
 pub mod unet;
+pub mod vae;
 pub mod weights;

@@ -9,6 +9,8 @@ pub const MODEL: &str = "MODEL";
 
 /// What predicts the noise (or v, or x0).
 pub enum Denoiser {
+    /// The Stable Diffusion U-Net (behind a lock: tensors are not Sync).
+    Unet(std::sync::Mutex<crate::unet::UNet>),
     /// forward(x_t, t: float [B], context) -> model output.
     TorchScript(tch::CModule),
 }
@@ -28,9 +30,13 @@ impl Model {
     pub fn predict(&self, x: &Tensor, t: f64, context: &Tensor) -> Result<Tensor, NodeError> {
         let batch = x.size()[0];
         match &self.denoiser {
+            Denoiser::Unet(unet) => {
+                let unet = unet.lock().map_err(|_| NodeError::new("the U-Net was poisoned by an earlier panic"))?;
+                Ok(unet.try_forward(x, t, context)?)
+            }
             Denoiser::TorchScript(m) => {
                 let ts = Tensor::full([batch], t, (Kind::Float, x.device()));
-                Ok(m.forward_ts(&[x.shallow_clone(), ts, context.shallow_clone()])?)
+                Ok(tch::no_grad(|| m.forward_ts(&[x.shallow_clone(), ts, context.shallow_clone()]))?)
             }
         }
     }

@@ -53,3 +53,32 @@ impl Node for VAEEncode {
         Ok(vec![latent.to_kind(Kind::Float).into()])
     }
 }
+
+/// The latent shape for an image size: diffusers' `vae_scale_factor` is
+/// 2^(number of VAE blocks - 1) (8 for Stable Diffusion).
+pub struct LatentShape;
+
+impl Node for LatentShape {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("LatentShape", "latent")
+            .description("[batch, latent channels, height / f, width / f] for GaussianNoise, f = the VAE's scale factor (8 for SD)")
+            .input(InputSpec::new("vae", PortType::object(VAE)))
+            .input(InputSpec::int("width").default(512).min(1.0))
+            .input(InputSpec::int("height").default(512).min(1.0))
+            .input(InputSpec::int("batch").default(1).range(1.0, 4096.0))
+            .output(OutputSpec::new("shape", PortType::list(PortType::Int)))
+    }
+
+    fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+        let vae = lock(inputs.object("vae")?)?;
+        let factor = 1i64 << (vae.config.block_out_channels.len().saturating_sub(1));
+        let (w, h) = (inputs.int("width")?, inputs.int("height")?);
+        if w % factor != 0 || h % factor != 0 {
+            return Err(NodeError::new(format!(
+                "width {w} and height {h} must be multiples of the VAE's scale factor {factor}"
+            )));
+        }
+        let shape = vec![inputs.int("batch")?, vae.config.latent_channels, h / factor, w / factor];
+        Ok(vec![shape.into()])
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Stable Diffusion benchmarks, diffgraph and diffusers side by side in one run,
+# same model, same input, same thread count (BENCH_THREADS, default 2):
+#  (a) the tiny SD1 model, txt2img end to end (whole process: start, load,
+#      generate, write the PNG) and generation alone (model loaded);
+#  (b) one guided U-Net step of an SD1.5-size U-Net, random weights, fp32 and bf16.
+# Needs the fixture tools (scripts/fixtures/env.sh) for the diffusers side.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+export BENCH_THREADS="${BENCH_THREADS:-2}" OMP_NUM_THREADS="${BENCH_THREADS}"
+PY=.venv-fixtures/bin/python
+cargo build --release --workspace --quiet
+cargo bench --quiet -p diffgraph --bench sd_txt2img --no-run 2>/dev/null || true
+cargo bench --quiet -p diffgraph-nodes-sd --bench unet_step --no-run 2>/dev/null || true
+now() { date +%s.%N; }
+ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+
+echo "threads: $BENCH_THREADS"
+out=$(mktemp -d)
+t0=$(now); ./target/release/diffgraph run graphs/txt2img_sd1.json --quiet --out "$out" >/dev/null; t1=$(now)
+ours_e2e=$(python3 -c "print($t1-$t0)")
+cat > "$out/e2e.py" <<PYEOF
+import torch; torch.set_num_threads($BENCH_THREADS)
+from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+p = StableDiffusionPipeline.from_pretrained("tests/fixtures/sd/sd1-tiny", torch_dtype=torch.float32, safety_checker=None, requires_safety_checker=False)
+p.scheduler = EulerDiscreteScheduler.from_config(p.scheduler.config); p.set_progress_bar_config(disable=True)
+p("a photograph of an astronaut riding a horse", negative_prompt="blurry, low quality", height=16, width=24, num_inference_steps=20,
+  guidance_scale=7.5, generator=torch.Generator("cpu").manual_seed(42)).images[0].save("$out/diffusers.png")
+PYEOF
+t0=$(now); $PY "$out/e2e.py" 2>/dev/null; t1=$(now)
+theirs_e2e=$(python3 -c "print($t1-$t0)")
+ours=$(cargo bench --quiet -p diffgraph --bench sd_txt2img 2>/dev/null | tail -1)
+theirs=$($PY scripts/bench/diffusers_sd.py txt2img tests/fixtures/sd/sd1-tiny 2>/dev/null | tail -1)
+printf "\n(a) tiny SD1 txt2img, Euler 20 steps, guidance 7.5, 16x24\n"
+printf "%-28s %12s %12s %8s\n" "" diffgraph diffusers ratio
+printf "%-28s %12.3f %12.3f %8s\n" "end to end (process), s" "$ours_e2e" "$theirs_e2e" "$(ratio "$ours_e2e" "$theirs_e2e")"
+for k in generate_s load_s peak_rss_mib; do
+  a=$(field "$ours" $k); b=$(field "$theirs" $k)
+  printf "%-28s %12.3f %12.3f %8s\n" "$k" "$a" "$b" "$(ratio "$a" "$b")"
+done
+printf "\n(b) one guided U-Net step, SD1.5-size, random weights, batch 2, 64x64\n"
+printf "%-28s %12s %12s %8s\n" "" diffgraph diffusers ratio
+for dt in fp32 bf16; do
+  ours=$(cargo bench --quiet -p diffgraph-nodes-sd --bench unet_step -- $dt 2>/dev/null | tail -1)
+  theirs=$($PY scripts/bench/diffusers_sd.py unet $dt 2>/dev/null | tail -1)
+  for k in step_s peak_rss_mib; do
+    a=$(field "$ours" $k); b=$(field "$theirs" $k)
+    printf "%-28s %12.3f %12.3f %8s\n" "$dt $k" "$a" "$b" "$(ratio "$a" "$b")"
+  done
+done
+rm -rf "$out"

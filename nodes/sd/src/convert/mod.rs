@@ -30,7 +30,16 @@
 //! *base* checkpoints therefore need `prediction_type: "epsilon"` passed).
 //! The scheduler config is diffusers' `SCHEDULER_DEFAULT_CONFIG` (scaled_linear
 //! 0.00085..0.012, 1000 steps, steps_offset 1, set_alpha_to_one false,
-//! skip_prk_steps, leading) with clip_sample false.
+//! skip_prk_steps, leading) with clip_sample false, i.e. the SD 1.5 / 2.1
+//! repository scheduler values. (diffusers' legacy path without an original
+//! config, `_legacy_load_scheduler`, would use beta 0.02..0.085; not mirrored.)
+//!
+//! Modern diffusers `from_single_file` fetches these configs from the Hub
+//! (`DIFFUSERS_DEFAULT_PIPELINE_PATHS`); here nothing is fetched: checked on
+//! the key sets and shapes of SD 1.5 and SD 2.1 (random weights built by
+//! diffusers, turned into the original layout), the inferred configs are the
+//! repositories' except `upcast_attention`, which the weights cannot show
+//! (SD 2.1's repository sets it, for fp16; false here, listed as assumed).
 //!
 //! Skipped on purpose (listed in [`SingleFileParts::ignored`]): the DDPM
 //! buffers (`betas`, `alphas_cumprod`, ...), `logvar`, EMA copies

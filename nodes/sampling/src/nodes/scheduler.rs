@@ -129,6 +129,13 @@ impl Node for Scheduler {
         };
         let mut overrides = Map::new();
         match inputs.str("schedule")? {
+            "karras" if !kind.supports_karras() => {
+                return Err(format!(
+                    "the karras schedule is not available for {} (LMS, Euler, Heun and DPM++ have it)",
+                    kind.class_name()
+                )
+                .into());
+            }
             "karras" => {
                 overrides.insert("use_karras_sigmas".into(), json!(true));
             }
@@ -151,13 +158,6 @@ impl Node for Scheduler {
             overrides.insert("steps_offset".into(), json!(inputs.int("steps_offset")?));
         }
         let config = config::resolve(kind, file.as_ref(), &overrides)?;
-        if config.use_karras_sigmas && !kind.supports_karras() {
-            return Err(format!(
-                "the karras schedule is not available for {} (LMS, Euler, Heun and DPM++ have it)",
-                kind.class_name()
-            )
-            .into());
-        }
         let steps = inputs.int("steps")?;
         let sampler = samplers::build(kind, config, steps, inputs.float("eta")?)?;
         let start = img2img_start(steps, inputs.float("strength")?)? as usize * sampler.order();

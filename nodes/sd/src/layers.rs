@@ -13,7 +13,11 @@ impl Linear {
     pub fn load(w: &mut Weights, prefix: &str, in_dim: i64, out_dim: i64, bias: bool) -> Linear {
         Linear {
             weight: w.take(&format!("{prefix}.weight"), &[out_dim, in_dim]),
-            bias: if bias { Some(w.take(&format!("{prefix}.bias"), &[out_dim])) } else { None },
+            bias: if bias {
+                Some(w.take(&format!("{prefix}.bias"), &[out_dim]))
+            } else {
+                None
+            },
         }
     }
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -31,16 +35,34 @@ pub struct Conv2d {
 
 impl Conv2d {
     #[allow(clippy::too_many_arguments)]
-    pub fn load(w: &mut Weights, prefix: &str, in_ch: i64, out_ch: i64, kernel: i64, stride: i64, padding: i64) -> Conv2d {
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        in_ch: i64,
+        out_ch: i64,
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    ) -> Conv2d {
         Conv2d {
-            weight: w.take(&format!("{prefix}.weight"), &[out_ch, in_ch, kernel, kernel]),
+            weight: w.take(
+                &format!("{prefix}.weight"),
+                &[out_ch, in_ch, kernel, kernel],
+            ),
             bias: Some(w.take(&format!("{prefix}.bias"), &[out_ch])),
             stride,
             padding,
         }
     }
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(&self.weight, self.bias.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1)
+        x.conv2d(
+            &self.weight,
+            self.bias.as_ref(),
+            [self.stride; 2],
+            [self.padding; 2],
+            [1, 1],
+            1,
+        )
     }
 }
 
@@ -62,7 +84,13 @@ impl GroupNorm {
         }
     }
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.group_norm(self.groups, Some(&self.weight), Some(&self.bias), self.eps, true)
+        x.group_norm(
+            self.groups,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
     }
 }
 
@@ -84,6 +112,12 @@ impl LayerNorm {
         }
     }
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.layer_norm([self.dim], Some(&self.weight), Some(&self.bias), self.eps, true)
+        x.layer_norm(
+            [self.dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
     }
 }

@@ -4,7 +4,21 @@
 pub mod clip;
 pub mod convert;
 pub mod layers;
+pub mod nodes;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
 pub mod weights;
+
+diffgraph_sdk::export_plugin!(
+    "sd",
+    [
+        nodes::loader::LoadCheckpoint,
+        nodes::text::CLIPTextEncode,
+        nodes::denoise::UNetStep,
+        nodes::autoencoder::VAEDecode,
+        nodes::autoencoder::VAEEncode,
+        nodes::autoencoder::LatentShape,
+        nodes::denoise::LoadTorchScriptDenoiser,
+    ]
+);

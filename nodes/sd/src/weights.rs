@@ -19,7 +19,12 @@ pub struct Weights {
 }
 
 impl Weights {
-    pub fn new(tensors: BTreeMap<String, Tensor>, kind: Kind, device: Device, source: &str) -> Weights {
+    pub fn new(
+        tensors: BTreeMap<String, Tensor>,
+        kind: Kind,
+        device: Device,
+        source: &str,
+    ) -> Weights {
         Weights {
             tensors,
             taken: BTreeSet::new(),
@@ -46,7 +51,8 @@ impl Weights {
             Some(t) => {
                 self.taken.insert(name.to_string());
                 if t.size() != shape {
-                    self.mismatched.push(format!("{name}: expected {shape:?}, found {:?}", t.size()));
+                    self.mismatched
+                        .push(format!("{name}: expected {shape:?}, found {:?}", t.size()));
                     return Tensor::zeros(shape, (self.kind, self.device));
                 }
                 t.to_kind(self.kind).to_device(self.device)
@@ -60,7 +66,9 @@ impl Weights {
 
     /// Like `take`, for optional parameters (e.g. a bias some layers lack).
     pub fn take_opt(&mut self, name: &str, shape: &[i64]) -> Option<Tensor> {
-        self.tensors.contains_key(name).then(|| self.take(name, shape))
+        self.tensors
+            .contains_key(name)
+            .then(|| self.take(name, shape))
     }
 
     /// The shape of `name`, if present (for inferring an architecture).
@@ -79,7 +87,11 @@ impl Weights {
     /// Succeeds only when every key was taken with the right shape and none
     /// is left over; otherwise lists all the problems.
     pub fn finish(self) -> Result<(), String> {
-        let unexpected: Vec<&String> = self.tensors.keys().filter(|k| !self.taken.contains(*k)).collect();
+        let unexpected: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|k| !self.taken.contains(*k))
+            .collect();
         if self.missing.is_empty() && self.mismatched.is_empty() && unexpected.is_empty() {
             return Ok(());
         }
@@ -87,12 +99,24 @@ impl Weights {
         let list = |title: &str, items: Vec<&String>, msg: &mut String| {
             if !items.is_empty() {
                 let shown: Vec<&str> = items.iter().take(20).map(|s| s.as_str()).collect();
-                let more = if items.len() > 20 { format!(" ... and {} more", items.len() - 20) } else { String::new() };
-                msg.push_str(&format!("\n  {title} ({}): {}{more}", items.len(), shown.join(", ")));
+                let more = if items.len() > 20 {
+                    format!(" ... and {} more", items.len() - 20)
+                } else {
+                    String::new()
+                };
+                msg.push_str(&format!(
+                    "\n  {title} ({}): {}{more}",
+                    items.len(),
+                    shown.join(", ")
+                ));
             }
         };
         list("missing keys", self.missing.iter().collect(), &mut msg);
-        list("shape mismatches", self.mismatched.iter().collect(), &mut msg);
+        list(
+            "shape mismatches",
+            self.mismatched.iter().collect(),
+            &mut msg,
+        );
         list("unexpected keys", unexpected, &mut msg);
         Err(msg)
     }

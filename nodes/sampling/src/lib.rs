@@ -35,6 +35,8 @@ pub mod spacing;
 pub mod state;
 
 #[cfg(test)]
+mod benchmark;
+#[cfg(test)]
 mod parity_tests;
 #[cfg(test)]
 mod scheduler_parity_tests;

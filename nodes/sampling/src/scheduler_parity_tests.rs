@@ -258,3 +258,28 @@ fn pipeline_draws_continue_after_the_initial_latents() {
         assert!(err <= 1e-5, "{}: {err}", case["sampler"]);
     }
 }
+
+/// On a CUDA device (skipped without one): the same trajectories with the
+/// tensors on the GPU (noise still drawn on the CPU, as diffusers does).
+#[test]
+fn trajectories_on_cuda_are_close() {
+    if !tch::Cuda::is_available() {
+        eprintln!("skipped: no CUDA device");
+        return;
+    }
+    let f = fixture();
+    let cuda = Device::Cuda(0);
+    let init = tensor(&f, "init").to_device(cuda);
+    let direction = tensor(&f, "direction").to_device(cuda);
+    let mut worst: f64 = 0.0;
+    for case in f["trajectories"].as_array().unwrap() {
+        let state = state_for(&f, case, 1.0);
+        let sigma = state.with_sampler(|s| s.init_noise_sigma()).unwrap();
+        let (x, _) = run(state, init.f_mul_scalar(f64::from(sigma)).unwrap(), &direction);
+        assert_eq!(x.device(), cuda);
+        let err = max_abs(&to_vec(&x.to_device(Device::Cpu)), &floats(&case["final"]));
+        assert!(err <= 1e-4, "{case}: {err}");
+        worst = worst.max(err);
+    }
+    eprintln!("CUDA trajectories: final latent max abs error {worst:e}");
+}

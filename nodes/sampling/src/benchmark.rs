@@ -1,0 +1,57 @@
+//! Scheduler overhead per step, excluding the model: `ScaleModelInput` +
+//! `SchedulerStep` as the nodes run them (`SchedulerState`), on a
+//! [1, 4, 64, 64] float32 latent with a fixed model output, 20 steps, libtorch
+//! with 2 threads. Ignored (a measurement, not a test); run side by side with
+//! diffusers by scripts/fixtures/scheduler_benchmark.py, which parses the
+//! `BENCH <sampler> <microseconds per step>` lines:
+//!
+//! ```sh
+//! cargo test --release -p diffgraph-nodes-sampling --lib benchmark -- --ignored --nocapture
+//! ```
+use crate::config::{self, SamplerKind};
+use crate::noise::NoiseStream;
+use crate::samplers;
+use crate::schedule::ConfigName;
+use crate::state::SchedulerState;
+use diffgraph_sdk::prelude::*;
+use serde_json::Map;
+use std::time::Instant;
+
+const STEPS: i64 = 20;
+const RUNS: usize = 15;
+
+/// Microseconds per step of one full run (median over `RUNS`).
+fn per_step(kind: SamplerKind, sample: &Tensor, model_output: &Tensor) -> f64 {
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        let config = config::resolve(kind, None, &Map::new()).unwrap();
+        let sampler = samplers::build(kind, config, STEPS, 0.0).unwrap();
+        let mut state = SchedulerState::new(sampler, 0, NoiseStream::new(0, 0));
+        let mut x = sample.shallow_clone();
+        let start = Instant::now();
+        for t in state.run_timesteps() {
+            let t = Some(f64::from(t));
+            let _input = state.scale_model_input(&x, t).unwrap();
+            let (out, next) = state.step(model_output, t, &x).unwrap();
+            x = out.prev_sample;
+            state = next;
+        }
+        let steps = state.with_sampler(|s| s.timesteps().len());
+        times.push(start.elapsed().as_secs_f64() * 1e6 / steps as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    times[RUNS / 2]
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn benchmark_scheduler_step_overhead() {
+    tch::set_num_threads(2);
+    let opts = (Kind::Float, Device::Cpu);
+    let sample = Tensor::ones([1, 4, 64, 64], opts).f_mul_scalar(0.5).unwrap();
+    let model_output = Tensor::ones([1, 4, 64, 64], opts).f_mul_scalar(0.1).unwrap();
+    for (name, kind) in SamplerKind::ALL.iter().take(8) {
+        per_step(*kind, &sample, &model_output); // warm-up
+        println!("BENCH {name} {:.1}", per_step(*kind, &sample, &model_output));
+    }
+}

@@ -48,10 +48,17 @@ fn per_step(kind: SamplerKind, sample: &Tensor, model_output: &Tensor) -> f64 {
 fn benchmark_scheduler_step_overhead() {
     tch::set_num_threads(2);
     let opts = (Kind::Float, Device::Cpu);
-    let sample = Tensor::ones([1, 4, 64, 64], opts).f_mul_scalar(0.5).unwrap();
-    let model_output = Tensor::ones([1, 4, 64, 64], opts).f_mul_scalar(0.1).unwrap();
+    let sample = Tensor::ones([1, 4, 64, 64], opts)
+        .f_mul_scalar(0.5)
+        .unwrap();
+    let model_output = Tensor::ones([1, 4, 64, 64], opts)
+        .f_mul_scalar(0.1)
+        .unwrap();
     for (name, kind) in SamplerKind::ALL.iter().take(8) {
         per_step(*kind, &sample, &model_output); // warm-up
-        println!("BENCH {name} {:.1}", per_step(*kind, &sample, &model_output));
+        println!(
+            "BENCH {name} {:.1}",
+            per_step(*kind, &sample, &model_output)
+        );
     }
 }

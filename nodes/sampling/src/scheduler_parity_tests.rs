@@ -73,6 +73,9 @@ fn state_for(f: &Json, case: &Json, strength: f64) -> SchedulerState {
     if !kind.supports_karras() {
         o.remove("use_karras_sigmas");
     }
+    if let Some(Json::Object(extra)) = case.get("config") {
+        o.extend(extra.clone());
+    }
     let file = f["sd_config"].as_object().unwrap();
     let config = config::resolve(kind, Some(file), &o).unwrap();
     let steps = case["steps"].as_i64().unwrap();
@@ -234,6 +237,35 @@ fn img2img_matches_diffusers() {
 }
 
 #[test]
+fn config_variants_match_diffusers() {
+    let f = fixture();
+    let (init, direction) = (tensor(&f, "init"), tensor(&f, "direction"));
+    let mut worst: f64 = 0.0;
+    for case in f["variants"].as_array().unwrap() {
+        let state = state_for(&f, case, 1.0);
+        let what = format!("{} {}", case["sampler"], case["config"]);
+        let (ts, sig, init_sigma) = state.with_sampler(|s| {
+            (
+                s.timesteps().to_vec(),
+                s.sigmas().to_vec(),
+                s.init_noise_sigma().unwrap(),
+            )
+        });
+        assert_eq!(ts, floats(&case["timesteps"]), "{what}");
+        assert!(max_abs(&sig, &floats(&case["sigmas"])) <= 1e-6, "{what}");
+        let (x, _) = run(
+            state,
+            init.f_mul_scalar(f64::from(init_sigma)).unwrap(),
+            &direction,
+        );
+        let err = max_abs(&to_vec(&x), &floats(&case["final"]));
+        assert!(err <= 1e-5, "{what}: final latent max abs error {err}");
+        worst = worst.max(err);
+    }
+    eprintln!("config variants: final latent max abs error {worst:e}");
+}
+
+#[test]
 fn pipeline_draws_continue_after_the_initial_latents() {
     let f = fixture();
     let direction = tensor(&f, "direction");
@@ -275,7 +307,11 @@ fn trajectories_on_cuda_are_close() {
     for case in f["trajectories"].as_array().unwrap() {
         let state = state_for(&f, case, 1.0);
         let sigma = state.with_sampler(|s| s.init_noise_sigma()).unwrap();
-        let (x, _) = run(state, init.f_mul_scalar(f64::from(sigma)).unwrap(), &direction);
+        let (x, _) = run(
+            state,
+            init.f_mul_scalar(f64::from(sigma)).unwrap(),
+            &direction,
+        );
         assert_eq!(x.device(), cuda);
         let err = max_abs(&to_vec(&x.to_device(Device::Cpu)), &floats(&case["final"]));
         assert!(err <= 1e-4, "{case}: {err}");

@@ -20,6 +20,11 @@
 //!   second-to-last is at most second order.
 //!
 //! The scalar log/exp run through libtorch (`crate::scalar`) as diffusers'.
+//!
+//! Karras sigmas with squaredcos_cap_v2 betas give repeated timesteps (10
+//! steps: 998, 998, 998, 998, 997, ...); diffusers then starts at the second
+//! 998 (`index_for_timestep`) and fails at the last step. Here the state's
+//! step index is carried, so such a schedule runs from its first entry.
 use crate::sampler::{check_step_inputs, Sampler, StepInput, StepOutput};
 use crate::scalar::{self, mul};
 use crate::schedule::{

@@ -40,7 +40,11 @@ fn reference(model: &str, key: &str) -> Tensor {
 /// CFGMixer -> SchedulerStep, latents injected from the reference file.
 /// `start` defines the nodes that make the initial latent, `start_ref` links to it.
 fn graph(ckpt: &str, case: &serde_json::Value, start: &str, start_ref: &str) -> String {
-    let schedule = if case["karras"].as_bool().unwrap() { "karras" } else { "normal" };
+    let schedule = if case["karras"].as_bool().unwrap() {
+        "karras"
+    } else {
+        "normal"
+    };
     format!(
         r#"{{"nodes": {{
         "ckpt": {{"type": "LoadCheckpoint", "inputs": {{"path": {ckpt:?}}}}},
@@ -82,7 +86,9 @@ fn txt2img_start(refs: &Path) -> (String, &'static str) {
 fn run_latents(exec: &mut Executor, text: &str) -> Tensor {
     let checked = diffgraph::parse_graph(text, &[], &exec.registry, false)
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let out = exec.run(&checked, Some(&["denoise"]), &Silent).unwrap_or_else(|e| panic!("{e}"));
+    let out = exec
+        .run(&checked, Some(&["denoise"]), &Silent)
+        .unwrap_or_else(|e| panic!("{e}"));
     match out.output("denoise", "latent") {
         Some(Value::Tensor(t)) => t.tensor().shallow_clone(),
         other => panic!("no latent: {other:?}"),
@@ -111,9 +117,132 @@ fn txt2img_matches_diffusers_for_every_scheduler() {
         let graph = graph(&ckpt, &case, &start, start_ref);
         let ours = run_latents(&mut exec, &graph);
         let err = max_abs(&ours, &reference(model, case["key"].as_str().unwrap()));
-        report.push(format!("{model} {}: {err:.2e}", case["key"].as_str().unwrap()));
+        report.push(format!(
+            "{model} {}: {err:.2e}",
+            case["key"].as_str().unwrap()
+        ));
     }
-    let failed: Vec<_> = report.iter().filter(|r| r.rsplit(": ").next().unwrap().parse::<f64>().unwrap() > TOLERANCE).collect();
+    let failed: Vec<_> = report
+        .iter()
+        .filter(|r| r.rsplit(": ").next().unwrap().parse::<f64>().unwrap() > TOLERANCE)
+        .collect();
     println!("{}", report.join("\n"));
-    assert!(failed.is_empty(), "over {TOLERANCE}: {failed:#?}\nall:\n{}", report.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "over {TOLERANCE}: {failed:#?}\nall:\n{}",
+        report.join("\n")
+    );
+}
+
+/// img2img: the image encoded with the pipeline's posterior noise, noised to
+/// the first timestep of the shortened schedule with its add_noise noise.
+fn img2img_start(refs: &Path, image01: &Path) -> (String, &'static str) {
+    let nodes = format!(
+        r#""image": {{"type": "LoadTensor", "inputs": {{"path": {image01:?}}}}},
+           "pnoise": {{"type": "LoadTensor", "inputs": {{"path": {refs:?}, "key": "img2img_posterior_noise"}}}},
+           "anoise": {{"type": "LoadTensor", "inputs": {{"path": {refs:?}, "key": "img2img_add_noise"}}}},
+           "enc": {{"type": "VAEEncode", "inputs": {{"vae": ["ckpt", "vae"], "image": ["image", "tensor"], "noise": ["pnoise", "tensor"]}}}},
+           "noised": {{"type": "AddNoise", "inputs": {{"state": ["sched", "state"], "sample": ["enc", "latent"], "noise": ["anoise", "tensor"]}}}},"#
+    );
+    (nodes, r#"["noised", "noisy"]"#)
+}
+
+#[test]
+fn img2img_at_strength_0_6_matches_diffusers() {
+    let mut exec = executor();
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = Vec::new();
+    for case in cases("img2img") {
+        let model = case["model"].as_str().unwrap();
+        let refs = fixtures().join(format!("pipelines/{model}.safetensors"));
+        // The pipeline takes the image in [-1, 1]; IMAGE ports carry [0, 1].
+        let image01 = dir.path().join(format!("{model}-image.safetensors"));
+        let image = (reference(model, "img2img_image") + 1.0) / 2.0;
+        Tensor::write_safetensors(&[("image", &image)], &image01).unwrap();
+        let ckpt = fixtures().join(model).to_string_lossy().into_owned();
+        let (start, start_ref) = img2img_start(&refs, &image01);
+        let ours = run_latents(&mut exec, &graph(&ckpt, &case, &start, start_ref));
+        let err = max_abs(&ours, &reference(model, case["key"].as_str().unwrap()));
+        report.push((format!("{model} {}", case["key"].as_str().unwrap()), err));
+    }
+    println!("{report:#?}");
+    assert_eq!(report.len(), 6);
+    assert!(report.iter().all(|(_, e)| *e <= TOLERANCE), "{report:#?}");
+}
+
+#[test]
+fn folder_and_single_file_give_identical_images() {
+    let mut exec = executor();
+    for model in ["sd1-tiny", "sd2v-tiny"] {
+        let case = cases("txt2img")
+            .into_iter()
+            .find(|c| c["model"] == model && c["key"] == "txt2img_ddim_g7.5")
+            .unwrap();
+        let refs = fixtures().join(format!("pipelines/{model}.safetensors"));
+        let (start, start_ref) = txt2img_start(&refs);
+        let folder = fixtures().join(model).to_string_lossy().into_owned();
+        let single = fixtures()
+            .join(format!("{model}.safetensors"))
+            .to_string_lossy()
+            .into_owned();
+        let a = run_latents(&mut exec, &graph(&folder, &case, &start, start_ref));
+        // Single files carry no config for what shapes cannot tell (heads, norm
+        // groups): the folder of the same architecture supplies it.
+        let single_graph = graph(&single, &case, &start, start_ref).replace(
+            &format!(r#""path": {single:?}"#),
+            &format!(r#""path": {single:?}, "config": {folder:?}"#),
+        );
+        let b = run_latents(&mut exec, &single_graph);
+        assert_eq!(
+            max_abs(&a, &b),
+            0.0,
+            "{model}: folder and single file differ"
+        );
+        assert!(max_abs(&a, &reference(model, "txt2img_ddim_g7.5")) <= TOLERANCE);
+    }
+}
+
+#[test]
+fn decoded_image_matches_the_pipeline() {
+    let mut exec = executor();
+    for model in ["sd1-tiny", "sd2v-tiny"] {
+        let refs = fixtures().join(format!("pipelines/{model}.safetensors"));
+        let ckpt = fixtures().join(model).to_string_lossy().into_owned();
+        let text = format!(
+            r#"{{"nodes": {{
+            "ckpt": {{"type": "LoadCheckpoint", "inputs": {{"path": {ckpt:?}}}}},
+            "lat": {{"type": "LoadTensor", "inputs": {{"path": {refs:?}, "key": "txt2img_ddim_g7.5"}}}},
+            "dec": {{"type": "VAEDecode", "inputs": {{"vae": ["ckpt", "vae"], "latent": ["lat", "tensor"]}}}}}}}}"#
+        );
+        let checked = diffgraph::parse_graph(&text, &[], &exec.registry, false).unwrap();
+        let out = exec.run(&checked, Some(&["dec"]), &Silent).unwrap();
+        let Some(Value::Tensor(image)) = out.output("dec", "image") else {
+            panic!("no image")
+        };
+        let err = max_abs(image.tensor(), &reference(model, "txt2img_ddim_g7.5_image"));
+        assert!(err <= 1e-4, "{model}: decoded image differs by {err}");
+    }
+}
+
+#[test]
+fn the_sd_example_graphs_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = tempfile::tempdir().unwrap();
+    for g in ["graphs/txt2img_sd1.json", "graphs/txt2img_sd2.json"] {
+        let status = std::process::Command::new(common::diffgraph_bin())
+            .args(["run", g, "--quiet", "--out", &out.path().to_string_lossy()])
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{g}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let printed = String::from_utf8_lossy(&status.stdout).trim().to_string();
+        assert!(
+            printed.ends_with(".png") && Path::new(&printed).exists(),
+            "{g}: {printed}"
+        );
+    }
 }

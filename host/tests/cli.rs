@@ -201,26 +201,18 @@ fn nodes_lists_every_type_with_ports() {
 #[test]
 fn the_demo_graph_writes_a_png_and_prints_its_path() {
     let out_dir = tempfile::tempdir().unwrap();
-    let graph = concat!(env!("CARGO_MANIFEST_DIR"), "/../graphs/demo.json");
-    let plugins = common::target_dir();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    // The default plugins: the libdiffgraph_nodes_* libraries next to the binary.
     let out = Command::new(common::diffgraph_bin())
         .args([
             "run",
-            graph,
+            "graphs/demo.json",
             "--quiet",
             "--out",
             &out_dir.path().to_string_lossy(),
-            "--set",
-            "noise.seed=3",
         ])
-        .env(
-            "DIFFGRAPH_PLUGINS",
-            format!(
-                "{}/libdiffgraph_nodes_core.so:{}/libdiffgraph_nodes_sampling.so",
-                plugins.display(),
-                plugins.display()
-            ),
-        )
+        .env_remove("DIFFGRAPH_PLUGINS")
+        .current_dir(root)
         .output()
         .unwrap();
     assert!(
@@ -233,12 +225,12 @@ fn the_demo_graph_writes_a_png_and_prints_its_path() {
     let png = std::fs::read(&printed).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     // IHDR: width and height, big-endian, at bytes 16..24.
-    assert_eq!(
-        (
-            u32::from_be_bytes(png[16..20].try_into().unwrap()),
-            u32::from_be_bytes(png[20..24].try_into().unwrap())
-        ),
-        (64, 64)
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert!(
+        size(16) >= 64 && size(20) >= 64,
+        "{}x{}",
+        size(16),
+        size(20)
     );
     // Only the PNG is left in the folder (the temporary file was renamed).
     assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 1);

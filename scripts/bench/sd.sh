@@ -7,7 +7,8 @@
 # Needs the fixture tools (scripts/fixtures/env.sh) for the diffusers side.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-export BENCH_THREADS="${BENCH_THREADS:-2}" OMP_NUM_THREADS="${BENCH_THREADS}"
+export BENCH_THREADS="${BENCH_THREADS:-2}"
+export OMP_NUM_THREADS="$BENCH_THREADS"
 PY=.venv-fixtures/bin/python
 cargo build --release --workspace --quiet
 cargo bench --quiet -p diffgraph --bench sd_txt2img --no-run 2>/dev/null || true

@@ -17,7 +17,10 @@
 //!   adds s·Σ·∇ with Σ the variance diffusers' DDPMScheduler used for that
 //!   step, which is exactly a draw from the shifted Gaussian.
 //!
-//! ᾱ_t is `alphas_cumprod[t]` of the scheduler: timesteps must be integers.
+//! ᾱ_t is `alphas_cumprod[t]` of the scheduler, so timesteps must be
+//! integers; `ClassifierGuidance` also takes ᾱ_t directly (`alpha_bar`, from
+//! `SchedulerAlphaBar`) for the sigma samplers, whose model input
+//! x/√(σ²+1) is x_t at ᾱ = 1/(σ²+1).
 //! With several targets the gradient is that of Σ_i w_i·log p_φ(y_i | x_t).
 use crate::classifier::{log_prob_grad, Classifier, Targets, CLASSIFIER};
 use crate::schedule::{self, Prediction, VarianceType};
@@ -80,14 +83,18 @@ impl Node for ClassifierGuidance {
                 "Classifier guidance, DDIM form (Dhariwal & Nichol 2021, Algorithm 2): \
                  output = ε − s·√(1−ᾱ_t)·∇_{x_t} log p(y | x_t), for any scheduler that consumes the model \
                  output. The gradient is computed by autograd through the TorchScript classifier. \
-                 ᾱ_t = alphas_cumprod[timestep] (integer timesteps). With v_prediction or sample \
+                 ᾱ_t = alphas_cumprod[timestep] (integer timesteps), or `alpha_bar` when given. With v_prediction or sample \
                  models the output is converted to ε at x_t, guided, and converted back. Pass the sample the \
                  model saw (after ScaleModelInput) as `sample`.",
             )
             .input(InputSpec::tensor("model_output").doc("the (unconditional or CFG-mixed) model output at x_t"))
             .input(InputSpec::new("sample", PortType::Latent).doc("x_t, as the model received it"))
             .input(InputSpec::float("timestep").min(0.0))
-            .input(InputSpec::tensor("alphas_cumprod").doc("the scheduler's alphas_cumprod"));
+            .input(InputSpec::tensor("alphas_cumprod").doc("the scheduler's alphas_cumprod"))
+            .input(InputSpec::float("alpha_bar").optional().range(0.0, 1.0).doc(
+                "overrides alphas_cumprod[timestep]: SchedulerAlphaBar's alpha_bar, for the sigma samplers \
+                 (Euler, LMS, Heun), whose timesteps may be fractional",
+            ));
         classifier_inputs(schema)
             .input(
                 InputSpec::string("prediction_type")
@@ -102,12 +109,19 @@ impl Node for ClassifierGuidance {
         let model_output = inputs.tensor("model_output")?;
         let x = inputs.tensor("sample")?;
         check_same(model_output, "model_output", x, "sample")?;
-        let table = inputs.tensor("alphas_cumprod")?;
-        let t = schedule::integer_timestep(
-            "timestep",
-            inputs.float("timestep")?,
-            schedule::table_len(table)?,
-        )?;
+        let timestep = inputs.float("timestep")?;
+        let alpha_bar = match inputs.get("alpha_bar")? {
+            InputValue::None => {
+                let table = inputs.tensor("alphas_cumprod")?;
+                let t =
+                    schedule::integer_timestep("timestep", timestep, schedule::table_len(table)?)?;
+                f64::from(schedule::alpha_bar(table, t)?)
+            }
+            _ => inputs.float("alpha_bar")?,
+        };
+        if !(alpha_bar > 0.0 && alpha_bar < 1.0) {
+            return Err(format!("alpha_bar_t = {alpha_bar} at timestep {timestep}: guidance needs 0 < alpha_bar < 1").into());
+        }
         let prediction = Prediction::parse(inputs.str("prediction_type")?)?;
         let targets = Targets::from_inputs(inputs)?;
         let scale = inputs.float("scale")?;
@@ -115,9 +129,8 @@ impl Node for ClassifierGuidance {
             return Ok(vec![model_output.shallow_clone().into()]);
         }
         let classifier: &Classifier = inputs.object("classifier")?;
-        let a = f64::from(schedule::alpha_bar(table, t)?);
-        let (grad, _) = log_prob_grad(&classifier.module, x, t as f64, &targets)?;
-        let out = guide_model_output(model_output, prediction, x, a, &grad, scale)?;
+        let (grad, _) = log_prob_grad(&classifier.module, x, timestep, &targets)?;
+        let out = guide_model_output(model_output, prediction, x, alpha_bar, &grad, scale)?;
         Ok(vec![out.into()])
     }
 }

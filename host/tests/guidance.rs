@@ -19,8 +19,12 @@
 //! global generator, and the tiny tensors gain nothing from parallel threads.
 mod common;
 
+#[path = "guidance/gmm.rs"]
+mod gmm;
+
 use diffgraph::graph::overrides::Override;
 use diffgraph::{Executor, RunError, RunOutcome, Silent};
+use gmm::{assert_component, gmm, mean_cov};
 use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 
@@ -89,91 +93,6 @@ fn samples(graph: &str, sets: &[&str]) -> Tensor {
 fn samples_of(text: &str, sets: &[&str]) -> Tensor {
     let outcome = try_run(text, sets, &["sampling"]).unwrap_or_else(|e| panic!("{e}"));
     tensor(&outcome, "sampling", "latent")
-}
-
-/// The mixture's parameters (float64).
-struct Gmm {
-    means: Tensor,
-    sigmas: Tensor,
-    weights: Tensor,
-}
-
-fn gmm() -> Gmm {
-    let all = Tensor::read_safetensors(format!("{}/tests/fixtures/gmm/gmm.safetensors", root()))
-        .expect("gmm.safetensors");
-    let get = |k: &str| {
-        all.iter()
-            .find(|(n, _)| n == k)
-            .expect(k)
-            .1
-            .to_kind(Kind::Double)
-    };
-    Gmm {
-        means: get("means"),
-        sigmas: get("sigmas"),
-        weights: get("weights"),
-    }
-}
-
-impl Gmm {
-    fn sigma(&self, k: i64) -> f64 {
-        self.sigmas.double_value(&[k])
-    }
-    /// The exact classifier at t = 0: p(k | x_0), [N, K].
-    fn posterior(&self, x: &Tensor) -> Tensor {
-        let var = self.sigmas.square();
-        let sq = (x.unsqueeze(1) - self.means.unsqueeze(0))
-            .square()
-            .sum_dim_intlist(2, false, Kind::Double);
-        (self.weights.log() - var.log() - sq / (var.unsqueeze(0) * 2.0)).softmax(1, Kind::Double)
-    }
-    /// Index of the nearest component mean (Euclidean), [N].
-    fn nearest(&self, x: &Tensor) -> Tensor {
-        (x.unsqueeze(1) - self.means.unsqueeze(0))
-            .square()
-            .sum_dim_intlist(2, false, Kind::Double)
-            .argmin(1, false)
-    }
-    /// Mean p(y | x_0) and the fraction of samples nearest another component.
-    fn class_stats(&self, x: &Tensor, y: i64) -> (f64, f64) {
-        let p = self
-            .posterior(x)
-            .select(1, y)
-            .mean(Kind::Double)
-            .double_value(&[]);
-        let other = self
-            .nearest(x)
-            .ne(y)
-            .to_kind(Kind::Double)
-            .mean(Kind::Double)
-            .double_value(&[]);
-        (p, other)
-    }
-}
-
-fn mean_cov(x: &Tensor) -> (Vec<f64>, Vec<f64>) {
-    let m = x.mean_dim(0, false, Kind::Double);
-    let c = x.transpose(0, 1).cov(1, None::<Tensor>, None::<Tensor>);
-    (
-        Vec::<f64>::try_from(m).unwrap(),
-        Vec::<f64>::try_from(c.reshape([-1])).unwrap(),
-    )
-}
-
-/// Checks that `x` is distributed as N(μ_y, σ_y² I): mean within 0.05σ and
-/// covariance entries within 0.05σ² per coordinate.
-fn assert_component(g: &Gmm, x: &Tensor, y: i64, what: &str) {
-    let (m, c) = mean_cov(x);
-    let s = g.sigma(y);
-    let mu = Vec::<f64>::try_from(g.means.get(y)).unwrap();
-    let mean_err = (0..2).map(|i| (m[i] - mu[i]).abs() / s).fold(0.0, f64::max);
-    let want = [s * s, 0.0, 0.0, s * s];
-    let cov_err = (0..4)
-        .map(|i| (c[i] - want[i]).abs() / (s * s))
-        .fold(0.0, f64::max);
-    eprintln!("{what}: mean {m:.4?} vs {mu:?} (err {mean_err:.4}σ), cov {c:.4?} vs σ²={:.4} (err {cov_err:.4}σ²)", s * s);
-    assert!(mean_err <= 0.05, "{what}: mean off by {mean_err}σ");
-    assert!(cov_err <= 0.05, "{what}: covariance off by {cov_err}σ²");
 }
 
 #[test]
@@ -359,6 +278,28 @@ fn cfg_strength_raises_the_class_probability() {
             o1 < o0 - 0.02,
             "w {w0} -> {w1}: nearest another component {o0} -> {o1}"
         );
+    }
+}
+
+/// For exact models ε(x|y) = ε(x) − √(1−ᾱ)·∇ log p(y|x), so classifier
+/// guidance at scale s on the unconditional model is CFG at g = s: the two
+/// graphs must follow the same trajectories (any step count; 50 here).
+#[test]
+fn classifier_guidance_at_scale_s_is_cfg_at_g_equal_s_for_exact_models() {
+    for (s, w) in [(1.0, 0.0), (4.0, 3.0)] {
+        let cg = samples(
+            "gmm_classifier_guidance.json",
+            &[&format!("guide.scale={s}"), "scheduler.steps=50"],
+        );
+        let cfg = samples(
+            "gmm_cfg.json",
+            &[&format!("w.value={w}"), "scheduler.steps=50"],
+        );
+        let err = (&cg - &cfg).abs().max().double_value(&[]);
+        eprintln!(
+            "classifier guidance s={s} vs CFG w={w}: max abs {err:e} over 20000 trajectories"
+        );
+        assert!(err <= 1e-4, "s={s}: {err}");
     }
 }
 

@@ -7,7 +7,7 @@
 //! ClassifierGuidanceDDPM) and compare sample statistics with the exact ones.
 //!
 //! Steps: the DDIM ODE's discretisation shrinks the samples' spread (standard
-//! deviation of component 2, σ = 0.3: 1.7% low at 250 steps, 0.4% at 1000),
+//! deviation of component 2, σ = 0.3: 1.7% low at 250 steps, 0.8% at 500),
 //! so the distribution tests of classifier guidance run DDIM with 500 steps,
 //! CFG with the graph's 250 (asserting relative effects and an exact
 //! comparison), DDPM with 1000 (the paper's setting; bias within sampling

@@ -1,4 +1,5 @@
 //! The `diffgraph` command line: run, validate, nodes, info.
+mod profile;
 mod progress;
 mod watch;
 
@@ -69,6 +70,9 @@ struct RunArgs {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+    /// Print the time spent in each node (loop bodies summed) at the end.
+    #[arg(long)]
+    profile: bool,
     /// Print the outcome (outputs, executed and cached nodes) as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -254,7 +258,12 @@ fn run(a: RunArgs) -> i32 {
     let flag = exec.interrupt_flag();
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
     let observer = progress::observer_for(a.quiet, top_level_ids(&checked));
-    match exec.run(&checked, None, observer.as_ref()) {
+    let profile = profile::Profile::new(observer.as_ref());
+    let result = exec.run(&checked, None, &profile);
+    if a.profile {
+        eprint!("{}", profile.report());
+    }
+    match result {
         Ok(outcome) => {
             if a.json {
                 let outputs: serde_json::Map<String, serde_json::Value> = outcome

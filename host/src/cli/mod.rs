@@ -73,6 +73,9 @@ struct RunArgs {
     /// Print the time spent in each node (loop bodies summed) at the end.
     #[arg(long)]
     profile: bool,
+    /// libtorch intra-op threads (default: libtorch's choice, the core count).
+    #[arg(long)]
+    threads: Option<i32>,
     /// Print the outcome (outputs, executed and cached nodes) as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -243,6 +246,9 @@ fn run(a: RunArgs) -> i32 {
     };
     if !a.quiet {
         eprintln!("{line}");
+    }
+    if let Some(n) = a.threads {
+        tch::set_num_threads(n.max(1));
     }
     let (registry, _) = load_plugins(&a.plugins, a.quiet);
     let checked = match crate::load_graph(&a.graph, &a.set, &registry, true) {

@@ -4,7 +4,7 @@
 #  (a) the tiny SD1 model, txt2img end to end (whole process: start, load,
 #      generate, write the PNG) and generation alone (model loaded);
 #  (b) one guided U-Net step of an SD1.5-size U-Net, random weights, fp32 and bf16.
-# Needs the fixture tools (scripts/fixtures/env.sh) for the diffusers side.
+# BENCH_PARTS=a runs only (a). Needs the fixture tools (scripts/fixtures/env.sh) for the diffusers side.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export BENCH_THREADS="${BENCH_THREADS:-2}"
@@ -40,6 +40,7 @@ for k in generate_s load_s peak_rss_mib; do
   a=$(field "$ours" $k); b=$(field "$theirs" $k)
   printf "%-28s %12.3f %12.3f %8s\n" "$k" "$a" "$b" "$(ratio "$a" "$b")"
 done
+[[ "${BENCH_PARTS:-ab}" == *b* ]] || { rm -rf "$out"; exit 0; }
 printf "\n(b) one guided U-Net step, SD1.5-size, random weights, batch 2, 64x64\n"
 printf "%-28s %12s %12s %8s\n" "" diffgraph diffusers ratio
 for dt in fp32 bf16; do

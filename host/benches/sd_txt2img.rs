@@ -12,7 +12,11 @@ use std::time::Instant;
 struct LoadTime(Cell<f64>);
 impl Observer for LoadTime {
     fn event(&self, e: &Event) {
-        if let Event::NodeDone { id: "ckpt", seconds } = e {
+        if let Event::NodeDone {
+            id: "ckpt",
+            seconds,
+        } = e
+        {
             self.0.set(*seconds);
         }
     }
@@ -20,30 +24,47 @@ impl Observer for LoadTime {
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");
-    line.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: 0 kB");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn main() {
-    let threads: i32 = std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let threads: i32 = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
     tch::set_num_threads(threads);
     diffgraph::device::init();
     let exe = std::env::current_exe().unwrap();
     let target = exe.parent().and_then(|d| d.parent()).unwrap();
     let mut registry = Registry::new();
     for p in ["core", "sampling", "sd", "guidance"] {
-        registry.load_file(&target.join(format!("libdiffgraph_nodes_{p}.so"))).expect("build the workspace first");
+        registry
+            .load_file(&target.join(format!("libdiffgraph_nodes_{p}.so")))
+            .expect("build the workspace first");
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     std::env::set_current_dir(&root).unwrap();
     let graph = root.join("graphs/txt2img_sd1.json");
     let mut exec = Executor::new(registry);
-    exec.set_output_dir(std::env::temp_dir().join("diffgraph-bench").to_string_lossy());
+    exec.set_output_dir(
+        std::env::temp_dir()
+            .join("diffgraph-bench")
+            .to_string_lossy(),
+    );
     let load = LoadTime(Cell::new(0.0));
     let mut times = Vec::new();
     for seed in 0..6 {
         let set: Override = format!("noise.seed={seed}").parse().unwrap();
-        let checked = diffgraph::load_graph(&graph, &[set], &exec.registry, true).expect("valid graph");
+        let checked =
+            diffgraph::load_graph(&graph, &[set], &exec.registry, true).expect("valid graph");
         let t = Instant::now();
         exec.run(&checked, None, &load).expect("run");
         let s = t.elapsed().as_secs_f64();

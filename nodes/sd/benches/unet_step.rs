@@ -19,11 +19,24 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() {
-    let dtype = std::env::args().skip(1).find(|a| a == "fp32" || a == "bf16").unwrap_or_else(|| "fp32".into());
-    let kind = if dtype == "bf16" { Kind::BFloat16 } else { Kind::Float };
-    let threads: i32 = std::env::var("BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2);
+    let dtype = std::env::args()
+        .skip(1)
+        .find(|a| a == "fp32" || a == "bf16")
+        .unwrap_or_else(|| "fp32".into());
+    let kind = if dtype == "bf16" {
+        Kind::BFloat16
+    } else {
+        Kind::Float
+    };
+    let threads: i32 = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
     tch::set_num_threads(threads);
-    let config = UNetConfig { cross_attention_dim: OneOrMany::One(768), ..UNetConfig::default() };
+    let config = UNetConfig {
+        cross_attention_dim: OneOrMany::One(768),
+        ..UNetConfig::default()
+    };
     let unet = UNet::random(&config, kind, Device::Cpu, 0).expect("SD1.5 config");
     tch::manual_seed(1);
     let sample = Tensor::randn([1, 4, 64, 64], (Kind::Float, Device::Cpu));
@@ -41,5 +54,9 @@ fn main() {
     }
     let mut timed = times[1..].to_vec();
     timed.sort_by(f64::total_cmp);
-    println!("{{\"step_s\": {:.4}, \"peak_rss_mib\": {:.0}}}", timed[timed.len() / 2], peak_rss_mib());
+    println!(
+        "{{\"step_s\": {:.4}, \"peak_rss_mib\": {:.0}}}",
+        timed[timed.len() / 2],
+        peak_rss_mib()
+    );
 }

@@ -6,7 +6,8 @@ use diffgraph_sdk::prelude::*;
 use std::sync::Mutex;
 
 fn lock(vae: &Mutex<Vae>) -> Result<std::sync::MutexGuard<'_, Vae>, NodeError> {
-    vae.lock().map_err(|_| NodeError::new("the VAE was poisoned by an earlier panic"))
+    vae.lock()
+        .map_err(|_| NodeError::new("the VAE was poisoned by an earlier panic"))
 }
 
 pub struct VAEDecode;
@@ -25,7 +26,8 @@ impl Node for VAEDecode {
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let vae = lock(inputs.object("vae")?)?;
-        let decoded = tch::no_grad(|| vae.decode(inputs.tensor("latent")?).map_err(NodeError::new))?;
+        let decoded =
+            tch::no_grad(|| vae.decode(inputs.tensor("latent")?).map_err(NodeError::new))?;
         Ok(vec![to_pixels(&decoded).into()])
     }
 }
@@ -78,7 +80,12 @@ impl Node for LatentShape {
                 "width {w} and height {h} must be multiples of the VAE's scale factor {factor}"
             )));
         }
-        let shape = vec![inputs.int("batch")?, vae.config.latent_channels, h / factor, w / factor];
+        let shape = vec![
+            inputs.int("batch")?,
+            vae.config.latent_channels,
+            h / factor,
+            w / factor,
+        ];
         Ok(vec![shape.into()])
     }
 }

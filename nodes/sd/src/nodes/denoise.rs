@@ -10,7 +10,7 @@ pub const MODEL: &str = "MODEL";
 /// What predicts the noise (or v, or x0).
 pub enum Denoiser {
     /// The Stable Diffusion U-Net (behind a lock: tensors are not Sync).
-    Unet(std::sync::Mutex<crate::unet::UNet>),
+    Unet(Box<std::sync::Mutex<crate::unet::UNet>>),
     /// forward(x_t, t: float [B], context) -> model output.
     TorchScript(tch::CModule),
 }
@@ -31,12 +31,16 @@ impl Model {
         let batch = x.size()[0];
         match &self.denoiser {
             Denoiser::Unet(unet) => {
-                let unet = unet.lock().map_err(|_| NodeError::new("the U-Net was poisoned by an earlier panic"))?;
+                let unet = unet
+                    .lock()
+                    .map_err(|_| NodeError::new("the U-Net was poisoned by an earlier panic"))?;
                 Ok(unet.try_forward(x, t, context)?)
             }
             Denoiser::TorchScript(m) => {
                 let ts = Tensor::full([batch], t, (Kind::Float, x.device()));
-                Ok(tch::no_grad(|| m.forward_ts(&[x.shallow_clone(), ts, context.shallow_clone()]))?)
+                Ok(tch::no_grad(|| {
+                    m.forward_ts(&[x.shallow_clone(), ts, context.shallow_clone()])
+                })?)
             }
         }
     }

@@ -49,7 +49,12 @@ fn dtype(name: &str) -> Result<Kind, String> {
 /// architecture whose configs supply what the weights' shapes cannot tell
 /// (attention heads, norm groups; diffusers' `from_single_file(config=...)`);
 /// without it, the SD 1.x/2.x values.
-pub fn load(path: &Path, reference: Option<&Path>, kind: Kind, device: Device) -> Result<Loaded, String> {
+pub fn load(
+    path: &Path,
+    reference: Option<&Path>,
+    kind: Kind,
+    device: Device,
+) -> Result<Loaded, String> {
     if path.is_dir() {
         load_folder(path, kind, device)
     } else {
@@ -76,11 +81,20 @@ fn load_folder(dir: &Path, kind: Kind, device: Device) -> Result<Loaded, String>
         },
         vae: Vae::from_folder(&dir.join("vae"), kind, device)?,
         prediction_type,
-        scheduler_config: if scheduler.exists() { dir.to_string_lossy().into_owned() } else { String::new() },
+        scheduler_config: if scheduler.exists() {
+            dir.to_string_lossy().into_owned()
+        } else {
+            String::new()
+        },
     })
 }
 
-fn load_single_file(path: &Path, reference: Option<&Path>, kind: Kind, device: Device) -> Result<Loaded, String> {
+fn load_single_file(
+    path: &Path,
+    reference: Option<&Path>,
+    kind: Kind,
+    device: Device,
+) -> Result<Loaded, String> {
     let source = path.display().to_string();
     let reference = match reference {
         Some(dir) => convert::ReferenceConfigs::from_diffusers_folder(dir)?,
@@ -89,12 +103,32 @@ fn load_single_file(path: &Path, reference: Option<&Path>, kind: Kind, device: D
     let parts = convert::split_single_file_with(convert::read_checkpoint(path)?, &reference)
         .map_err(|e| format!("{source}: {e}"))?;
     let unet_config = UNetConfig::from_json(&parts.unet.config.to_string())?;
-    let unet = UNet::load(&unet_config, Weights::new(parts.unet.tensors, kind, device, &format!("{source} (U-Net)")))?;
+    let unet = UNet::load(
+        &unet_config,
+        Weights::new(
+            parts.unet.tensors,
+            kind,
+            device,
+            &format!("{source} (U-Net)"),
+        ),
+    )?;
     let vae_config = VaeConfig::from_json(&parts.vae.config.to_string())?;
-    let vae = Vae::from_weights(&vae_config, Weights::new(parts.vae.tensors, kind, device, &format!("{source} (VAE)")))?;
+    let vae = Vae::from_weights(
+        &vae_config,
+        Weights::new(parts.vae.tensors, kind, device, &format!("{source} (VAE)")),
+    )?;
     let clip_config = ClipConfig::from_json(&parts.text_encoder.config)?;
-    let mut w = Weights::new(parts.text_encoder.tensors, kind, device, &format!("{source} (text encoder)"));
-    let prefix = if w.keys().any(|k| k.starts_with("text_model.")) { "text_model." } else { "" };
+    let mut w = Weights::new(
+        parts.text_encoder.tensors,
+        kind,
+        device,
+        &format!("{source} (text encoder)"),
+    );
+    let prefix = if w.keys().any(|k| k.starts_with("text_model.")) {
+        "text_model."
+    } else {
+        ""
+    };
     let model = ClipTextModel::load(&mut w, prefix, &clip_config);
     w.finish()?;
     // Single files carry no tokenizer: the bundled CLIP BPE, padded as each family was trained.
@@ -104,7 +138,10 @@ fn load_single_file(path: &Path, reference: Option<&Path>, kind: Kind, device: D
     };
     Ok(Loaded {
         unet,
-        clip: Clip { tokenizer: ClipTokenizer::bundled(pad)?, model },
+        clip: Clip {
+            tokenizer: ClipTokenizer::bundled(pad)?,
+            model,
+        },
         vae,
         prediction_type: parts.prediction_type,
         scheduler_config: String::new(),
@@ -148,13 +185,18 @@ impl Node for LoadCheckpoint {
             InputValue::Str(dir) if !dir.is_empty() => Some(Path::new(*dir)),
             _ => None,
         };
-        let loaded = load(Path::new(inputs.str("path")?), reference, kind, ctx.device())?;
+        let loaded = load(
+            Path::new(inputs.str("path")?),
+            reference,
+            kind,
+            ctx.device(),
+        )?;
         let prediction_type = match inputs.get("prediction_type")? {
             InputValue::Str(p) => p.to_string(),
             _ => loaded.prediction_type,
         };
         let model = Model {
-            denoiser: Denoiser::Unet(Mutex::new(loaded.unet)),
+            denoiser: Denoiser::Unet(Box::new(Mutex::new(loaded.unet))),
             prediction_type: prediction_type.clone(),
             kind,
         };

@@ -22,7 +22,9 @@ impl Node for CLIPTextEncode {
 
     fn run(&self, ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let clip: &Mutex<Clip> = inputs.object("clip")?;
-        let clip = clip.lock().map_err(|_| "the text encoder was poisoned by an earlier panic")?;
+        let clip = clip
+            .lock()
+            .map_err(|_| "the text encoder was poisoned by an earlier panic")?;
         let ids = clip.tokenizer.encode_padded(inputs.str("text")?);
         let ids = crate::clip::ids_tensor(&[ids], ctx.device())?;
         let skip = inputs.int("clip_skip")? as usize;

@@ -1,0 +1,87 @@
+"""Stage 3: the UNet2DConditionModel and the CLIP text encoder, trained jointly
+from scratch on the VAE latents (epsilon prediction, SD's scaled_linear
+schedule, Min-SNR-5 loss weighting, 10% caption dropout to the empty prompt
+for classifier-free guidance, EMA of the weights). Resumes from its
+checkpoint. Output: WORK/ldm.pt (EMA weights)."""
+import copy
+import os
+import time
+
+import torch
+
+import arch
+from common import WORK, load_ckpt, log, lr_at, save_ckpt, setup
+
+STEPS = int(os.environ.get("LDM_STEPS", "3200"))
+BATCH = 48
+LR = 1e-3
+DROP = 0.10
+SNR_GAMMA = 5.0
+SEED = 20
+
+
+def ema_update(ema, model, decay):
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1 - decay)
+
+
+def main():
+    setup(SEED)
+    data = torch.load(os.path.join(WORK, "latents.pt"), weights_only=False)
+    mean, std, ids, empty, sf = data["mean"], data["std"], data["ids"], data["empty"], data["scaling_factor"]
+    n = len(mean)
+    unet, te = arch.make_unet(), arch.make_text_encoder()
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
+    ema_u, ema_t = copy.deepcopy(unet), copy.deepcopy(te)
+    alphas_cumprod = arch.make_scheduler().alphas_cumprod
+    gen = torch.Generator().manual_seed(SEED)
+    ck_path = os.path.join(WORK, "ldm_ckpt.pt")
+    step = 0
+    ck = load_ckpt(ck_path)
+    if ck:
+        unet.load_state_dict(ck["unet"]); te.load_state_dict(ck["te"])
+        ema_u.load_state_dict(ck["ema_u"]); ema_t.load_state_dict(ck["ema_t"])
+        opt.load_state_dict(ck["opt"]); gen.set_state(ck["gen"]); step = ck["step"]
+        log("ldm", f"resumed at step {step}")
+    unet.train(); te.train()
+    t0, run = time.time(), 0.0
+    while step < STEPS:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, STEPS, LR, warmup=200)
+        idx = torch.randint(0, n, (BATCH,), generator=gen)
+        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * sf
+        tok = ids[idx].clone()
+        drop = torch.rand(BATCH, generator=gen) < DROP
+        tok[drop] = empty[0]
+        t = torch.randint(0, 1000, (BATCH,), generator=gen)
+        noise = torch.randn(z0.shape, generator=gen)
+        ab = alphas_cumprod[t].view(-1, 1, 1, 1)
+        xt = ab.sqrt() * z0 + (1 - ab).sqrt() * noise
+        ctx = te(tok).last_hidden_state
+        pred = unet(xt, t, ctx).sample
+        snr = ab.view(-1) / (1 - ab.view(-1))
+        w = torch.clamp(snr, max=SNR_GAMMA) / snr
+        loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(0.999, (1 + step) / (10 + step))
+        ema_update(ema_u, unet, decay)
+        ema_update(ema_t, te, decay)
+        run = 0.98 * run + 0.02 * loss.item() if step > 1 else loss.item()
+        if step % 25 == 0:
+            log("ldm", f"step {step}/{STEPS} loss {loss.item():.4f} avg {run:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                       f"{time.time() - t0:.0f}s")
+        if step % 200 == 0 or step == STEPS:
+            save_ckpt(ck_path, unet=unet.state_dict(), te=te.state_dict(), ema_u=ema_u.state_dict(),
+                      ema_t=ema_t.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=step)
+    save_ckpt(os.path.join(WORK, "ldm.pt"), unet=ema_u.state_dict(), te=ema_t.state_dict(), step=step)
+    log("ldm", f"done {step} steps, {time.time() - t0:.0f}s this run")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@
 //!   trajectories through a Loop carrying the scheduler state, img2img,
 //!   seeded noise continuing after GaussianNoise, config files and aliases;
 //! - `demo`: sampling loops with the exact denoiser that must land on one of
-//!   the procedural images, and graphs/demo.json.
+//!   the procedural images, and graphs/exact_denoiser.json.
 //!
 //! Graph constants cannot be tensors, so tensor inputs (the fixture's step
 //! inputs, the loop's initial noise) are injected after validation: the graph

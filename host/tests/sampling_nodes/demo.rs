@@ -134,8 +134,11 @@ fn ddim_loop_with_exact_denoiser_lands_on_a_procedural_image() {
 #[test]
 fn demo_graph_samples_one_of_the_images() {
     let _rng = rng_lock();
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../graphs/exact_denoiser.json"))
-        .expect("demo graph");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../graphs/exact_denoiser.json"
+    ))
+    .expect("demo graph");
     let mut exec = Executor::new(common::registry_with(&[SAMPLING, "diffgraph_nodes_core"]));
     let out = tempfile::tempdir().expect("temp dir");
     exec.set_output_dir(out.path().to_str().unwrap());

@@ -12,28 +12,40 @@ from common import MODEL_DIR, WORK, log
 
 
 def main():
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=MODEL_DIR)
+    ap.add_argument("--from-checkpoint", action="store_true",
+                    help="export the EMA weights of the running LDM training (WORK/ldm_ckpt.pt), to look at progress")
+    args = ap.parse_args()
     torch.set_num_threads(1)
-    v = torch.load(os.path.join(WORK, "vae.pt"), weights_only=False)
-    ldm = torch.load(os.path.join(WORK, "ldm.pt"), weights_only=False)
+    ft = os.path.join(WORK, "vae_ft.pt")  # decoder trained further, when present
+    v = torch.load(ft if os.path.exists(ft) else os.path.join(WORK, "vae.pt"), weights_only=False)
+    if args.from_checkpoint:
+        ck = torch.load(os.path.join(WORK, "ldm_ckpt.pt"), weights_only=False)
+        ldm = dict(unet=ck["ema_u"], te=ck["ema_t"], step=ck["step"])
+    else:
+        ldm = torch.load(os.path.join(WORK, "ldm.pt"), weights_only=False)
     vae = AutoencoderKL(**arch.VAE, scaling_factor=round(v["scaling_factor"], 5))
     vae.load_state_dict(v["model"])
     unet, te = arch.make_unet(), arch.make_text_encoder()
     unet.load_state_dict(ldm["unet"])
     te.load_state_dict(ldm["te"])
-    if os.path.exists(MODEL_DIR):
-        shutil.rmtree(MODEL_DIR)
-    arch.save_pipeline(MODEL_DIR, vae, unet, te, fp16=True)
-    pipe = StableDiffusionPipeline.from_pretrained(MODEL_DIR, safety_checker=None, feature_extractor=None,
+    if os.path.exists(args.out):
+        shutil.rmtree(args.out)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    arch.save_pipeline(args.out, vae, unet, te, fp16=True)
+    pipe = StableDiffusionPipeline.from_pretrained(args.out, safety_checker=None, feature_extractor=None,
                                                    requires_safety_checker=False, torch_dtype=torch.float32)
     img = pipe("a large red circle in the center on a black background", height=64, width=64,
                num_inference_steps=20, guidance_scale=4.0,
                generator=torch.Generator().manual_seed(0)).images[0]
     img.save(os.path.join(WORK, "export_check.png"))
     total = 0
-    for dp, _, fs in os.walk(MODEL_DIR):
+    for dp, _, fs in os.walk(args.out):
         for f in fs:
             total += os.path.getsize(os.path.join(dp, f))
-    log("export", f"wrote {MODEL_DIR}: {total / 1e6:.1f} MB (scaling_factor {vae.config.scaling_factor}, "
+    log("export", f"wrote {args.out}: {total / 1e6:.1f} MB (scaling_factor {vae.config.scaling_factor}, "
                   f"ldm steps {ldm['step']}); diffusers check image {WORK}/export_check.png")
 
 

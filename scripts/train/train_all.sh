@@ -15,7 +15,8 @@ py="$root/.venv-fixtures/bin/python"
 eval_pid=$!
 "$py" train_vae.py
 "$py" encode_latents.py
-"$py" train_latent_classifier.py &
+# second core: the latent classifier, then more decoder training (frozen encoder)
+("$py" train_latent_classifier.py && "$py" train_vae_decoder.py) &
 cls_pid=$!
 "$py" train_ldm.py
 wait "$cls_pid" "$eval_pid"

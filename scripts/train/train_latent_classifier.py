@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import arch
 from common import ROOT, WORK, log, lr_at, setup
 
-STEPS = int(os.environ.get("CLS_STEPS", "1500"))
+STEPS = int(os.environ.get("CLS_STEPS", "2500"))
 BATCH = 64
 LR = 2e-3
 SEED = 30
@@ -44,7 +44,7 @@ class ResBlock(nn.Module):
 
 
 class NoisyShapeClassifier(nn.Module):
-    def __init__(self, ch: int = 32, n_classes: int = 4):
+    def __init__(self, ch: int = 48, n_classes: int = 4):
         super().__init__()
         self.tdim = 64
         self.temb = nn.Sequential(nn.Linear(64, 128), nn.SiLU(), nn.Linear(128, 128))
@@ -53,7 +53,7 @@ class NoisyShapeClassifier(nn.Module):
         self.b2 = ResBlock(ch, 2 * ch, 128)
         self.b3 = ResBlock(2 * ch, 4 * ch, 128)
         self.norm = nn.GroupNorm(8, 4 * ch)
-        self.head = nn.Linear(4 * ch, n_classes)
+        self.head = nn.Linear(8 * ch, n_classes)  # mean- and max-pooled features
 
     def forward(self, x, t):
         half = self.tdim // 2
@@ -66,8 +66,10 @@ class NoisyShapeClassifier(nn.Module):
         h = self.b2(h, emb)
         h = F.avg_pool2d(h, 2)
         h = self.b3(h, emb)
-        h = F.silu(self.norm(h)).mean(dim=(2, 3))
-        return self.head(h)
+        h = F.silu(self.norm(h)).flatten(2)
+        # the shape is a small object anywhere in the latent: max-pooling finds it,
+        # mean-pooling alone dilutes it with background
+        return self.head(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
 
 
 def main():

@@ -12,12 +12,34 @@ import torch
 import arch
 from common import WORK, load_ckpt, log, lr_at, save_ckpt, setup
 
-STEPS = int(os.environ.get("LDM_STEPS", "3200"))
+STEPS = int(os.environ.get("LDM_STEPS", "2800"))
 BATCH = 48
 LR = 1e-3
 DROP = 0.10
 SNR_GAMMA = 5.0
 SEED = 20
+# Loss weight of the latent pixels covered by the shape (the rest is flat
+# background, learned early); >1 strengthens the signal of shape and position.
+FG_WEIGHT = float(os.environ.get("LDM_FG_WEIGHT", "1"))
+TAG = os.environ.get("LDM_TAG", "")
+# Floor of the loss weight in x0 terms: epsilon-MSE weighs x0 errors by the SNR,
+# which is ~0.01-0.1 at the high noise levels where the layout (the position
+# words) is decided; Min-SNR's weight min(snr, 5)/snr keeps that. With a floor
+# F the epsilon weight is max(min(snr, 5), F)/snr.
+SNR_FLOOR = float(os.environ.get("LDM_SNR_FLOOR", "0"))
+
+
+def fg_latent_mask(imgs_u8):
+    """1 where a 4x4 pixel cell of the image touches the shape (16x16 per image)."""
+    import numpy as np
+    out = []
+    for i in range(0, len(imgs_u8), 1000):
+        x = torch.from_numpy(imgs_u8[i:i + 1000].astype(np.float32) / 255).permute(0, 3, 1, 2)
+        border = torch.cat([x[:, :, 0, :], x[:, :, -1, :], x[:, :, :, 0], x[:, :, :, -1]], dim=2)
+        bg = border.median(dim=2).values[:, :, None, None]
+        m = ((x - bg).abs().amax(dim=1, keepdim=True) > 0.2).float()
+        out.append(torch.nn.functional.max_pool2d(m, 4))
+    return torch.cat(out)
 
 
 def ema_update(ema, model, decay):
@@ -31,20 +53,23 @@ def main():
     data = torch.load(os.path.join(WORK, "latents.pt"), weights_only=False)
     mean, std, ids, empty, sf = data["mean"], data["std"], data["ids"], data["empty"], data["scaling_factor"]
     n = len(mean)
+    if FG_WEIGHT != 1:
+        from common import train_set
+        weight_map = 1 + (FG_WEIGHT - 1) * fg_latent_mask(train_set()[0][:n])
     unet, te = arch.make_unet(), arch.make_text_encoder()
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
     ema_u, ema_t = copy.deepcopy(unet), copy.deepcopy(te)
     alphas_cumprod = arch.make_scheduler().alphas_cumprod
     gen = torch.Generator().manual_seed(SEED)
-    ck_path = os.path.join(WORK, "ldm_ckpt.pt")
+    ck_path = os.path.join(WORK, f"ldm{TAG}_ckpt.pt")
     step = 0
     ck = load_ckpt(ck_path)
     if ck:
         unet.load_state_dict(ck["unet"]); te.load_state_dict(ck["te"])
         ema_u.load_state_dict(ck["ema_u"]); ema_t.load_state_dict(ck["ema_t"])
         opt.load_state_dict(ck["opt"]); gen.set_state(ck["gen"]); step = ck["step"]
-        log("ldm", f"resumed at step {step}")
+        log(f"ldm{TAG}", f"resumed at step {step}")
     unet.train(); te.train()
     t0, run = time.time(), 0.0
     while step < STEPS:
@@ -62,8 +87,11 @@ def main():
         ctx = te(tok).last_hidden_state
         pred = unet(xt, t, ctx).sample
         snr = ab.view(-1) / (1 - ab.view(-1))
-        w = torch.clamp(snr, max=SNR_GAMMA) / snr
-        loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        w = torch.clamp(torch.clamp(snr, max=SNR_GAMMA), min=SNR_FLOOR) / snr
+        sq = (pred - noise) ** 2
+        if FG_WEIGHT != 1:
+            sq = sq * weight_map[idx]
+        loss = (w * sq.mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -74,13 +102,13 @@ def main():
         ema_update(ema_t, te, decay)
         run = 0.98 * run + 0.02 * loss.item() if step > 1 else loss.item()
         if step % 25 == 0:
-            log("ldm", f"step {step}/{STEPS} loss {loss.item():.4f} avg {run:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+            log(f"ldm{TAG}", f"step {step}/{STEPS} loss {loss.item():.4f} avg {run:.4f} lr {opt.param_groups[0]['lr']:.2e} "
                        f"{time.time() - t0:.0f}s")
         if step % 200 == 0 or step == STEPS:
             save_ckpt(ck_path, unet=unet.state_dict(), te=te.state_dict(), ema_u=ema_u.state_dict(),
                       ema_t=ema_t.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=step)
-    save_ckpt(os.path.join(WORK, "ldm.pt"), unet=ema_u.state_dict(), te=ema_t.state_dict(), step=step)
-    log("ldm", f"done {step} steps, {time.time() - t0:.0f}s this run")
+    save_ckpt(os.path.join(WORK, f"ldm{TAG}.pt"), unet=ema_u.state_dict(), te=ema_t.state_dict(), step=step)
+    log(f"ldm{TAG}", f"done {step} steps, {time.time() - t0:.0f}s this run")
 
 
 if __name__ == "__main__":

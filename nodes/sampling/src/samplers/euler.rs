@@ -8,9 +8,9 @@
 //! - x0 from the output (`sigma_common::sigma_x0`), d = (x - x0) / sigma,
 //!   x_prev = x + d·(sigma_next - sigma), in float32, cast back to the model
 //!   output's dtype.
-use crate::sampler::{add_noise_sigma, check_step_inputs, Sampler, StepInput, StepOutput};
-use crate::samplers::sigma_common::{scale_by_sigma, sigma_x0, SigmaSchedule};
-use crate::schedule::{FinalSigmas, Schedule, ScheduleConfig};
+use crate::sampler::{check_step_inputs, Sampler, StepInput, StepOutput};
+use crate::samplers::sigma_common::{sigma_sampler_methods, sigma_x0, SigmaSchedule};
+use crate::schedule::{FinalSigmas, ScheduleConfig};
 use diffgraph_sdk::prelude::*;
 
 #[derive(Clone)]
@@ -31,28 +31,10 @@ impl Euler {
 }
 
 impl Sampler for Euler {
+    sigma_sampler_methods!();
+
     fn name(&self) -> &'static str {
         "EulerDiscreteScheduler"
-    }
-
-    fn schedule(&self) -> &Schedule {
-        &self.s.schedule
-    }
-
-    fn timesteps(&self) -> &[f32] {
-        &self.s.table.timesteps
-    }
-
-    fn sigmas(&self) -> &[f32] {
-        &self.s.table.sigmas
-    }
-
-    fn init_noise_sigma(&self) -> Result<f32, NodeError> {
-        self.s.init_noise_sigma()
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, index: usize) -> Result<Tensor, NodeError> {
-        scale_by_sigma(sample, self.s.sigma(index)?)
     }
 
     fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
@@ -71,20 +53,6 @@ impl Sampler for Euler {
             prev_sample,
             pred_original_sample: x0,
         })
-    }
-
-    fn add_noise(
-        &self,
-        original: &Tensor,
-        noise: &Tensor,
-        index: usize,
-        _timestep: f32,
-    ) -> Result<Tensor, NodeError> {
-        add_noise_sigma(original, noise, self.s.sigma(index)?)
-    }
-
-    fn alpha_bar(&self, index: usize, _timestep: f32) -> Result<f64, NodeError> {
-        self.s.alpha_bar(index)
     }
 
     fn box_clone(&self) -> Box<dyn Sampler> {

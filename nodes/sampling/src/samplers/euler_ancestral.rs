@@ -10,10 +10,10 @@
 //! - x_prev = x + (x - x0)/sigma · (sigma_down - sigma) + noise · sigma_up, the
 //!   noise being this step's draw from the run's generator (every step draws,
 //!   the last one too, as diffusers does).
-use crate::sampler::{add_noise_sigma, check_step_inputs, Sampler, StepInput, StepOutput};
-use crate::samplers::sigma_common::{scale_by_sigma, sigma_x0, SigmaSchedule};
+use crate::sampler::{check_step_inputs, Sampler, StepInput, StepOutput};
+use crate::samplers::sigma_common::{sigma_sampler_methods, sigma_x0, SigmaSchedule};
 use crate::scalar;
-use crate::schedule::{PredictionType, Schedule, ScheduleConfig};
+use crate::schedule::{PredictionType, ScheduleConfig};
 use diffgraph_sdk::prelude::*;
 
 #[derive(Clone)]
@@ -35,28 +35,10 @@ impl EulerAncestral {
 }
 
 impl Sampler for EulerAncestral {
+    sigma_sampler_methods!();
+
     fn name(&self) -> &'static str {
         "EulerAncestralDiscreteScheduler"
-    }
-
-    fn schedule(&self) -> &Schedule {
-        &self.s.schedule
-    }
-
-    fn timesteps(&self) -> &[f32] {
-        &self.s.table.timesteps
-    }
-
-    fn sigmas(&self) -> &[f32] {
-        &self.s.table.sigmas
-    }
-
-    fn init_noise_sigma(&self) -> Result<f32, NodeError> {
-        self.s.init_noise_sigma()
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, index: usize) -> Result<Tensor, NodeError> {
-        scale_by_sigma(sample, self.s.sigma(index)?)
     }
 
     fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
@@ -82,20 +64,6 @@ impl Sampler for EulerAncestral {
             prev_sample,
             pred_original_sample: x0,
         })
-    }
-
-    fn add_noise(
-        &self,
-        original: &Tensor,
-        noise: &Tensor,
-        index: usize,
-        _timestep: f32,
-    ) -> Result<Tensor, NodeError> {
-        add_noise_sigma(original, noise, self.s.sigma(index)?)
-    }
-
-    fn alpha_bar(&self, index: usize, _timestep: f32) -> Result<f64, NodeError> {
-        self.s.alpha_bar(index)
     }
 
     fn box_clone(&self) -> Box<dyn Sampler> {

@@ -11,9 +11,9 @@
 //! - corrector: d' = (x_next - x0(sigma_i)) / sigma_i with the model's output at
 //!   x_next, x_prev = x + (d + d')/2 · dt from the stored x.
 //! - x0 as for Euler, clamped to ±clip_sample_range when clip_sample.
-use crate::sampler::{add_noise_sigma, check_step_inputs, Sampler, StepInput, StepOutput};
-use crate::samplers::sigma_common::{scale_by_sigma, sigma_x0, SigmaSchedule};
-use crate::schedule::{Schedule, ScheduleConfig};
+use crate::sampler::{check_step_inputs, Sampler, StepInput, StepOutput};
+use crate::samplers::sigma_common::{sigma_sampler_methods, sigma_x0, SigmaSchedule};
+use crate::schedule::ScheduleConfig;
 use crate::sigmas::SigmaTable;
 use diffgraph_sdk::prelude::*;
 
@@ -49,36 +49,18 @@ impl Heun {
 }
 
 impl Sampler for Heun {
+    sigma_sampler_methods!();
+
     fn name(&self) -> &'static str {
         "HeunDiscreteScheduler"
-    }
-
-    fn schedule(&self) -> &Schedule {
-        &self.s.schedule
-    }
-
-    fn timesteps(&self) -> &[f32] {
-        &self.s.table.timesteps
-    }
-
-    fn sigmas(&self) -> &[f32] {
-        &self.s.table.sigmas
     }
 
     fn order(&self) -> usize {
         2
     }
 
-    fn init_noise_sigma(&self) -> Result<f32, NodeError> {
-        self.s.init_noise_sigma()
-    }
-
     fn is_multistep(&self) -> bool {
         true
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, index: usize) -> Result<Tensor, NodeError> {
-        scale_by_sigma(sample, self.s.sigma(index)?)
     }
 
     fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
@@ -124,20 +106,6 @@ impl Sampler for Heun {
             prev_sample,
             pred_original_sample: x0,
         })
-    }
-
-    fn add_noise(
-        &self,
-        original: &Tensor,
-        noise: &Tensor,
-        index: usize,
-        _timestep: f32,
-    ) -> Result<Tensor, NodeError> {
-        add_noise_sigma(original, noise, self.s.sigma(index)?)
-    }
-
-    fn alpha_bar(&self, index: usize, _timestep: f32) -> Result<f64, NodeError> {
-        self.s.alpha_bar(index)
     }
 
     fn box_clone(&self) -> Box<dyn Sampler> {

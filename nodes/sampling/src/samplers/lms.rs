@@ -11,11 +11,9 @@
 //! - x_prev = x + Σ_j coeff_j · d_{i-j}, with `order = min(i + 1, 4)` and
 //!   coeff_j the integrated Lagrange basis (`crate::quadrature`).
 use crate::quadrature::lms_coefficient;
-use crate::sampler::{
-    add_noise_sigma, check_step_inputs, clone_tensors, Sampler, StepInput, StepOutput,
-};
-use crate::samplers::sigma_common::{scale_by_sigma, sigma_x0, SigmaSchedule};
-use crate::schedule::{Schedule, ScheduleConfig};
+use crate::sampler::{check_step_inputs, clone_tensors, Sampler, StepInput, StepOutput};
+use crate::samplers::sigma_common::{sigma_sampler_methods, sigma_x0, SigmaSchedule};
+use crate::schedule::ScheduleConfig;
 use diffgraph_sdk::prelude::*;
 
 const ORDER: usize = 4;
@@ -36,32 +34,14 @@ impl Lms {
 }
 
 impl Sampler for Lms {
+    sigma_sampler_methods!();
+
     fn name(&self) -> &'static str {
         "LMSDiscreteScheduler"
     }
 
-    fn schedule(&self) -> &Schedule {
-        &self.s.schedule
-    }
-
-    fn timesteps(&self) -> &[f32] {
-        &self.s.table.timesteps
-    }
-
-    fn sigmas(&self) -> &[f32] {
-        &self.s.table.sigmas
-    }
-
-    fn init_noise_sigma(&self) -> Result<f32, NodeError> {
-        self.s.init_noise_sigma()
-    }
-
     fn is_multistep(&self) -> bool {
         true
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, index: usize) -> Result<Tensor, NodeError> {
-        scale_by_sigma(sample, self.s.sigma(index)?)
     }
 
     fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
@@ -95,20 +75,6 @@ impl Sampler for Lms {
             prev_sample,
             pred_original_sample: x0,
         })
-    }
-
-    fn add_noise(
-        &self,
-        original: &Tensor,
-        noise: &Tensor,
-        index: usize,
-        _timestep: f32,
-    ) -> Result<Tensor, NodeError> {
-        add_noise_sigma(original, noise, self.s.sigma(index)?)
-    }
-
-    fn alpha_bar(&self, index: usize, _timestep: f32) -> Result<f64, NodeError> {
-        self.s.alpha_bar(index)
     }
 
     fn box_clone(&self) -> Box<dyn Sampler> {

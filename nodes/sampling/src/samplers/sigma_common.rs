@@ -102,3 +102,47 @@ pub fn sigma_x0(
         PredictionType::Sample => model_output.shallow_clone(),
     })
 }
+
+/// The [`crate::sampler::Sampler`] methods every sigma sampler implements the
+/// same way from its `s: SigmaSchedule` field (schedule, timesteps, sigmas,
+/// `init_noise_sigma`, `scale_model_input`, sigma-form `add_noise`,
+/// `alpha_bar`): expanded inside each sampler's `impl Sampler`, so that the
+/// samplers' files hold only what differs (`name`, `step`, `box_clone`, ...).
+macro_rules! sigma_sampler_methods {
+    () => {
+        fn schedule(&self) -> &$crate::schedule::Schedule {
+            &self.s.schedule
+        }
+
+        fn timesteps(&self) -> &[f32] {
+            &self.s.table.timesteps
+        }
+
+        fn sigmas(&self) -> &[f32] {
+            &self.s.table.sigmas
+        }
+
+        fn init_noise_sigma(&self) -> Result<f32, NodeError> {
+            self.s.init_noise_sigma()
+        }
+
+        fn scale_model_input(&self, sample: &Tensor, index: usize) -> Result<Tensor, NodeError> {
+            $crate::samplers::sigma_common::scale_by_sigma(sample, self.s.sigma(index)?)
+        }
+
+        fn add_noise(
+            &self,
+            original: &Tensor,
+            noise: &Tensor,
+            index: usize,
+            _timestep: f32,
+        ) -> Result<Tensor, NodeError> {
+            $crate::sampler::add_noise_sigma(original, noise, self.s.sigma(index)?)
+        }
+
+        fn alpha_bar(&self, index: usize, _timestep: f32) -> Result<f64, NodeError> {
+            self.s.alpha_bar(index)
+        }
+    };
+}
+pub(crate) use sigma_sampler_methods;

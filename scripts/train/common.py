@@ -19,7 +19,8 @@ MODEL_DIR = os.path.join(ROOT, "models", "shapes-ldm")
 THREADS = int(os.environ.get("SHAPES_THREADS", "1"))
 
 # Data set sizes and seeds (one seed per purpose, so each is reproducible).
-TRAIN_N, TRAIN_SEED = 40000, 1  # VAE, LDM, latent classifier
+TRAIN_N, TRAIN_SEED = 40000, 1  # the VAE (random rotations)
+LDM_N, LDM_SEED = 24000, 4  # the LDM and the latent classifier (upright shapes)
 EVAL_CLS_SEED = 2  # the evaluator's own training images (drawn on the fly)
 HELDOUT_N, HELDOUT_SEED = 2000, 3  # held-out check of the evaluator
 
@@ -43,6 +44,17 @@ def train_set():
     path = os.path.join(WORK, "train_set.npz")
     if not os.path.exists(path):
         imgs, caps, labels = shapes_data.make_dataset(TRAIN_N, TRAIN_SEED)
+        np.savez(path + ".tmp.npz", imgs=imgs, caps=np.array(caps), labels=labels)
+        os.replace(path + ".tmp.npz", path)
+    d = np.load(path)
+    return d["imgs"], [str(c) for c in d["caps"]], d["labels"]
+
+
+def ldm_set():
+    """The LDM's training images: upright shapes (cached in WORK)."""
+    path = os.path.join(WORK, "ldm_set.npz")
+    if not os.path.exists(path):
+        imgs, caps, labels = shapes_data.make_dataset(LDM_N, LDM_SEED, rotate=False)
         np.savez(path + ".tmp.npz", imgs=imgs, caps=np.array(caps), labels=labels)
         os.replace(path + ".tmp.npz", path)
     d = np.load(path)

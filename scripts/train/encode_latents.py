@@ -1,6 +1,7 @@
-"""Stage 2: encodes the first LDM_N training images with the trained VAE
-encoder (posterior mean and std, unscaled) and tokenizes their captions.
-Output: WORK/latents.pt."""
+"""Stage 2: encodes the LDM's data set (common.ldm_set: upright shapes) with
+the trained VAE encoder (posterior mean and std, unscaled) and tokenizes the
+captions. Output: WORK/latents_ldm.pt, the training data of the LDM and of the
+latent classifier."""
 import os
 import time
 
@@ -8,14 +9,12 @@ import torch
 from transformers import CLIPTokenizer
 
 import arch
-from common import WORK, log, save_ckpt, setup, to_tensor, train_set
+from common import WORK, ldm_set, log, save_ckpt, setup, to_tensor
 
-LDM_N = int(os.environ.get("LDM_N", "24000"))
+N = 24000
 
 
-def main():
-    setup(0)
-    imgs, caps, labels = train_set()
+def encode(name, imgs, caps, labels):
     ck = torch.load(os.path.join(WORK, "vae.pt"), weights_only=False)
     vae = arch.make_vae()
     vae.load_state_dict(ck["model"])
@@ -23,18 +22,23 @@ def main():
     t0 = time.time()
     means, stds = [], []
     with torch.no_grad():
-        for i in range(0, LDM_N, 200):
+        for i in range(0, N, 200):
             d = vae.encode(to_tensor(imgs[i:i + 200])).latent_dist
             means.append(d.mean)
             stds.append(d.std)
             if i % 4000 == 0:
-                log("encode", f"{i}/{LDM_N} {time.time() - t0:.0f}s")
+                log("encode", f"{i}/{N} {time.time() - t0:.0f}s")
     tok = CLIPTokenizer.from_pretrained(arch.TOKENIZER_SRC)
-    ids = tok(caps[:LDM_N], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    ids = tok(caps[:N], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     empty = tok([""], padding="max_length", max_length=77, return_tensors="pt").input_ids
-    save_ckpt(os.path.join(WORK, "latents.pt"), mean=torch.cat(means), std=torch.cat(stds), ids=ids, empty=empty,
-              labels=torch.from_numpy(labels[:LDM_N]), scaling_factor=ck["scaling_factor"])
-    log("encode", f"done {LDM_N} in {time.time() - t0:.0f}s")
+    save_ckpt(os.path.join(WORK, name), mean=torch.cat(means), std=torch.cat(stds), ids=ids, empty=empty,
+              labels=torch.from_numpy(labels[:N]), scaling_factor=ck["scaling_factor"])
+    log("encode", f"{name}: {N} in {time.time() - t0:.0f}s")
+
+
+def main():
+    setup(0)
+    encode("latents_ldm.pt", *ldm_set())
 
 
 if __name__ == "__main__":

@@ -42,10 +42,18 @@ BIN = os.path.join(ROOT, "target", "release", "diffgraph")
 DOCS = os.path.join(ROOT, "docs")
 IMG = os.path.join(DOCS, "img")
 CFG_SCALES = [1, 2, 4, 7]
-CG_SCALES = [0, 1, 3, 10]
+# the issue's grid {0, 1, 3, 10} plus 30, to show where accuracy levels off
+CG_SCALES = [0, 1, 3, 10, 30]
 ATTRS = ["shape", "colour", "size", "pos", "background"]
 GRID_PROMPT = "a large red star in the center on a blue background"
 GRID_CLASS = 3  # star
+# the README's showcase (docs/img/demo_prompts.png): graphs/demo.json as it is
+SHOWCASE = ["a large red star in the center on a blue background",
+            "a small yellow square in the top left on a black background",
+            "a large green triangle in the bottom right on a white background",
+            "a small white circle in the middle right on a gray background",
+            "a large blue square in the top center on a black background",
+            "a small red triangle in the bottom left on a gray background"]
 
 
 def run_graph(graph, sets, threads):
@@ -53,7 +61,7 @@ def run_graph(graph, sets, threads):
         cmd = [BIN, "run", os.path.join(ROOT, "graphs", graph), "--quiet", "--out", out, "--threads", str(threads)]
         for k, v in sets.items():
             cmd += ["--set", f"{k}={v if isinstance(v, str) else json.dumps(v)}"]
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
         files = sorted(os.listdir(out), key=lambda f: int(re.findall(r"(\d+)\.png$", f)[0]) if re.search(r"_\d+\.png$", f) else 0)
         return np.stack([np.asarray(Image.open(os.path.join(out, f)).convert("RGB"), dtype=np.float32) / 255 for f in files])
 
@@ -63,6 +71,15 @@ def diversity(imgs):
     flat = imgs.reshape(len(imgs), -1)
     d = [np.sqrt(((a - b) ** 2).mean()) for a, b in itertools.combinations(flat, 2)]
     return float(np.mean(d))
+
+
+def entropy(values):
+    """Entropy in bits of the empirical distribution of `values`: the
+    guidance classifier knows shapes only, so the colour distribution of its
+    samples shows what guidance does to an attribute it does not target."""
+    _, counts = np.unique(np.array(values, dtype=object).astype(str), return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
 
 
 def study_prompts(n, seed=123):
@@ -75,11 +92,11 @@ def study_prompts(n, seed=123):
     return caps
 
 
-def grid(rows, labels, path, scale=2):
+def grid(rows, labels, path, scale=2, label_width=70):
     """rows: list of [n, 64, 64, 3] arrays; one row per setting, label drawn left."""
     from PIL import ImageDraw
     n = max(len(r) for r in rows)
-    lw = 70
+    lw = label_width
     canvas = Image.new("RGB", (lw + n * 66 * scale, len(rows) * 66 * scale), "white")
     d = ImageDraw.Draw(canvas)
     for i, (r, lab) in enumerate(zip(rows, labels)):
@@ -97,22 +114,34 @@ def main():
     ap.add_argument("--per-class", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny run to check the pipeline (no docs written)")
+    ap.add_argument("--only", choices=["cfg", "cg"],
+                    help="re-measure one half; the other is kept from docs/img/guidance_study.json")
     args = ap.parse_args()
     if args.quick:
         args.prompts, args.per_prompt, args.per_class = 2, 3, 3
     ev = Evaluator()
     t0 = time.time()
     results = {"cfg": {}, "cg": {}, "settings": vars(args)}
+    raw = os.path.join(IMG, "guidance_study.json")
+    if args.only:
+        with open(raw) as f:
+            old = json.load(f)
+        keep = "cg" if args.only == "cfg" else "cfg"
+        results[keep] = {int(k): v for k, v in old[keep].items()}
+        results["real_diversity"] = old["real_diversity"]
+        results.update({k: v for k, v in old.items() if k.startswith("seconds_") and k != "seconds_" + args.only})
+        for k in ["prompts", "per_prompt"] if keep == "cfg" else ["per_class"]:
+            results["settings"][k] = old["settings"][k]
     prompts = study_prompts(args.prompts)
-    grid_rows = []
+    grid_rows = None if args.only == "cg" else []
     # real scenes of the same prompts: the data's own within-prompt diversity
     rng = np.random.default_rng(7)
     real_div = []
     for c in prompts:
         a = sd.parse_caption(c)
-        real_div.append(diversity(np.stack([sd.render(a, rng) for _ in range(args.per_prompt)])))
+        real_div.append(diversity(np.stack([sd.render(a, rng, rotate=False) for _ in range(args.per_prompt)])))
     results["real_diversity"] = float(np.mean(real_div))
-    for g in CFG_SCALES:
+    for g in CFG_SCALES if args.only != "cg" else []:
         per = {k: 0 for k in ATTRS}
         allok, divs, n = 0, [], 0
         for pi, c in enumerate(prompts):
@@ -131,9 +160,9 @@ def main():
         grid_rows.append(run_graph("demo.json", {"prompt.text": GRID_PROMPT, "guidance.value": float(g),
                                                  "size.batch": 8, "noise.seed": 5}, args.threads))
         print(f"CFG g={g}: {results['cfg'][g]} ({time.time() - t0:.0f}s)", flush=True)
-    cg_rows = []
-    for s in CG_SCALES:
-        hits, divs, n, fracs = 0, [], 0, []
+    cg_rows = None if args.only == "cfg" else []
+    for s in CG_SCALES if args.only != "cfg" else []:
+        hits, divs, n, fracs, ents = 0, [], 0, [], []
         for k in range(len(sd.SHAPES)):
             imgs = run_graph("demo_classifier_guidance.json", {"guide.target": [k], "guide.scale": float(s),
                                                                "size.batch": args.per_class, "noise.seed": 2000 + k},
@@ -141,23 +170,29 @@ def main():
             got = ev.attributes(imgs)
             hits += sum(a["shape"] == sd.SHAPES[k] for a in got)
             fracs.append(np.mean([a["pos"] is not None for a in got]))
+            ents.append(entropy([a["colour"] for a in got]))
             n += len(imgs)
             divs.append(diversity(imgs))
             if k == GRID_CLASS:
                 cg_rows.append(imgs[:8])
         results["cg"][s] = dict(n=n, accuracy=hits / n, diversity=float(np.mean(divs)),
-                                shape_found=float(np.mean(fracs)))
+                                shape_found=float(np.mean(fracs)), colour_entropy=float(np.mean(ents)))
         print(f"CG s={s}: {results['cg'][s]} ({time.time() - t0:.0f}s)", flush=True)
-    results["seconds"] = time.time() - t0
+    results["seconds_" + (args.only or "all")] = time.time() - t0
     if args.quick:
         print(json.dumps(results, indent=1))
         return
     os.makedirs(IMG, exist_ok=True)
-    with open(os.path.join(IMG, "guidance_study.json"), "w") as f:
+    with open(raw, "w") as f:
         json.dump(results, f, indent=1)
         f.write("\n")
-    grid(grid_rows, [f"g = {g}" for g in CFG_SCALES], os.path.join(IMG, "cfg_grid.png"))
-    grid(cg_rows, [f"s = {s}" for s in CG_SCALES], os.path.join(IMG, "classifier_guidance_grid.png"))
+    if grid_rows is not None:
+        rows = [run_graph("demo.json", {"prompt.text": c, "size.batch": 6, "noise.seed": 11}, args.threads)
+                for c in SHOWCASE]
+        grid(rows, ["" for _ in rows], os.path.join(IMG, "demo_prompts.png"), label_width=0)
+        grid(grid_rows, [f"g = {g}" for g in CFG_SCALES], os.path.join(IMG, "cfg_grid.png"))
+    if cg_rows is not None:
+        grid(cg_rows, [f"s = {s}" for s in CG_SCALES], os.path.join(IMG, "classifier_guidance_grid.png"))
     plot(results)
     write_doc(results)
     print(f"done in {time.time() - t0:.0f}s")
@@ -224,13 +259,16 @@ def write_doc(r):
                      f"{c['pos']:.1%} | {c['background']:.1%} | {c['diversity']:.3f} |")
     lines += ["", f"Classifier guidance, empty prompt: 4 target classes x {s['per_class']} samples = "
                   f"{r['cg'][CG_SCALES[0]]['n']} images per scale (seeds shared across scales).", "",
-              "| scale s | target-class accuracy | image has a shape | diversity |", "|---:|---:|---:|---:|"]
+              "| scale s | target-class accuracy | image has a shape | diversity | colour entropy (bits) |",
+              "|---:|---:|---:|---:|---:|"]
     for sc in CG_SCALES:
         c = r["cg"][sc]
-        lines.append(f"| {sc} | **{c['accuracy']:.1%}** | {c['shape_found']:.1%} | {c['diversity']:.3f} |")
+        lines.append(f"| {sc} | **{c['accuracy']:.1%}** | {c['shape_found']:.1%} | {c['diversity']:.3f} | "
+                     f"{c['colour_entropy']:.2f} |")
     lines += ["", "Evaluator accuracy on 2000 held-out real scenes: " +
               ", ".join(f"{k} {v:.1%}" for k, v in held.items()) + ".", "",
-              f"Generation + scoring took {r['seconds'] / 60:.1f} min on the CPU.", "", end]
+              f"Generation + scoring took {sum(v for k, v in r.items() if k.startswith('seconds_')) / 60:.1f} min "
+              f"on the CPU ({r['settings']['threads']} thread(s) per diffgraph run).", "", end]
     block = "\n".join(lines)
     if os.path.exists(path):
         text = open(path).read()

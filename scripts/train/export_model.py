@@ -15,17 +15,19 @@ def main():
     import argparse
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=MODEL_DIR)
-    ap.add_argument("--from-checkpoint", action="store_true",
-                    help="export the EMA weights of the running LDM training (WORK/ldm_ckpt.pt), to look at progress")
+    ap.add_argument("--from-checkpoint", metavar="CKPT",
+                    help="export the EMA weights of a running LDM training's checkpoint (WORK/ldm_ckpt.pt), "
+                         "to look at progress")
+    ap.add_argument("--ldm", default=os.path.join(WORK, "ldm.pt"), help="the LDM weights (train_ldm.py's output)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     ft = os.path.join(WORK, "vae_ft.pt")  # decoder trained further, when present
     v = torch.load(ft if os.path.exists(ft) else os.path.join(WORK, "vae.pt"), weights_only=False)
     if args.from_checkpoint:
-        ck = torch.load(os.path.join(WORK, "ldm_ckpt.pt"), weights_only=False)
+        ck = torch.load(args.from_checkpoint, weights_only=False)
         ldm = dict(unet=ck["ema_u"], te=ck["ema_t"], step=ck["step"])
     else:
-        ldm = torch.load(os.path.join(WORK, "ldm.pt"), weights_only=False)
+        ldm = torch.load(args.ldm, weights_only=False)
     vae = AutoencoderKL(**arch.VAE, scaling_factor=round(v["scaling_factor"], 5))
     vae.load_state_dict(v["model"])
     unet, te = arch.make_unet(), arch.make_text_encoder()

@@ -25,7 +25,7 @@ def main():
     unet.load_state_dict(ck.get("ema_u", ck.get("unet")))
     te.load_state_dict(ck.get("ema_t", ck.get("te")))
     unet.eval(); te.eval()
-    data = torch.load(os.path.join(WORK, "latents.pt"), weights_only=False)
+    data = torch.load(os.path.join(WORK, "latents_ldm.pt"), weights_only=False)
     n = 256
     idx = torch.arange(len(data["mean"]) - n, len(data["mean"]))
     z0 = data["mean"][idx] * data["scaling_factor"]

@@ -5,7 +5,8 @@ sqrt(1 - abar_t) eps with abar_t = alphas_cumprod[t] of the model's scheduler
 (scaled_linear, 1000 steps) and integer t uniform in [0, 999]. Exported with
 torch.jit.script: forward(x_t [B,4,16,16], t float [B]) -> logits [B, 4]
 (classes in shapes_data.SHAPES order). No batch statistics (GroupNorm), so
-samples are classified independently.
+samples are classified independently. Trained on the LDM's own data set
+(upright shapes), so that it judges the distribution the model samples from.
 Output: models/shapes-ldm-classifier.pt (TorchScript) and a log of its
 accuracy per noise level."""
 import math
@@ -19,11 +20,11 @@ import torch.nn.functional as F
 import arch
 from common import ROOT, WORK, log, lr_at, setup
 
-STEPS = int(os.environ.get("CLS_STEPS", "2500"))
+STEPS = int(os.environ.get("CLS_STEPS", "3000"))
 BATCH = 64
 LR = 2e-3
 SEED = 30
-OUT = os.path.join(ROOT, "models", "shapes-ldm-classifier.pt")
+OUT = os.environ.get("CLS_OUT", os.path.join(ROOT, "models", "shapes-ldm-classifier.pt"))
 
 
 class ResBlock(nn.Module):
@@ -74,7 +75,7 @@ class NoisyShapeClassifier(nn.Module):
 
 def main():
     setup(SEED)
-    data = torch.load(os.path.join(WORK, "latents.pt"), weights_only=False)
+    data = torch.load(os.path.join(WORK, "latents_ldm.pt"), weights_only=False)
     mean, std, labels, sf = data["mean"], data["std"], data["labels"][:, 0], data["scaling_factor"]
     n_val = 2000
     n = len(mean) - n_val

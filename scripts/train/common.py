@@ -39,26 +39,26 @@ def log(name, msg):
         f.write(line + "\n")
 
 
-def train_set():
-    """The training images (uint8 NHWC), captions and labels, cached in WORK."""
-    path = os.path.join(WORK, "train_set.npz")
+def _cached_set(name, n, seed, rotate):
+    """n scenes from shapes_data.make_dataset (uint8 NHWC images, captions,
+    labels), drawn once and cached in WORK/name."""
+    path = os.path.join(WORK, name)
     if not os.path.exists(path):
-        imgs, caps, labels = shapes_data.make_dataset(TRAIN_N, TRAIN_SEED)
+        imgs, caps, labels = shapes_data.make_dataset(n, seed, rotate=rotate)
         np.savez(path + ".tmp.npz", imgs=imgs, caps=np.array(caps), labels=labels)
         os.replace(path + ".tmp.npz", path)
     d = np.load(path)
     return d["imgs"], [str(c) for c in d["caps"]], d["labels"]
+
+
+def train_set():
+    """The VAE's training scenes (randomly rotated shapes)."""
+    return _cached_set("train_set.npz", TRAIN_N, TRAIN_SEED, rotate=True)
 
 
 def ldm_set():
-    """The LDM's training images: upright shapes (cached in WORK)."""
-    path = os.path.join(WORK, "ldm_set.npz")
-    if not os.path.exists(path):
-        imgs, caps, labels = shapes_data.make_dataset(LDM_N, LDM_SEED, rotate=False)
-        np.savez(path + ".tmp.npz", imgs=imgs, caps=np.array(caps), labels=labels)
-        os.replace(path + ".tmp.npz", path)
-    d = np.load(path)
-    return d["imgs"], [str(c) for c in d["caps"]], d["labels"]
+    """The LDM's and the latent classifier's training scenes (upright shapes)."""
+    return _cached_set("ldm_set.npz", LDM_N, LDM_SEED, rotate=False)
 
 
 def to_tensor(imgs_u8):

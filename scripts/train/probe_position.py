@@ -1,6 +1,6 @@
 """Diagnostic: does the LDM use a caption attribute? Denoising loss on
-held-out latents at high noise (t in [850, 999]: where x_t no longer shows where the shape is) with the true caption versus
-the same caption with that attribute replaced by another value; a model that
+the last 256 latents at high noise (t in [850, 999]: where x_t no longer
+shows where the shape is) with the true caption versus the same caption with that attribute replaced by another value; a model that
 ignores the attribute shows no gap. Usage: probe_position.py CKPT [ATTR...]
 (CKPT: WORK/ldm_ckpt.pt, its EMA weights, or WORK/ldm.pt)."""
 import os
@@ -29,7 +29,6 @@ def main():
     n = 256
     idx = torch.arange(len(data["mean"]) - n, len(data["mean"]))
     z0 = data["mean"][idx] * data["scaling_factor"]
-    _, caps, labels = sd.make_dataset(len(data["mean"]), 1) if False else (None, None, None)
     # captions of these latents: re-tokenised from the stored ids
     tok = CLIPTokenizer.from_pretrained(arch.TOKENIZER_SRC)
     caps = [tok.decode(i, skip_special_tokens=True) for i in data["ids"][idx]]

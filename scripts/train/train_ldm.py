@@ -7,10 +7,11 @@ import copy
 import os
 import time
 
+import numpy as np
 import torch
 
 import arch
-from common import WORK, load_ckpt, log, lr_at, save_ckpt, setup
+from common import WORK, ldm_set, load_ckpt, log, lr_at, save_ckpt, setup
 
 STEPS = int(os.environ.get("LDM_STEPS", "3600"))
 BATCH = 48
@@ -48,7 +49,6 @@ PHASE2_LR = 2e-4
 
 def fg_latent_mask(imgs_u8):
     """1 where a 4x4 pixel cell of the image touches the shape (16x16 per image)."""
-    import numpy as np
     out = []
     for i in range(0, len(imgs_u8), 1000):
         x = torch.from_numpy(imgs_u8[i:i + 1000].astype(np.float32) / 255).permute(0, 3, 1, 2)
@@ -71,7 +71,6 @@ def main():
     mean, std, ids, empty, sf = data["mean"], data["std"], data["ids"], data["empty"], data["scaling_factor"]
     n = len(mean)
     if FG_WEIGHT != 1:
-        from common import ldm_set
         weight_map = 1 + (FG_WEIGHT - 1) * fg_latent_mask(ldm_set()[0][:n])
     unet, te = arch.make_unet(), arch.make_text_encoder()
     heads = torch.nn.ModuleList([torch.nn.Linear(arch.CLIP["hidden_size"], k) for k in AUX_CLASSES])

@@ -217,8 +217,9 @@ impl Sampler for DpmSolver {
     }
 
     fn alpha_bar(&self, index: usize, _timestep: f32) -> Result<f64, NodeError> {
-        let s = f64::from(self.sigma(index)?);
-        Ok(1.0 / (s * s + 1.0))
+        Ok(crate::samplers::sigma_common::alpha_bar_at(
+            self.sigma(index)?,
+        ))
     }
 
     fn box_clone(&self) -> Box<dyn Sampler> {

@@ -68,11 +68,17 @@ impl SigmaSchedule {
         sigmas::init_noise_sigma(&self.table.sigmas, leading)
     }
 
-    /// 1 / (sigma_i² + 1): the cumulative alpha the model's (scaled) input has.
+    /// The cumulative alpha the model's (scaled) input has at step `i`.
     pub fn alpha_bar(&self, i: usize) -> Result<f64, NodeError> {
-        let s = f64::from(self.sigma(i)?);
-        Ok(1.0 / (s * s + 1.0))
+        Ok(alpha_bar_at(self.sigma(i)?))
     }
+}
+
+/// 1 / (sigma² + 1): the cumulative alpha of x / sqrt(sigma² + 1), the
+/// input a sigma sampler gives the model.
+pub fn alpha_bar_at(sigma: f32) -> f64 {
+    let s = f64::from(sigma);
+    1.0 / (s * s + 1.0)
 }
 
 /// `scale_model_input`: `sample / ((sigma**2 + 1) ** 0.5)`, float32.

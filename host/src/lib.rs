@@ -5,19 +5,37 @@
 //! (`graph::validate`), planned in dependency order and executed with a
 //! content-keyed cache (`exec`). Node types come from plugins: dynamic
 //! libraries speaking a small versioned C ABI (`plugin`, and the SDK crate
-//! `diffgraph-sdk` that plugin authors use).
-pub mod cli;
+//! `diffgraph-sdk` that plugin authors use), found by `plugin::discovery`.
+//! `report` turns outcomes, errors and the node listing into JSON or text;
+//! `watch` keeps a session alive across plugin rebuilds and graph edits.
+//!
+//! This is the library the `diffgraph` binary (clap, progress bars, Ctrl-C:
+//! `src/bin/diffgraph/`, behind the default `cli` feature) and servers build
+//! on; it depends on none of the binary's crates. All unsafe code is in
+//! `plugin::ffi`.
+#![deny(unsafe_code)]
+
 pub mod device;
 pub mod exec;
 pub mod graph;
 pub mod plugin;
+pub mod report;
 pub mod value;
 pub mod watch;
 
-pub use exec::{Event, Executor, Observer, RunError, RunOutcome, Silent};
+pub use exec::{Event, Executor, Observer, RunError, RunOutcome, SharedCache, Silent};
 pub use graph::{CheckedGraph, GraphError, GraphErrors};
 pub use plugin::Registry;
 pub use value::Value;
+
+// Servers move executors and values between threads and share caches.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Value>();
+    send_sync::<Executor>();
+    send_sync::<SharedCache>();
+    send_sync::<CheckedGraph>();
+};
 
 /// Reads, overrides and validates a graph file.
 pub fn load_graph(

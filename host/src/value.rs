@@ -1,9 +1,51 @@
 //! Runtime values flowing along the graph's edges, on the host side. Cheap to
 //! clone: tensors and objects are shared, never copied.
-use crate::plugin::ffi::{HostObject, SharedTensor};
+//!
+//! These are safe types; what makes them cross the plugin boundary (and the
+//! `unsafe impl`s that let them cross threads) lives in `plugin::ffi`, the
+//! host's only unsafe module, so nothing here reaches the ABI layer.
 use diffgraph_sdk::PortType;
+use std::ffi::c_void;
 use std::fmt;
 use std::sync::Arc;
+use tch::Tensor;
+
+/// A libtorch tensor shared between graph values (and threads). tch's
+/// `Tensor` is `Send` but not `Sync`; `plugin::ffi` declares the cell `Sync`
+/// and explains why that is sound.
+#[derive(Clone)]
+pub struct SharedTensor(Arc<TensorCell>);
+
+pub(crate) struct TensorCell(pub(crate) Tensor);
+
+impl SharedTensor {
+    pub fn new(t: Tensor) -> SharedTensor {
+        SharedTensor(Arc::new(TensorCell(t)))
+    }
+
+    /// Read-only access: nodes never modify a value in place (the cache and
+    /// other threads may hold it too).
+    pub fn tensor(&self) -> &Tensor {
+        &self.0 .0
+    }
+}
+
+/// An object made by a plugin: opaque to the host, freed by the plugin's own
+/// `drop` function when the last reference goes (the `Drop` impl is in
+/// `plugin::ffi`). Libraries are never unloaded, so that function stays
+/// callable.
+pub struct HostObject {
+    pub(crate) type_name: String,
+    pub(crate) producer: *const c_void,
+    pub(crate) data: *mut c_void,
+    pub(crate) drop: Option<unsafe extern "C" fn(*mut c_void)>,
+}
+
+impl HostObject {
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+}
 
 #[derive(Clone)]
 pub enum Value {

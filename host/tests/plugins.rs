@@ -55,7 +55,8 @@ fn loading_a_folder_reports_each_failure_and_loads_the_rest() {
     .unwrap();
     std::fs::write(dir.path().join("libtruncated.so"), b"\x7fELF not really").unwrap();
     let mut registry = Registry::new();
-    let errors = registry.load_dir(dir.path(), "");
+    let source = diffgraph::plugin::discovery::PluginSource::new(dir.path(), "");
+    let errors = diffgraph::plugin::discovery::load_into(&mut registry, &[source]);
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(registry.get("AddInt").is_some());
 }
@@ -92,7 +93,7 @@ fn tensors_cross_ten_thousand_times_without_copies_or_growth() {
     let ptr = t.data_ptr() as usize;
     // Call the plugin node directly through the registry 10,000 times.
     let node = exec.registry.get("PassTensor").unwrap().clone();
-    let mut value = Value::Tensor(diffgraph::plugin::ffi::SharedTensor::new(t));
+    let mut value = Value::Tensor(diffgraph::value::SharedTensor::new(t));
     let warmup = 100;
     let mut rss_after_warmup = 0;
     for i in 0..10_000 {

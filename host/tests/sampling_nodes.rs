@@ -24,7 +24,7 @@ mod demo;
 mod schedulers;
 
 use diffgraph::graph::{Kind, Resolved};
-use diffgraph::plugin::ffi::SharedTensor;
+use diffgraph::value::SharedTensor;
 use diffgraph::{Executor, RunOutcome, Silent, Value};
 use serde_json::Value as Json;
 use std::sync::{Mutex, MutexGuard};

@@ -36,8 +36,8 @@ fn reference(model: &str, key: &str) -> Tensor {
         .1
 }
 
-/// The txt2img graph: the denoising loop with ScaleModelInput -> UNetStep ->
-/// CFGMixer -> SchedulerStep, latents injected from the reference file.
+/// The txt2img graph: the denoising loop with ScaleModelInput -> UNetStep
+/// (guided model_output) -> SchedulerStep, latents injected from the reference file.
 /// `start` defines the nodes that make the initial latent, `start_ref` links to it.
 fn graph(ckpt: &str, case: &serde_json::Value, start: &str, start_ref: &str) -> String {
     let schedule = if case["karras"].as_bool().unwrap() {
@@ -60,8 +60,7 @@ fn graph(ckpt: &str, case: &serde_json::Value, start: &str, start_ref: &str) -> 
                 "scaled": {{"type": "ScaleModelInput", "inputs": {{"state": ["denoise", "state"], "sample": ["denoise", "latent"], "timestep": ["denoise", "item"]}}}},
                 "unet": {{"type": "UNetStep", "inputs": {{"model": ["ckpt", "model"], "sample": ["scaled", "sample"], "timestep": ["denoise", "item"],
                           "cond": ["pos", "conditioning"], "uncond": ["neg", "conditioning"], "guidance_scale": ["g", "value"]}}}},
-                "cfg": {{"type": "CFGMixer", "inputs": {{"cond": ["unet", "output_cond"], "uncond": ["unet", "output_uncond"], "guidance_scale": ["g", "value"]}}}},
-                "step": {{"type": "SchedulerStep", "inputs": {{"state": ["denoise", "state"], "model_output": ["cfg", "output"], "timestep": ["denoise", "item"], "sample": ["denoise", "latent"]}}}}}},
+                "step": {{"type": "SchedulerStep", "inputs": {{"state": ["denoise", "state"], "model_output": ["unet", "model_output"], "timestep": ["denoise", "item"], "sample": ["denoise", "latent"]}}}}}},
             "next": {{"latent": ["step", "prev_sample"], "state": ["step", "state"]}}}}
         }}}}"#,
         prompt = case["prompt"],

@@ -74,6 +74,7 @@ fn guidance_one_skips_the_unconditional_branch() {
         "the call must be of batch 3, conditional only"
     );
     assert_eq!(seen(&u), seen(&c));
-    let (c, _) = run(Some(7.5), false);
+    // Without `uncond` (UNetStep refuses a guidance scale other than 1 then).
+    let (c, _) = run(None, false);
     assert_eq!(seen(&c), vec![(3.0, 7.0); 3]);
 }

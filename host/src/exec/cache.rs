@@ -1,10 +1,13 @@
-//! Results cached by content key across runs of one process. A key hashes a
-//! node's type, plugin generation, constants, device and its inputs' keys, so
-//! identical work is found whatever the node ids (ComfyUI's design); see
-//! `plan::static_key` and `Executor::key_of`.
+//! Results cached by content key across runs. A key hashes a node's type,
+//! plugin generation, constants, device and its inputs' keys, so identical
+//! work is found whatever the node ids (ComfyUI's design); see
+//! `plan::static_key` and `Run::key_of` (exec/run.rs).
+//!
+//! One [`SharedCache`] may serve several executors (a server's workers), so a
+//! model one job loaded is found by the next job on any worker.
 use crate::value::Value;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// One node's outputs, and the key they were computed under (None for nodes
 /// that depend on loop variables, which are never cached).
@@ -77,5 +80,56 @@ impl Cache {
 
     pub fn clear(&mut self) {
         self.map.clear();
+    }
+}
+
+/// A [`Cache`] several executors (and threads) share; cloning shares it.
+///
+/// The lock is held only to look up or store a result, never while a node
+/// runs, so executors on different threads run concurrently. Two of them
+/// asking for the same key at the same time both compute it (the second
+/// insert wins); runs are counted across all of them for eviction, so give a
+/// cache shared by N workers `keep_runs` of about N times what one would need.
+#[derive(Clone, Default)]
+pub struct SharedCache(Arc<Mutex<Cache>>);
+
+impl SharedCache {
+    pub fn new(keep_runs: u64) -> SharedCache {
+        SharedCache(Arc::new(Mutex::new(Cache::new(keep_runs))))
+    }
+
+    /// The cache itself, locked. A panic while it was locked cannot leave it
+    /// half-updated (each operation is one map call), so poisoning is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, Cache> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn get(&self, key: u128) -> Option<Arc<NodeResult>> {
+        self.lock().get(key)
+    }
+
+    pub fn insert(&self, key: u128, result: Arc<NodeResult>) {
+        self.lock().insert(key, result)
+    }
+
+    pub fn end_run(&self) {
+        self.lock().end_run()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    pub fn clear(&self) {
+        self.lock().clear()
+    }
+
+    /// Whether `other` is a handle to the same cache.
+    pub fn same_as(&self, other: &SharedCache) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }

@@ -2,82 +2,30 @@
 //! content-keyed cache, and running loops.
 pub mod cache;
 pub mod events;
+pub mod outcome;
 pub mod plan;
 mod run;
 
-pub use cache::{Cache, NodeResult};
+pub use cache::{Cache, NodeResult, SharedCache};
 pub use events::{Event, Observer, Silent};
+pub use outcome::{RunError, RunOutcome};
 pub use plan::Plan;
 
 use crate::graph::CheckedGraph;
 use crate::plugin::Registry;
-use crate::value::Value;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tch::Device;
 
-/// Why a run stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("node `{node}` ({type_name}) failed: {message}")]
-    Node {
-        node: String,
-        type_name: String,
-        message: String,
-    },
-    #[error("node `{node}` ({type_name}) panicked; the host caught it: {message}")]
-    Panic {
-        node: String,
-        type_name: String,
-        message: String,
-    },
-    #[error("interrupted before node `{node}`")]
-    Interrupted { node: String },
-    #[error("cannot plan the graph: {0}")]
-    Plan(String),
-}
-
-impl RunError {
-    /// The id of the node the error is about, if any.
-    pub fn node(&self) -> Option<&str> {
-        match self {
-            RunError::Node { node, .. }
-            | RunError::Panic { node, .. }
-            | RunError::Interrupted { node } => Some(node),
-            RunError::Plan(_) => None,
-        }
-    }
-}
-
-/// What a run produced.
-#[derive(Debug, Default)]
-pub struct RunOutcome {
-    /// For each target (output node, or requested id): its outputs by name.
-    pub outputs: Vec<(String, Vec<(String, Value)>)>,
-    /// Nodes that ran (loop bodies: counted once per loop run).
-    pub executed: Vec<String>,
-    /// Nodes served from the cache.
-    pub cached: Vec<String>,
-    pub seconds: f64,
-}
-
-impl RunOutcome {
-    /// Output `name` of target `node`.
-    pub fn output(&self, node: &str, name: &str) -> Option<&Value> {
-        self.outputs
-            .iter()
-            .find(|(id, _)| id == node)?
-            .1
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-    }
-}
-
 /// Runs graphs against a registry of node types, keeping a cache across runs.
+///
+/// An executor runs one graph at a time (`run` takes `&mut self`); for
+/// parallel jobs give each worker thread its own executor (`worker`), all
+/// sharing one [`SharedCache`] so a model loaded by one job serves the next.
+/// Executors are `Send + Sync` (checked at compile time in lib.rs).
 pub struct Executor {
     pub registry: Registry,
-    pub cache: Cache,
+    pub cache: SharedCache,
     device: Device,
     output_dir: String,
     interrupt: Arc<AtomicBool>,
@@ -85,11 +33,28 @@ pub struct Executor {
 
 impl Executor {
     pub fn new(registry: Registry) -> Executor {
+        Executor::with_cache(registry, SharedCache::default())
+    }
+
+    /// An executor whose results go to (and come from) `cache`.
+    pub fn with_cache(registry: Registry, cache: SharedCache) -> Executor {
         Executor {
             registry,
-            cache: Cache::default(),
+            cache,
             device: Device::Cpu,
             output_dir: "output".into(),
+            interrupt: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Another executor for another thread: the same node types, device,
+    /// output folder and cache, its own interrupt flag.
+    pub fn worker(&self) -> Executor {
+        Executor {
+            registry: self.registry.clone(),
+            cache: self.cache.clone(),
+            device: self.device,
+            output_dir: self.output_dir.clone(),
             interrupt: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -139,7 +104,7 @@ impl Executor {
             interrupt: &self.interrupt,
             observer,
         };
-        let outcome = run::run(plan, &mut self.cache, &env);
+        let outcome = run::run(plan, &self.cache, &env);
         self.cache.end_run();
         outcome
     }

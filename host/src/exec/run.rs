@@ -1,9 +1,9 @@
 //! The run loop: executes a plan's steps in order, serving keyed steps from
 //! the cache, and iterates loops over their bodies.
-use super::cache::{Cache, NodeResult};
+use super::cache::{NodeResult, SharedCache};
 use super::events::{Event, Observer};
+use super::outcome::{RunError, RunOutcome};
 use super::plan::{LoopPlan, Plan, Src, Step, StepKind};
-use super::{RunError, RunOutcome};
 use crate::plugin::ffi::{CallEnv, CallFailure};
 use crate::value::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +22,7 @@ static NONE: Value = Value::None;
 
 struct Run<'a> {
     plan: &'a Plan,
-    cache: &'a mut Cache,
+    cache: &'a SharedCache,
     env: &'a Env<'a>,
     results: Vec<Option<Arc<NodeResult>>>,
     /// Per loop node: its current variables (carried..., item, index).
@@ -32,7 +32,7 @@ struct Run<'a> {
     outcome: RunOutcome,
 }
 
-pub fn run(plan: &Plan, cache: &mut Cache, env: &Env) -> Result<RunOutcome, RunError> {
+pub fn run(plan: &Plan, cache: &SharedCache, env: &Env) -> Result<RunOutcome, RunError> {
     let start = Instant::now();
     let n = plan.steps.len();
     let mut r = Run {

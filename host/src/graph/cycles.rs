@@ -4,7 +4,7 @@
 //! the body are dependencies of the loop node itself.
 use super::errors::{ErrorKind, GraphError};
 use super::model::Graph;
-use super::validate::Resolved;
+use super::resolved::Resolved;
 use petgraph::algo::tarjan_scc;
 use petgraph::graphmap::DiGraphMap;
 use std::collections::HashMap;

@@ -3,7 +3,8 @@
 use super::constants::short;
 use super::errors::{ErrorKind, GraphError};
 use super::model::{Input, Node, LOOP_INDEX, LOOP_ITEM, LOOP_OVER};
-use super::validate::{Kind, Resolved, Validator};
+use super::resolved::Resolved;
+use super::validate::{Kind, Validator};
 use crate::value::Value;
 use diffgraph_sdk::PortType;
 

@@ -5,8 +5,10 @@ pub mod errors;
 mod loop_checks;
 pub mod model;
 pub mod overrides;
+pub mod resolved;
 pub mod validate;
 
 pub use errors::{ErrorKind, GraphError, GraphErrors};
 pub use model::{Graph, Input, Link, Node};
-pub use validate::{validate, CheckedGraph, Kind, Resolved};
+pub use resolved::Resolved;
+pub use validate::{validate, CheckedGraph, Kind};

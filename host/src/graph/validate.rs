@@ -4,22 +4,11 @@
 use super::constants::{check_constant, const_type};
 use super::errors::{ErrorKind, GraphError, GraphErrors};
 use super::model::{Graph, Input, Link, OutputRef, LOOP_INDEX, LOOP_ITEM, LOOP_OVER};
+use super::resolved::Resolved;
 use crate::plugin::{NodeType, Registry};
 use crate::value::Value;
 use diffgraph_sdk::PortType;
 use std::sync::Arc;
-
-/// An input after validation.
-#[derive(Clone, Debug)]
-pub enum Resolved {
-    Link {
-        node: usize,
-        output: usize,
-    },
-    Const(Value),
-    /// An optional input that was not given and has no default.
-    Absent,
-}
 
 /// What a node is, once its type is known.
 #[derive(Clone)]
@@ -42,6 +31,14 @@ pub struct CheckedGraph {
     pub next: Vec<Vec<Resolved>>,
     pub output_names: Vec<Vec<String>>,
     pub output_types: Vec<Vec<PortType>>,
+}
+
+impl CheckedGraph {
+    /// Ids of the nodes outside any loop body (what progress counts).
+    pub fn top_level_ids(&self) -> std::collections::HashSet<String> {
+        let top = self.graph.nodes.iter().filter(|n| n.scope.is_none());
+        top.map(|n| n.id.clone()).collect()
+    }
 }
 
 /// Validates `graph` against the node types in `registry`.

@@ -1,7 +1,8 @@
 //! The host side of the plugin ABI (`diffgraph_sdk::abi`): opening a library
 //! and reading its descriptor, calling a node, and moving values across.
-//! All of the host's unsafe code is in this file.
-use crate::value::Value;
+//! All of the host's unsafe code is in this file (the crate denies
+//! `unsafe_code` everywhere else).
+use crate::value::{HostObject, SharedTensor, TensorCell, Value};
 use diffgraph_sdk::abi::*;
 use std::ffi::c_void;
 use std::path::Path;
@@ -9,49 +10,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tch::Tensor;
 
-/// A libtorch tensor shared between graph values. tch's `Tensor` is `Send` but
-/// not `Sync` because in-place ops could race; the host never mutates a tensor
-/// it holds (nodes get them as `&Tensor` and return new ones), so sharing
-/// read-only handles across threads is sound.
-#[derive(Clone)]
-pub struct SharedTensor(Arc<TensorCell>);
+// Thread safety of the value types (defined, safe, in `crate::value`).
 
-struct TensorCell(Tensor);
-// SAFETY: see `SharedTensor`: the host only reads through the handle.
+// SAFETY: a `TensorCell` is only ever read: `SharedTensor` hands out `&Tensor`
+// and nodes receive inputs as borrowed handles that the ABI forbids them to
+// modify in place (`diffgraph_sdk::abi`, Ownership) - a rule the cache needs
+// anyway, since a cached tensor is reused by later runs. libtorch's reference
+// counts are atomic and concurrent read-only ops on one tensor are supported,
+// so sharing the handle across threads is sound as long as plugins keep that
+// rule. A plugin that broke it (an in-place op on an input) would corrupt
+// cached results on one thread already; Rust cannot check C++ code for it.
 unsafe impl Sync for TensorCell {}
 
-impl SharedTensor {
-    pub fn new(t: Tensor) -> SharedTensor {
-        SharedTensor(Arc::new(TensorCell(t)))
-    }
-    pub fn tensor(&self) -> &Tensor {
-        &self.0 .0
-    }
-    fn handle(&self) -> *mut c_void {
-        self.0 .0.as_ptr() as *mut c_void
-    }
-}
-
-/// An object made by a plugin: opaque to the host, freed by the plugin's own
-/// `drop` function when the last reference goes. Libraries are never unloaded,
-/// so that function stays callable.
-pub struct HostObject {
-    type_name: String,
-    producer: *const c_void,
-    data: *mut c_void,
-    drop: Option<unsafe extern "C" fn(*mut c_void)>,
-}
-
-// SAFETY: the SDK only lets plugins make objects from `Send + Sync` types, and
-// the host never dereferences `data` itself.
+// SAFETY: the SDK only lets plugins make objects from `Send + Sync` types
+// (`diffgraph_sdk::Object::new`), and the host never dereferences `data`
+// itself; `drop` is a plain function of a never-unloaded library.
 unsafe impl Send for HostObject {}
 unsafe impl Sync for HostObject {}
-
-impl HostObject {
-    pub fn type_name(&self) -> &str {
-        &self.type_name
-    }
-}
 
 impl Drop for HostObject {
     fn drop(&mut self) {
@@ -64,7 +39,7 @@ impl Drop for HostObject {
 }
 
 /// An opened plugin library and its descriptor. The library is leaked on
-/// purpose: plugins are never unloaded (see `shared/notes/plugin-abi.md`).
+/// purpose: plugins are never unloaded (`diffgraph_sdk::abi`, Ownership).
 pub struct OpenedLibrary {
     descriptor: &'static PluginDescriptor,
 }
@@ -263,7 +238,7 @@ fn lower(v: &Value, lists: &mut Vec<Vec<AbiValue>>) -> AbiValue {
         }
         Value::Tensor(t) => {
             out.kind = AbiKind::Tensor as u32;
-            out.ptr = t.handle();
+            out.ptr = t.tensor().as_ptr() as *mut c_void;
         }
         Value::Object(o) => {
             out.kind = AbiKind::Object as u32;

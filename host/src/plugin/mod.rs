@@ -1,5 +1,8 @@
-//! Node plugins: finding and loading libraries, and the registry of node
-//! types they provide. The unsafe ABI layer is `ffi`.
+//! Node plugins: loading libraries and the registry of node types they
+//! provide. Where libraries are found is `discovery`; the unsafe ABI layer
+//! is `ffi`, the only module of the crate allowed unsafe code.
+pub mod discovery;
+#[allow(unsafe_code)]
 pub mod ffi;
 
 use diffgraph_sdk::NodeSchema;
@@ -8,11 +11,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-/// File-name prefix of the plugins loaded from the executable's folder by
-/// default (`libdiffgraph_nodes_*.so`). Folders given with `--plugins` load
-/// every shared library in them.
-pub const DEFAULT_PLUGIN_PREFIX: &str = "libdiffgraph_nodes_";
 
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -128,50 +126,6 @@ impl Registry {
         self.libraries.push(library.clone());
         Ok(library)
     }
-
-    /// Loads every shared library in `dir` whose file name starts with
-    /// `prefix` (all of them for `""`). Failures are returned, not fatal.
-    pub fn load_dir(&mut self, dir: &Path, prefix: &str) -> Vec<LoadError> {
-        let mut errors = Vec::new();
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) => {
-                return vec![LoadError {
-                    path: dir.to_path_buf(),
-                    message: format!("cannot read folder: {e}"),
-                }]
-            }
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_plugin_file(p, prefix))
-            .collect();
-        paths.sort();
-        for p in paths {
-            if let Err(e) = self.load_file(&p) {
-                errors.push(e);
-            }
-        }
-        errors
-    }
-}
-
-/// A shared library (`.so`, `.dylib`, `.dll`) whose name starts with `prefix`.
-pub fn is_plugin_file(path: &Path, prefix: &str) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return false;
-    };
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    name.starts_with(prefix) && matches!(ext, "so" | "dylib" | "dll")
-}
-
-/// Where plugins are looked for when `--plugins` is not given: the folder of
-/// the running executable (cargo puts the plugins next to the binary).
-pub fn default_plugin_dir() -> Option<PathBuf> {
-    std::env::current_exe()
-        .ok()?
-        .parent()
-        .map(|p| p.to_path_buf())
 }
 
 /// Calls one node directly, outside any graph (CPU, output folder `output`):

@@ -1,7 +1,8 @@
 //! Hot reload: a session that keeps one executor (and its cache) alive while
 //! plugin libraries are rebuilt and the graph file is edited, re-running only
-//! what changed. The file watching and printing are in `cli::watch`; this is
-//! the part a library user (or a server) can drive directly.
+//! what changed. The file watching and printing are the binary's
+//! (`src/bin/diffgraph/watch.rs`); this is the part a library user (or a
+//! server) can drive directly.
 pub mod cargo;
 
 use crate::exec::{Executor, Observer, RunError, RunOutcome};

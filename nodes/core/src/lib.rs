@@ -3,6 +3,7 @@
 //! The built-in node types every graph needs: constants, seeded noise, image
 //! and tensor files, and small tensor math. Each concern lives in its own
 //! module; this file only exports them to the host.
+#![deny(unsafe_code)]
 mod constants;
 mod image_io;
 mod math;

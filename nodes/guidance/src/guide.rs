@@ -9,7 +9,7 @@
 //!
 //!   a modified model output that any scheduler consuming ε can step with.
 //!   v- and x_0-predictions are converted to ε at x_t, guided, and converted
-//!   back (`crate::schedule::Prediction`).
+//!   back (`diffgraph_diffusion::PredictionType`).
 //!
 //! - `ClassifierGuidanceDDPM`, the paper's Algorithm 1 (Sec. 4.1): the
 //!   ancestral step samples x_{t−1} ~ N(μ + s·Σ·∇_{x_t} log p_φ(y | x_t), Σ).
@@ -23,7 +23,9 @@
 //! x/√(σ²+1) is x_t at ᾱ = 1/(σ²+1).
 //! With several targets the gradient is that of Σ_i w_i·log p_φ(y_i | x_t).
 use crate::classifier::{log_prob_grad, Classifier, Targets, CLASSIFIER};
-use crate::schedule::{self, Prediction, VarianceType};
+use crate::schedule;
+use diffgraph_diffusion::variance::ddpm_variance;
+use diffgraph_diffusion::{ConfigName, PredictionType, VarianceType};
 use diffgraph_sdk::prelude::*;
 
 /// The inputs both forms share: the classifier, the targets, the scale.
@@ -63,15 +65,19 @@ fn check_same(a: &Tensor, a_name: &str, b: &Tensor, b_name: &str) -> Result<(), 
 /// The DDIM form: ε̂ = ε − s·√(1−ᾱ)·∇ (in the model's prediction type).
 pub fn guide_model_output(
     model_output: &Tensor,
-    prediction: Prediction,
+    prediction: PredictionType,
     x: &Tensor,
     alpha_bar: f64,
     grad: &Tensor,
     scale: f64,
 ) -> Result<Tensor, NodeError> {
-    let eps = prediction.to_eps(model_output, x, alpha_bar)?;
+    let eps = prediction
+        .to_eps(model_output, x, alpha_bar)
+        .map_err(String::from)?;
     let guided = eps.f_sub(&grad.f_mul_scalar(scale * (1.0 - alpha_bar).sqrt())?)?;
-    prediction.from_eps(&guided, x, alpha_bar)
+    Ok(prediction
+        .from_eps(&guided, x, alpha_bar)
+        .map_err(String::from)?)
 }
 
 pub struct ClassifierGuidance;
@@ -99,7 +105,7 @@ impl Node for ClassifierGuidance {
             .input(
                 InputSpec::string("prediction_type")
                     .default("epsilon")
-                    .choices(&Prediction::NAMES)
+                    .choices(&PredictionType::names())
                     .doc("what model_output is (LoadTorchScriptDenoiser's prediction_type output fits here)"),
             )
             .output(OutputSpec::new("output", PortType::Tensor).doc("the guided model output, same type as model_output"))
@@ -122,7 +128,9 @@ impl Node for ClassifierGuidance {
         if !(alpha_bar > 0.0 && alpha_bar < 1.0) {
             return Err(format!("alpha_bar_t = {alpha_bar} at timestep {timestep}: guidance needs 0 < alpha_bar < 1").into());
         }
-        let prediction = Prediction::parse(inputs.str("prediction_type")?)?;
+        let prediction =
+            PredictionType::parse("input `prediction_type`:", inputs.str("prediction_type")?)
+                .map_err(String::from)?;
         let targets = Targets::from_inputs(inputs)?;
         let scale = inputs.float("scale")?;
         if scale == 0.0 {
@@ -186,7 +194,7 @@ impl Node for ClassifierGuidanceDdpm {
             .input(
                 InputSpec::string("variance_type")
                     .default("fixed_small")
-                    .choices(&VarianceType::NAMES)
+                    .choices(&VarianceType::fixed_names())
                     .doc("the DDPM scheduler's variance_type"),
             )
             .output(
@@ -211,7 +219,9 @@ impl Node for ClassifierGuidanceDdpm {
             })
             .collect::<Result<_, _>>()?;
         let prev_t = previous_timestep(&timesteps, inputs.int("index")?, t)?;
-        let variance_type = VarianceType::parse(inputs.str("variance_type")?)?;
+        let variance_type =
+            VarianceType::parse("input `variance_type`:", inputs.str("variance_type")?)
+                .map_err(String::from)?;
         let targets = Targets::from_inputs(inputs)?;
         let scale = inputs.float("scale")?;
         let a_t = schedule::alpha_bar(table, t)?;
@@ -223,7 +233,7 @@ impl Node for ClassifierGuidanceDdpm {
         } else {
             1.0
         };
-        let variance = schedule::ddpm_variance(t, a_t, a_prev, variance_type);
+        let variance = ddpm_variance(t, a_t, a_prev, variance_type).map_err(String::from)?;
         if scale == 0.0 || variance == 0.0 {
             return Ok(vec![prev.shallow_clone().into()]);
         }

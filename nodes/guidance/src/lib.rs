@@ -10,7 +10,9 @@
 //! - [`guide`]: classifier guidance (Dhariwal & Nichol 2021) in the DDIM form
 //!   (`ClassifierGuidance`, Algorithm 2) and the DDPM form
 //!   (`ClassifierGuidanceDDPM`, Algorithm 1).
-//! - [`schedule`]: ᾱ_t lookups, the DDPM step variance, ε/v/x_0 conversions.
+//! - [`schedule`]: ᾱ_t lookups in the scheduler's `alphas_cumprod`; the
+//!   diffusion math (ε/v/x_0 conversions, the DDPM step variance) is
+//!   `diffgraph_diffusion`'s.
 //!
 //! docs/guidance.md shows the formulas next to the graphs that implement them
 //! and the analytic model (tests/fixtures/gmm) they are verified on.

@@ -5,7 +5,7 @@
 //! exact unconditional ε against the exact class-conditional ε.
 use crate::classifier::{log_prob_grad, Targets};
 use crate::guide::{guide_model_output, previous_timestep};
-use crate::schedule::Prediction;
+use diffgraph_diffusion::PredictionType;
 use diffgraph_sdk::prelude::*;
 
 fn fixture(name: &str) -> String {
@@ -150,7 +150,8 @@ fn ddim_form_at_scale_one_gives_the_conditional_model() {
                 &Targets::new(vec![y], vec![1.0]).unwrap(),
             )
             .unwrap();
-            let guided = guide_model_output(&eps, Prediction::Epsilon, &x, a, &grad, 1.0).unwrap();
+            let guided =
+                guide_model_output(&eps, PredictionType::Epsilon, &x, a, &grad, 1.0).unwrap();
             let onehot = Tensor::eye(5, (Kind::Float, Device::Cpu)).narrow(0, y, 1);
             let want = cond.forward_ts(&[&x, &ts, &onehot]).unwrap();
             let err = max_abs(&guided, &want);
@@ -159,8 +160,9 @@ fn ddim_form_at_scale_one_gives_the_conditional_model() {
                 "t={t} y={y}: guided eps vs conditional eps {err}"
             );
             // The same through a v-prediction: v̂ = v − s·√(1−ᾱ)/√ᾱ·∇.
-            let v = Prediction::V.from_eps(&eps, &x, a).unwrap();
-            let v_hat = guide_model_output(&v, Prediction::V, &x, a, &grad, 1.0).unwrap();
+            let v = PredictionType::VPrediction.from_eps(&eps, &x, a).unwrap();
+            let v_hat =
+                guide_model_output(&v, PredictionType::VPrediction, &x, a, &grad, 1.0).unwrap();
             let direct = &v - &grad * ((1.0 - a).sqrt() / a.sqrt());
             assert!(
                 max_abs(&v_hat, &direct) <= 1e-4 * (1.0 / a.sqrt()),

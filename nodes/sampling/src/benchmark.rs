@@ -8,24 +8,22 @@
 //! ```sh
 //! cargo test --release -p diffgraph-nodes-sampling --lib benchmark -- --ignored --nocapture
 //! ```
-use crate::config::{self, SamplerKind};
+use crate::config::{ConfigFile, Overrides};
 use crate::noise::NoiseStream;
-use crate::samplers;
-use crate::schedule::ConfigName;
+use crate::samplers::{self, SamplerInfo, SAMPLERS};
 use crate::state::SchedulerState;
 use diffgraph_sdk::prelude::*;
-use serde_json::Map;
 use std::time::Instant;
 
 const STEPS: i64 = 20;
 const RUNS: usize = 15;
 
 /// Microseconds per step of one full run (median over `RUNS`).
-fn per_step(kind: SamplerKind, sample: &Tensor, model_output: &Tensor) -> f64 {
+fn per_step(info: &SamplerInfo, sample: &Tensor, model_output: &Tensor) -> f64 {
     let mut times = Vec::new();
     for _ in 0..RUNS {
-        let config = config::resolve(kind, None, &Map::new()).unwrap();
-        let sampler = samplers::build(kind, config, STEPS, 0.0).unwrap();
+        let sd = ConfigFile::stable_diffusion();
+        let sampler = samplers::build(info, &sd, &Overrides::default(), STEPS, 0.0).unwrap();
         let mut state = SchedulerState::new(sampler, 0, NoiseStream::new(0, 0));
         let mut x = sample.shallow_clone();
         let start = Instant::now();
@@ -54,11 +52,12 @@ fn benchmark_scheduler_step_overhead() {
     let model_output = Tensor::ones([1, 4, 64, 64], opts)
         .f_mul_scalar(0.1)
         .unwrap();
-    for (name, kind) in SamplerKind::ALL.iter().take(8) {
-        per_step(*kind, &sample, &model_output); // warm-up
+    for info in SAMPLERS {
+        per_step(info, &sample, &model_output); // warm-up
         println!(
-            "BENCH {name} {:.1}",
-            per_step(*kind, &sample, &model_output)
+            "BENCH {} {:.1}",
+            info.name,
+            per_step(info, &sample, &model_output)
         );
     }
 }

@@ -4,34 +4,29 @@
 //! formula cites its `diffusers/schedulers/scheduling_*.py`), plus demo
 //! nodes that make complete sampling graphs without model weights.
 //!
-//! - [`config`]: sampler kinds and their config, as diffusers' `from_config`
-//!   builds it from a `scheduler_config.json` or SD's defaults.
-//! - [`schedule`]: betas and `alphas_cumprod`; [`spacing`]: inference
-//!   timesteps; [`sigmas`]: sigma tables (Karras too); [`numpy`]: the numpy
-//!   arithmetic those depend on; [`scalar`]: torch's float32 scalar log/exp;
-//!   [`quadrature`]: LMS coefficients.
+//! The diffusion math (schedules, timesteps, sigma tables, prediction
+//! conversions, numpy/libtorch float arithmetic) is `diffgraph_diffusion`'s;
+//! this crate holds the samplers and their nodes:
+//!
+//! - [`config`]: a `scheduler_config.json` (or SD's defaults) and the node's
+//!   typed overrides, merged as diffusers' `from_config` does.
 //! - [`sampler`]: the [`sampler::Sampler`] trait (the swap point);
 //!   [`samplers`]: DDIM, DDPM, PNDM, LMS, Euler, Euler ancestral, Heun,
-//!   DPM-Solver++ 2M, one file each.
-//! - [`prediction`]: x0 and eps from the model output per `prediction_type`.
+//!   DPM-Solver++ 2M, one file each, each declaring itself (`SamplerInfo`)
+//!   in the registry `samplers::SAMPLERS`; [`quadrature`]: LMS coefficients.
 //! - [`noise`]: seeded noise identical to diffusers' CPU generator draws.
 //! - [`state`]: the `SCHEDULER` object the graph's loop carries.
-//! - [`nodes`]: `Scheduler`, `DDIMScheduler`, `ScaleModelInput`,
-//!   `SchedulerStep`, `AddNoise`, `SchedulerAlphaBar`.
+//! - [`nodes`]: `Scheduler` (also under its first name `DDIMScheduler`),
+//!   `ScaleModelInput`, `SchedulerStep`, `AddNoise`, `SchedulerAlphaBar`.
 //! - [`demo`]: `ProceduralImages`, `ExactDenoiser`, `SyntheticModel`.
+#![deny(unsafe_code)]
 pub mod config;
 pub mod demo;
 pub mod nodes;
 pub mod noise;
-pub mod numpy;
-pub mod prediction;
 pub mod quadrature;
 pub mod sampler;
 pub mod samplers;
-pub mod scalar;
-pub mod schedule;
-pub mod sigmas;
-pub mod spacing;
 pub mod state;
 
 #[cfg(test)]
@@ -44,8 +39,8 @@ mod scheduler_parity_tests;
 diffgraph_sdk::export_plugin!(
     "sampling",
     [
-        nodes::Scheduler,
-        nodes::DdimScheduler,
+        nodes::Scheduler::GENERAL,
+        nodes::Scheduler::DDIM,
         nodes::SchedulerStep,
         nodes::ScaleModelInput,
         nodes::AddNoise,

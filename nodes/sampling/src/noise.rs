@@ -32,7 +32,8 @@
 //! pipelines draw the initial latents (txt2img) or the img2img noise from the
 //! same generator first, so `skip = 1` continues after `GaussianNoise` with
 //! the same seed and shape.
-use diffgraph_sdk::prelude::*;
+use diffgraph_diffusion::Result;
+use diffgraph_sdk::tch::{self, Device, Kind, Tensor};
 use std::sync::{Arc, Mutex};
 
 /// Serialises `manual_seed` + `randn` within this plugin (the host runs one
@@ -42,7 +43,7 @@ static GLOBAL_RNG: Mutex<()> = Mutex::new(());
 /// Draws `count` tensors shaped `shape` in `kind` from a fresh CPU generator
 /// seeded with `seed`: all of them stacked ([count, ...]) as one draw when
 /// the shape has a multiple of 16 elements, else only the last ([1, ...]).
-fn draw(seed: i64, shape: &[i64], kind: Kind, count: usize) -> Result<Tensor, NodeError> {
+fn draw(seed: i64, shape: &[i64], kind: Kind, count: usize) -> Result<Tensor> {
     let _guard = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(seed);
     let numel: i64 = shape.iter().product();
@@ -91,7 +92,7 @@ impl NoiseStream {
     /// Draw number `number` of the run (0 for the run's first step) shaped,
     /// typed and placed like `like`; `run_len` is the number of steps of
     /// the run, drawn at once on first use.
-    pub fn noise(&self, number: usize, run_len: usize, like: &Tensor) -> Result<Tensor, NodeError> {
+    pub fn noise(&self, number: usize, run_len: usize, like: &Tensor) -> Result<Tensor> {
         let (shape, kind) = (like.size(), like.kind());
         let index = self.skip + number;
         let numel: i64 = shape.iter().product();

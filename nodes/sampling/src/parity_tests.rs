@@ -3,13 +3,14 @@
 //! every step count, DDIM steps (eta > 0 with generator noise of a shape
 //! that is not a multiple of 16, the replayed path of `crate::noise`).
 use crate::noise::NoiseStream;
-use crate::sampler::{Sampler, StepInput};
-use crate::samplers::ddim::Ddim;
-use crate::schedule::{
+use crate::sampler::{ClipSample, Sampler, StepInput};
+use crate::samplers::ddim::{Ddim, DdimConfig, INFO};
+use crate::samplers::testing::sd_schedule;
+use diffgraph_diffusion::timesteps::timesteps;
+use diffgraph_diffusion::{
     BetaSchedule, ConfigName, PredictionType, Schedule, ScheduleConfig, TimestepSpacing,
 };
-use crate::spacing::timesteps;
-use diffgraph_sdk::prelude::*;
+use diffgraph_sdk::tch::Tensor;
 use serde_json::Value as Json;
 
 fn fixture() -> Json {
@@ -44,12 +45,21 @@ fn config_of(c: &Json) -> ScheduleConfig {
         beta_end: c["beta_end"].as_f64().unwrap(),
         beta_schedule: BetaSchedule::parse("", c["beta_schedule"].as_str().unwrap()).unwrap(),
         steps_offset: c["steps_offset"].as_i64().unwrap(),
-        set_alpha_to_one: c["set_alpha_to_one"].as_bool().unwrap(),
         timestep_spacing: TimestepSpacing::parse("", c["timestep_spacing"].as_str().unwrap())
             .unwrap(),
         prediction_type: PredictionType::parse("", c["prediction_type"].as_str().unwrap()).unwrap(),
-        clip_sample: c["clip_sample"].as_bool().unwrap(),
         ..ScheduleConfig::default()
+    }
+}
+
+/// DDIM's own keys of a fixture case.
+fn ddim_of(c: &Json) -> DdimConfig {
+    DdimConfig {
+        clip: ClipSample {
+            clip: c["clip_sample"].as_bool().unwrap(),
+            range: 1.0,
+        },
+        set_alpha_to_one: c["set_alpha_to_one"].as_bool().unwrap(),
     }
 }
 
@@ -74,7 +84,7 @@ fn alphas_cumprod_match_diffusers() {
         eprintln!("{name}: alphas_cumprod max abs error {err:e}");
         assert!(err <= 1e-6, "{name}: {err}");
         assert_eq!(
-            schedule.final_alpha_cumprod,
+            schedule.final_alpha_cumprod(ddim_of(&s["config"]).set_alpha_to_one),
             s["final_alpha_cumprod"].as_f64().unwrap() as f32
         );
     }
@@ -88,7 +98,7 @@ fn timesteps_match_diffusers() {
             timestep_spacing: TimestepSpacing::parse("", case["spacing"].as_str().unwrap())
                 .unwrap(),
             steps_offset: case["steps_offset"].as_i64().unwrap(),
-            ..ScheduleConfig::default()
+            ..sd_schedule(&INFO)
         };
         let n = case["steps"].as_i64().unwrap();
         let want = ints(&case["timesteps"]);
@@ -116,7 +126,7 @@ fn timesteps_match_diffusers_for_every_step_count() {
     for (spacing, sums) in f["timestep_checksums"].as_object().unwrap() {
         let config = ScheduleConfig {
             timestep_spacing: TimestepSpacing::parse("", spacing).unwrap(),
-            ..ScheduleConfig::default()
+            ..sd_schedule(&INFO)
         };
         for (i, entry) in sums.as_array().unwrap().iter().enumerate() {
             let n = i as i64 + 1;
@@ -162,16 +172,14 @@ fn ddim_steps_match_diffusers() {
                 case["timestep_spacing"].as_str().unwrap(),
             )
             .unwrap(),
-            set_alpha_to_one: case["set_alpha_to_one"].as_bool().unwrap(),
-            clip_sample: case["clip_sample"].as_bool().unwrap(),
-            ..ScheduleConfig::default()
+            ..sd_schedule(&INFO)
         };
         let n = case["steps"].as_i64().unwrap();
         let (eta, seed) = (
             case["eta"].as_f64().unwrap(),
             case["seed"].as_i64().unwrap(),
         );
-        let mut ddim = Ddim::new(config, n, eta).unwrap();
+        let mut ddim = Ddim::new(config, ddim_of(case), n, eta).unwrap();
         let noise = NoiseStream::new(seed, 0);
         for r in case["results"].as_array().unwrap() {
             let t = r["timestep"].as_i64().unwrap();

@@ -1,6 +1,6 @@
 //! The swap point: the interface every sampler implements. A new sampler is
-//! one file in `crate::samplers` implementing [`Sampler`], plus its name in
-//! `crate::config::SamplerKind`.
+//! one file in `crate::samplers` implementing [`Sampler`] and declaring its
+//! `SamplerInfo`, plus its line in `crate::samplers::SAMPLERS`.
 //!
 //! A sampler is a state machine over one denoising run, like a diffusers
 //! scheduler after `set_timesteps`: it owns its schedule and timesteps, and
@@ -10,8 +10,9 @@
 //! `crate::state::SchedulerState`, which the graph's `Loop` carries from step
 //! to step (the state clones the sampler for each step, so a state object is
 //! never changed once made: graphs stay cacheable and re-runnable).
-use crate::schedule::Schedule;
-use diffgraph_sdk::prelude::*;
+use crate::samplers::{SamplerInfo, Setup};
+use diffgraph_diffusion::{integer_timestep, scalar, Result, Schedule};
+use diffgraph_sdk::tch::Tensor;
 
 /// The result of one denoising step (diffusers' `SchedulerOutput`).
 pub struct StepOutput {
@@ -33,12 +34,12 @@ pub struct StepInput<'a> {
     /// This step's draw from the run's seeded generator, shaped, typed and
     /// placed like its argument (see `crate::noise`). Only stochastic
     /// samplers call it.
-    pub noise: &'a dyn Fn(&Tensor) -> Result<Tensor, NodeError>,
+    pub noise: &'a dyn Fn(&Tensor) -> Result<Tensor>,
 }
 
 pub trait Sampler: Send + 'static {
-    /// The scheduler's name, for messages (e.g. `EulerDiscreteScheduler`).
-    fn name(&self) -> &'static str;
+    /// The sampler's declaration (its `INFO`): names, options.
+    fn info(&self) -> &'static SamplerInfo;
 
     /// The noise schedule (betas, alphas_cumprod, config).
     fn schedule(&self) -> &Schedule;
@@ -62,7 +63,7 @@ pub trait Sampler: Send + 'static {
     }
 
     /// Factor for the initial noise: latents = randn * init_noise_sigma.
-    fn init_noise_sigma(&self) -> Result<f32, NodeError>;
+    fn init_noise_sigma(&self) -> Result<f32>;
 
     /// True when a step depends on earlier steps of the run (history, a
     /// predictor state), so that the state must be carried through the loop.
@@ -71,12 +72,12 @@ pub trait Sampler: Send + 'static {
     }
 
     /// Scales the sample before it goes into the model at step `index`.
-    fn scale_model_input(&self, sample: &Tensor, _index: usize) -> Result<Tensor, NodeError> {
+    fn scale_model_input(&self, sample: &Tensor, _index: usize) -> Result<Tensor> {
         Ok(sample.shallow_clone())
     }
 
     /// One step from `input.sample` at step `input.index` to the next.
-    fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError>;
+    fn step(&mut self, input: StepInput) -> Result<StepOutput>;
 
     /// `original` noised to step `index` (timestep `timestep`), as the
     /// scheduler's `add_noise` does for img2img.
@@ -86,12 +87,12 @@ pub trait Sampler: Send + 'static {
         noise: &Tensor,
         index: usize,
         timestep: f32,
-    ) -> Result<Tensor, NodeError>;
+    ) -> Result<Tensor>;
 
     /// The cumulative alpha of the model's input at step `index`: for the
     /// sigma samplers 1 / (sigma² + 1) (the model sees x / sqrt(sigma² + 1)),
     /// else `alphas_cumprod[timestep]`.
-    fn alpha_bar(&self, index: usize, timestep: f32) -> Result<f64, NodeError> {
+    fn alpha_bar(&self, index: usize, timestep: f32) -> Result<f64> {
         let _ = index;
         Ok(f64::from(
             self.schedule().alpha_cumprod(integer_timestep(timestep)?)?,
@@ -102,16 +103,8 @@ pub trait Sampler: Send + 'static {
     fn box_clone(&self) -> Box<dyn Sampler>;
 }
 
-/// A timestep that indexes `alphas_cumprod`.
-pub fn integer_timestep(t: f32) -> Result<i64, NodeError> {
-    if t.fract() != 0.0 || !t.is_finite() {
-        return Err(format!("timestep {t} is not an integer").into());
-    }
-    Ok(t as i64)
-}
-
 /// Checks that a step's tensors fit together (same shape and device).
-pub fn check_step_inputs(model_output: &Tensor, sample: &Tensor) -> Result<(), NodeError> {
+pub fn check_step_inputs(model_output: &Tensor, sample: &Tensor) -> Result<()> {
     if model_output.size() != sample.size() {
         return Err(format!(
             "model_output has shape {:?} but sample has shape {:?}; they must match",
@@ -144,10 +137,10 @@ pub fn add_noise_alpha(
     original: &Tensor,
     noise: &Tensor,
     timestep: f32,
-) -> Result<Tensor, NodeError> {
+) -> Result<Tensor> {
     let a = schedule.alpha_cumprod(integer_timestep(timestep)?)?;
-    let sqrt_a = f64::from(crate::scalar::sqrt(a)?);
-    let sqrt_one_minus_a = f64::from(crate::scalar::sqrt(1.0 - a)?);
+    let sqrt_a = f64::from(scalar::sqrt(a)?);
+    let sqrt_one_minus_a = f64::from(scalar::sqrt(1.0 - a)?);
     Ok(original
         .f_mul_scalar(sqrt_a)?
         .f_add(&noise.f_mul_scalar(sqrt_one_minus_a)?)?)
@@ -155,6 +148,32 @@ pub fn add_noise_alpha(
 
 /// `original + noise · sigma` (`add_noise` of the Euler, LMS and Heun
 /// schedulers, with the sigma of the step).
-pub fn add_noise_sigma(original: &Tensor, noise: &Tensor, sigma: f32) -> Result<Tensor, NodeError> {
+pub fn add_noise_sigma(original: &Tensor, noise: &Tensor, sigma: f32) -> Result<Tensor> {
     Ok(original.f_add(&noise.f_mul_scalar(f64::from(sigma))?)?)
+}
+
+/// `clip_sample` and `clip_sample_range` (DDIM, DDPM, Heun): the predicted
+/// x0 clamped to ±range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClipSample {
+    pub clip: bool,
+    pub range: f64,
+}
+
+impl ClipSample {
+    /// The class's keys, `clip` being its default for `clip_sample`.
+    pub fn read(setup: &Setup, clip: bool) -> Result<ClipSample> {
+        Ok(ClipSample {
+            clip: setup.flag("clip_sample", clip)?,
+            range: setup.num("clip_sample_range", 1.0)?,
+        })
+    }
+
+    pub fn apply(&self, x0: Tensor) -> Result<Tensor> {
+        Ok(if self.clip {
+            x0.f_clamp(-self.range, self.range)?
+        } else {
+            x0
+        })
+    }
 }

@@ -5,17 +5,15 @@
 //! trajectories with a synthetic model for every prediction type (stochastic
 //! samplers seeded); img2img at strength 0.6; LMS coefficients; numpy's
 //! float32 log. The loops run through `SchedulerState`, as the graph does.
-use crate::config::{self, SamplerKind};
+use crate::config::{ConfigFile, Overrides};
 use crate::demo::synthetic::synthetic_output;
 use crate::noise::NoiseStream;
-use crate::numpy;
 use crate::quadrature::lms_coefficient;
 use crate::samplers;
-use crate::schedule::{ConfigName, Schedule};
-use crate::sigmas;
 use crate::state::SchedulerState;
+use diffgraph_diffusion::{numpy, sigmas, ConfigName, Schedule, ScheduleConfig};
 use diffgraph_sdk::prelude::*;
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
 
 pub fn fixture() -> Json {
     let path = concat!(
@@ -58,29 +56,25 @@ fn to_vec(t: &Tensor) -> Vec<f32> {
 
 /// The case's scheduler state, built as the `Scheduler` node builds it.
 fn state_for(f: &Json, case: &Json, strength: f64) -> SchedulerState {
-    let kind = SamplerKind::parse("", case["sampler"].as_str().unwrap()).unwrap();
-    let mut o = Map::new();
-    for key in ["prediction_type", "spacing", "karras"] {
-        if let Some(v) = case.get(key) {
-            let name = match key {
-                "spacing" => "timestep_spacing",
-                "karras" => "use_karras_sigmas",
-                k => k,
-            };
-            o.insert(name.into(), v.clone());
-        }
-    }
-    if !kind.supports_karras() {
-        o.remove("use_karras_sigmas");
-    }
+    let info = samplers::find("", case["sampler"].as_str().unwrap()).unwrap();
+    let name = |key: &str| case.get(key).map(|v| v.as_str().unwrap());
+    let o = Overrides {
+        prediction_type: name("prediction_type").map(|p| ConfigName::parse("", p).unwrap()),
+        timestep_spacing: name("spacing").map(|s| ConfigName::parse("", s).unwrap()),
+        use_karras_sigmas: case
+            .get("karras")
+            .and_then(Json::as_bool)
+            .filter(|_| info.karras),
+        ..Overrides::default()
+    };
+    // The case's extra config keys, over SD's config file.
+    let mut file = ConfigFile(f["sd_config"].as_object().unwrap().clone());
     if let Some(Json::Object(extra)) = case.get("config") {
-        o.extend(extra.clone());
+        file.0.extend(extra.clone());
     }
-    let file = f["sd_config"].as_object().unwrap();
-    let config = config::resolve(kind, Some(file), &o).unwrap();
     let steps = case["steps"].as_i64().unwrap();
     let eta = case.get("eta").and_then(Json::as_f64).unwrap_or(0.0);
-    let sampler = samplers::build(kind, config, steps, eta).unwrap();
+    let sampler = samplers::build(info, &file, &o, steps, eta).unwrap();
     let start =
         crate::nodes::scheduler::img2img_start(steps, strength).unwrap() as usize * sampler.order();
     let seed = case["seed"].as_i64().unwrap_or(0);
@@ -106,7 +100,8 @@ fn run(state: SchedulerState, mut x: Tensor, direction: &Tensor) -> (Tensor, Ten
 #[test]
 fn numpy_float32_log_is_reproduced() {
     let f = fixture();
-    let schedule = Schedule::new(crate::schedule::ScheduleConfig::default()).unwrap();
+    let sd = ConfigFile::stable_diffusion();
+    let schedule = Schedule::new(sd.schedule(ScheduleConfig::default()).unwrap()).unwrap();
     let got = sigmas::log_sigmas(&sigmas::training_sigmas(&schedule).unwrap());
     let want = floats(&f["log_sigmas"]);
     let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();

@@ -14,7 +14,8 @@
 //! the demo graph does); multistep samplers refuse that with a clear error.
 use crate::noise::NoiseStream;
 use crate::sampler::{Sampler, StepInput, StepOutput};
-use diffgraph_sdk::prelude::*;
+use diffgraph_diffusion::{Error, Result};
+use diffgraph_sdk::tch::Tensor;
 use std::sync::{Mutex, MutexGuard};
 
 /// Port type of the scheduler object.
@@ -64,23 +65,19 @@ impl SchedulerState {
     }
 
     /// The step index for `timestep` (the expected one when `None`).
-    pub fn resolve(&self, timestep: Option<f64>) -> Result<(usize, f32), NodeError> {
+    pub fn resolve(&self, timestep: Option<f64>) -> Result<(usize, f32)> {
         resolve(&self.lock(), timestep)
     }
 
     /// `scale_model_input` at `timestep`.
-    pub fn scale_model_input(
-        &self,
-        sample: &Tensor,
-        timestep: Option<f64>,
-    ) -> Result<Tensor, NodeError> {
+    pub fn scale_model_input(&self, sample: &Tensor, timestep: Option<f64>) -> Result<Tensor> {
         let inner = self.lock();
         let (index, _) = resolve(&inner, timestep)?;
         inner.sampler.scale_model_input(sample, index)
     }
 
     /// The cumulative alpha of the model's input at `timestep`.
-    pub fn alpha_bar(&self, timestep: Option<f64>) -> Result<f64, NodeError> {
+    pub fn alpha_bar(&self, timestep: Option<f64>) -> Result<f64> {
         let inner = self.lock();
         let (index, t) = resolve(&inner, timestep)?;
         inner.sampler.alpha_bar(index, t)
@@ -92,7 +89,7 @@ impl SchedulerState {
         original: &Tensor,
         noise: &Tensor,
         timestep: Option<f64>,
-    ) -> Result<Tensor, NodeError> {
+    ) -> Result<Tensor> {
         if original.size() != noise.size() {
             return Err(format!(
                 "the sample has shape {:?} but the noise {:?}",
@@ -115,7 +112,7 @@ impl SchedulerState {
         model_output: &Tensor,
         timestep: Option<f64>,
         sample: &Tensor,
-    ) -> Result<(StepOutput, SchedulerState), NodeError> {
+    ) -> Result<(StepOutput, SchedulerState)> {
         let inner = self.lock();
         let (index, t) = resolve(&inner, timestep)?;
         let mut sampler = inner.sampler.box_clone();
@@ -142,13 +139,13 @@ impl SchedulerState {
     }
 }
 
-fn resolve(inner: &Inner, timestep: Option<f64>) -> Result<(usize, f32), NodeError> {
+fn resolve(inner: &Inner, timestep: Option<f64>) -> Result<(usize, f32)> {
     let ts = inner.sampler.timesteps();
-    let name = inner.sampler.name();
+    let name = inner.sampler.info().class_name;
     match inner.next {
         Some(i) => {
             let expected = *ts.get(i).ok_or_else(|| {
-                NodeError::new(format!(
+                Error::Invalid(format!(
                     "{name}: all {} steps of the run are done; the loop runs longer than the scheduler's timesteps",
                     ts.len() - inner.start
                 ))
@@ -169,13 +166,13 @@ fn resolve(inner: &Inner, timestep: Option<f64>) -> Result<(usize, f32), NodeErr
                 return ts
                     .get(inner.start)
                     .map(|&t| (inner.start, t))
-                    .ok_or_else(|| NodeError::new(format!("{name}: the run has no timesteps")));
+                    .ok_or_else(|| Error::Invalid(format!("{name}: the run has no timesteps")));
             };
             let t = t as f32;
             let index = (inner.start..ts.len())
                 .find(|&i| ts[i] == t)
                 .ok_or_else(|| {
-                    NodeError::new(format!(
+                    Error::Invalid(format!(
                         "{name}: timestep {t} is not one of this run's timesteps {:?}",
                         &ts[inner.start..]
                     ))

@@ -1,8 +1,11 @@
 //! Stable Diffusion 1.x / 2.x model nodes: CLIP text encoder, U-Net step and
 //! VAE, loaded from diffusers folders or single-file checkpoints, with the
-//! numerics of Hugging Face diffusers.
+//! numerics of Hugging Face diffusers. Model families (what a MODEL holds)
+//! are modules of [`family`], behind its `Denoiser` trait.
+#![deny(unsafe_code)]
 pub mod clip;
 pub mod convert;
+pub mod family;
 pub mod layers;
 pub mod nodes;
 pub mod tokenizer;
@@ -16,9 +19,10 @@ diffgraph_sdk::export_plugin!(
         nodes::loader::LoadCheckpoint,
         nodes::text::CLIPTextEncode,
         nodes::denoise::UNetStep,
+        nodes::denoise::Denoise,
         nodes::autoencoder::VAEDecode,
         nodes::autoencoder::VAEEncode,
         nodes::autoencoder::LatentShape,
-        nodes::denoise::LoadTorchScriptDenoiser,
+        nodes::torchscript::LoadTorchScriptDenoiser,
     ]
 );

@@ -1,7 +1,7 @@
 //! The C ABI between the host and node plugins: the only types that cross a
 //! library boundary. Everything here is `#[repr(C)]`; Rust's own layouts
 //! (String, Vec, trait objects) are no contract between separately built
-//! libraries (see `shared/notes/plugin-abi.md`).
+//! libraries.
 //!
 //! # Protocol
 //! 1. The host opens the library and calls [`ENTRY_SYMBOL`], an
@@ -15,6 +15,8 @@
 //! # Ownership
 //! - **Inputs** (`AbiCall::inputs`) are borrowed for the duration of `run`:
 //!   strings, list arrays, tensor handles and object data stay owned by the host.
+//!   A node never modifies an input in place: the host caches values and may
+//!   read the same tensor from other threads meanwhile.
 //! - **Outputs** are handed over with `AbiCall::emit`, once per declared output,
 //!   in order. The host *takes ownership* of every tensor handle (a heap
 //!   `torch::Tensor*`, freed by the host's libtorch) and every object (freed by
@@ -27,22 +29,41 @@
 //!   tensor's deleter stay callable for as long as the host lives.
 use std::ffi::c_void;
 
+// The two versions are macros so that `compat_string` can `concat!` them:
+// `concat!` takes literals, not consts. The consts below are the public names.
+macro_rules! abi_version {
+    () => {
+        1
+    };
+}
+macro_rules! tch_version {
+    () => {
+        "0.24.0"
+    };
+}
+
 /// Bumped whenever any `#[repr(C)]` type below changes.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = abi_version!();
 
 /// Name of the single exported entry function (NUL-terminated for dlsym).
 pub const ENTRY_SYMBOL: &[u8] = b"diffgraph_plugin_entry\0";
 
-/// tch version the SDK is pinned to (`=0.24.0` in its Cargo.toml); a tensor
-/// handle means the same thing on both sides only for the same tch shim.
-pub const TCH_VERSION: &str = "0.24.0";
+/// tch version the SDK is pinned to (`tch = "=0.24.0"` in the workspace's
+/// Cargo.toml; a test keeps the two equal); a tensor handle means the same
+/// thing on both sides only for the same tch shim.
+pub const TCH_VERSION: &str = tch_version!();
 
 /// What makes a tensor handle valid on both sides of the boundary: tch, the
 /// libtorch it was built against, the C++ string ABI flag and the ABI version.
-/// Host and plugin must agree on it exactly.
+/// Host and plugin must agree on it exactly, e.g.
+/// `diffgraph-abi=1;tch=0.24.0;libtorch=2.11.0;cxx11abi=1`.
 pub fn compat_string() -> &'static str {
     concat!(
-        "diffgraph-abi=1;tch=0.24.0;libtorch=",
+        "diffgraph-abi=",
+        abi_version!(),
+        ";tch=",
+        tch_version!(),
+        ";libtorch=",
         env!("DIFFGRAPH_LIBTORCH_VERSION"),
         ";cxx11abi=",
         env!("DIFFGRAPH_CXX11_ABI")
@@ -217,3 +238,25 @@ pub struct PluginDescriptor {
 
 /// The entry function's type.
 pub type EntryFn = unsafe extern "C" fn() -> *const PluginDescriptor;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compat_string_is_built_from_the_versions() {
+        let prefix = format!("diffgraph-abi={ABI_VERSION};tch={TCH_VERSION};libtorch=");
+        assert!(compat_string().starts_with(&prefix), "{}", compat_string());
+        assert!(compat_string().starts_with("diffgraph-abi=1;tch=0.24.0;libtorch="));
+    }
+
+    #[test]
+    fn tch_version_matches_the_workspace_pin() {
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
+        let text = std::fs::read_to_string(manifest).expect("workspace Cargo.toml");
+        for krate in ["tch", "torch-sys"] {
+            let pin = format!("{krate} = \"={TCH_VERSION}\"");
+            assert!(text.contains(&pin), "the workspace must pin `{pin}`");
+        }
+    }
+}

@@ -158,6 +158,34 @@ impl<'a> Inputs<'a> {
         }
     }
 
+    /// An optional int: `None` when the input was not given.
+    pub fn opt_int(&self, name: &str) -> Result<Option<i64>, NodeError> {
+        match self.get(name)? {
+            InputValue::None => Ok(None),
+            v => v.as_int().map(Some).ok_or_else(|| wrong(name, "an int", v)),
+        }
+    }
+
+    /// An optional float (an int is accepted): `None` when not given.
+    pub fn opt_float(&self, name: &str) -> Result<Option<f64>, NodeError> {
+        match self.get(name)? {
+            InputValue::None => Ok(None),
+            v => v
+                .as_float()
+                .map(Some)
+                .ok_or_else(|| wrong(name, "a float", v)),
+        }
+    }
+
+    /// An optional string: `None` when not given.
+    pub fn opt_str(&self, name: &str) -> Result<Option<&'a str>, NodeError> {
+        match self.get(name)? {
+            InputValue::None => Ok(None),
+            InputValue::Str(s) => Ok(Some(s)),
+            v => Err(wrong(name, "a string", v)),
+        }
+    }
+
     pub fn list(&self, name: &str) -> Result<&[InputValue<'a>], NodeError> {
         match self.get(name)? {
             InputValue::List(items) => Ok(items),

@@ -1,15 +1,18 @@
 //! A plugin as a build against a future SDK would look to this host: its
 //! descriptor claims ABI version 999. The host must refuse it, naming both
 //! versions, and keep running. Written by hand (not with `export_plugin!`)
-//! precisely because it breaks the protocol.
+//! precisely because it breaks the protocol. The two items that need unsafe
+//! code say so; the rest of the crate may not use any.
+#![deny(unsafe_code)]
 use diffgraph_sdk::abi::{AbiCall, AbiStatus, AbiStr, PluginDescriptor};
 
-unsafe extern "C" fn never_run(_node: u32, _call: *const AbiCall) -> AbiStatus {
+extern "C" fn never_run(_node: u32, _call: *const AbiCall) -> AbiStatus {
     AbiStatus::Error
 }
 
 struct Desc(PluginDescriptor);
 // SAFETY: immutable static data pointing to static strings.
+#[allow(unsafe_code)]
 unsafe impl Sync for Desc {}
 
 static DESCRIPTOR: Desc = Desc(PluginDescriptor {
@@ -33,6 +36,7 @@ static DESCRIPTOR: Desc = Desc(PluginDescriptor {
 });
 
 /// The entry symbol, with the wrong version inside.
+#[allow(unsafe_code)] // `no_mangle`: the symbol the host looks up
 #[no_mangle]
 pub extern "C" fn diffgraph_plugin_entry() -> *const PluginDescriptor {
     &DESCRIPTOR.0

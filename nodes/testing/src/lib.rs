@@ -1,5 +1,6 @@
 //! Fixture nodes for tests and benchmarks. Not loaded by default (the file
 //! name does not start with `libdiffgraph_nodes_`); tests load it by path.
+#![deny(unsafe_code)]
 use diffgraph_sdk::prelude::*;
 use std::sync::atomic::{AtomicI64, Ordering};
 

@@ -24,11 +24,13 @@ impl Node for AddNoise {
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let state = inputs.object::<SchedulerState>("state")?;
-        let noisy = state.add_noise(
-            inputs.tensor("sample")?,
-            inputs.tensor("noise")?,
-            timestep(inputs)?,
-        )?;
+        let noisy = state
+            .add_noise(
+                inputs.tensor("sample")?,
+                inputs.tensor("noise")?,
+                timestep(inputs)?,
+            )
+            .map_err(String::from)?;
         Ok(vec![noisy.into()])
     }
 }
@@ -52,7 +54,7 @@ impl Node for SchedulerAlphaBar {
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let state = inputs.object::<SchedulerState>("state")?;
-        let a = state.alpha_bar(timestep(inputs)?)?;
+        let a = state.alpha_bar(timestep(inputs)?).map_err(String::from)?;
         Ok(vec![a.into(), ((1.0 - a) / a).sqrt().into()])
     }
 }

@@ -1,6 +1,9 @@
 //! `Scheduler`: builds any sampler (`crate::samplers`) from a diffusers
 //! `scheduler_config.json` or Stable Diffusion's defaults (`crate::config`),
-//! and hands the graph its timesteps and its `SCHEDULER` state for a `Loop`.
+//! with the node's config inputs on top, and hands the graph its timesteps
+//! and its `SCHEDULER` state for a `Loop`. `DDIMScheduler`, the first
+//! scheduler node's name, is the same node with DDIM as its default sampler
+//! and integer timesteps (`LIST<INT>`, as the graphs written for it read them).
 //!
 //! img2img: `strength` < 1 starts the run part-way, as diffusers'
 //! `StableDiffusionImg2ImgPipeline.get_timesteps` does:
@@ -9,22 +12,17 @@
 //! `timesteps[t_start * order:]` and the scheduler begins at that index
 //! (`set_begin_index`); `AddNoise` noises the encoded image to the run's
 //! first timestep.
-use crate::config::{self, SamplerKind};
+use crate::config::{ConfigFile, Overrides};
 use crate::noise::NoiseStream;
-use crate::samplers;
-use crate::schedule::{ConfigName, PredictionType, TimestepSpacing};
+use crate::samplers::{self, ddim};
 use crate::state::{SchedulerState, SCHEDULER};
+use diffgraph_diffusion::{
+    integer_timestep, BetaSchedule, ConfigName, PredictionType, TimestepSpacing,
+};
 use diffgraph_sdk::prelude::*;
-use serde_json::{json, Map, Value as Json};
 
 /// `schedule` input values: ComfyUI's scheduler names.
 const SCHEDULES: &[&str] = &["config", "normal", "karras"];
-
-fn sampler_choices() -> Vec<&'static str> {
-    let mut c = vec!["config"];
-    c.extend(SamplerKind::names());
-    c
-}
 
 fn with_config(names: Vec<&'static str>) -> Vec<&'static str> {
     let mut c = vec!["config"];
@@ -48,21 +46,125 @@ pub fn img2img_start(steps: i64, strength: f64) -> Result<i64, NodeError> {
     Ok(t_start)
 }
 
-pub struct Scheduler;
+/// The scheduler node, under either of its names.
+pub struct Scheduler {
+    name: &'static str,
+    default_sampler: &'static str,
+    /// `timesteps` as `LIST<INT>` (refusing samplers with fractional ones).
+    integer_timesteps: bool,
+}
+
+impl Scheduler {
+    /// `Scheduler`: the sampler of the config file (DDIM without one), float timesteps.
+    pub const GENERAL: Scheduler = Scheduler {
+        name: "Scheduler",
+        default_sampler: "config",
+        integer_timesteps: false,
+    };
+    /// `DDIMScheduler`, kept for existing graphs: DDIM, integer timesteps.
+    pub const DDIM: Scheduler = Scheduler {
+        name: "DDIMScheduler",
+        default_sampler: ddim::INFO.name,
+        integer_timesteps: true,
+    };
+}
+
+/// A parsed optional name input.
+fn opt_name<T: ConfigName>(inputs: &Inputs, key: &str) -> Result<Option<T>, NodeError> {
+    match inputs.opt_str(key)? {
+        None => Ok(None),
+        Some(s) => Ok(Some(T::parse(key, s).map_err(String::from)?)),
+    }
+}
+
+fn opt_bool(inputs: &Inputs, key: &str) -> Result<Option<bool>, NodeError> {
+    inputs.has(key).then(|| inputs.bool(key)).transpose()
+}
+
+/// The node's config inputs, typed.
+fn overrides(inputs: &Inputs) -> Result<Overrides, NodeError> {
+    let timestep_spacing = match inputs.str("timestep_spacing")? {
+        "config" => None,
+        s => Some(TimestepSpacing::parse("timestep_spacing", s).map_err(String::from)?),
+    };
+    let use_karras_sigmas = match inputs.str("schedule")? {
+        "karras" => Some(true),
+        "normal" => Some(false),
+        _ => None,
+    };
+    Ok(Overrides {
+        num_train_timesteps: inputs.opt_int("num_train_timesteps")?,
+        beta_start: inputs.opt_float("beta_start")?,
+        beta_end: inputs.opt_float("beta_end")?,
+        beta_schedule: opt_name::<BetaSchedule>(inputs, "beta_schedule")?,
+        steps_offset: inputs.opt_int("steps_offset")?,
+        timestep_spacing,
+        prediction_type: opt_name::<PredictionType>(inputs, "prediction_type")?,
+        use_karras_sigmas,
+        set_alpha_to_one: opt_bool(inputs, "set_alpha_to_one")?,
+        clip_sample: opt_bool(inputs, "clip_sample")?,
+    })
+}
+
+/// The config inputs: each overrides the config file's key (or SD's).
+fn config_inputs(schema: NodeSchema) -> NodeSchema {
+    let over = "overrides the config";
+    schema
+        .input(
+            InputSpec::string("config")
+                .optional()
+                .file()
+                .doc("scheduler_config.json, or a diffusers model folder; without it Stable Diffusion's defaults"),
+        )
+        .input(
+            InputSpec::string("prediction_type")
+                .optional()
+                .doc("epsilon, v_prediction or sample; overrides the config (link it from the model)"),
+        )
+        .input(
+            InputSpec::string("timestep_spacing")
+                .default("config")
+                .choices(&with_config(TimestepSpacing::names()))
+                .doc("how the inference timesteps are spread over the training timesteps"),
+        )
+        .input(InputSpec::int("steps_offset").optional().min(0.0).doc("added to leading timesteps; overrides the config"))
+        .input(InputSpec::string("beta_schedule").optional().choices(&BetaSchedule::names()).doc(over))
+        .input(InputSpec::float("beta_start").optional().min(0.0).doc(over))
+        .input(InputSpec::float("beta_end").optional().min(0.0).doc(over))
+        .input(InputSpec::int("num_train_timesteps").optional().range(1.0, 100_000.0).doc(over))
+        .input(InputSpec::bool("set_alpha_to_one").optional().doc(
+            "DDIM, PNDM: the last step goes to alpha 1 (a clean sample) instead of alphas_cumprod[0]; overrides the config",
+        ))
+        .input(
+            InputSpec::bool("clip_sample")
+                .optional()
+                .doc("DDIM, DDPM, Heun: clamp the predicted x0 to ±clip_sample_range; overrides the config"),
+        )
+}
 
 impl Node for Scheduler {
     fn schema(&self) -> NodeSchema {
-        NodeSchema::new("Scheduler", "sampling")
-            .description(
-                "A noise scheduler with diffusers' numerics (DDIM, DDPM, PNDM, LMS, Euler, Euler ancestral, Heun, \
-                 DPM-Solver++ 2M). Iterate a Loop over `timesteps`, carrying `state` and the latent: per \
-                 iteration ScaleModelInput, the model, then SchedulerStep (whose `state` output is the next \
-                 state).",
-            )
+        let description = if self.integer_timesteps {
+            "The Scheduler node under its first name, for existing graphs: DDIM by default (diffusers \
+             DDIMScheduler, Stable Diffusion's config), integer timesteps. Iterate a Loop over `timesteps`, \
+             calling SchedulerStep once per timestep."
+        } else {
+            "A noise scheduler with diffusers' numerics (DDIM, DDPM, PNDM, LMS, Euler, Euler ancestral, Heun, \
+             DPM-Solver++ 2M). Iterate a Loop over `timesteps`, carrying `state` and the latent: per \
+             iteration ScaleModelInput, the model, then SchedulerStep (whose `state` output is the next \
+             state)."
+        };
+        let timestep_type = if self.integer_timesteps {
+            PortType::Int
+        } else {
+            PortType::Float
+        };
+        let schema = NodeSchema::new(self.name, "sampling")
+            .description(description)
             .input(
                 InputSpec::string("sampler")
-                    .default("config")
-                    .choices(&sampler_choices())
+                    .default(self.default_sampler)
+                    .choices(&with_config(samplers::names()))
                     .doc("ComfyUI names or diffusers class names; `config`: the config file's _class_name, DDIM without a file"),
             )
             .input(InputSpec::int("steps").default(20).range(1.0, 1000.0).doc("number of inference steps"))
@@ -77,24 +179,8 @@ impl Node for Scheduler {
                     .default(1.0)
                     .range(0.0, 1.0)
                     .doc("img2img: the part of the schedule to run (1: all, txt2img)"),
-            )
-            .input(
-                InputSpec::string("config")
-                    .optional()
-                    .file()
-                    .doc("scheduler_config.json, or a diffusers model folder; without it Stable Diffusion's defaults"),
-            )
-            .input(
-                InputSpec::string("prediction_type")
-                    .optional()
-                    .doc("epsilon, v_prediction or sample; overrides the config (link it from the model)"),
-            )
-            .input(
-                InputSpec::string("timestep_spacing")
-                    .default("config")
-                    .choices(&with_config(TimestepSpacing::names())),
-            )
-            .input(InputSpec::int("steps_offset").optional().min(0.0).doc("overrides the config"))
+            );
+        config_inputs(schema)
             .input(InputSpec::int("seed").default(0).doc(
                 "stochastic samplers (DDPM, Euler ancestral, DDIM with eta > 0): step i draws the i-th tensor \
                  of torch.Generator(\"cpu\").manual_seed(seed), as diffusers does",
@@ -104,7 +190,7 @@ impl Node for Scheduler {
                  or the img2img noise came from GaussianNoise with the same seed, as in diffusers' pipelines)",
             ))
             .input(InputSpec::float("eta").default(0.0).min(0.0).doc("DDIM only: 0 deterministic, 1 DDPM-like"))
-            .output(OutputSpec::new("timesteps", PortType::list(PortType::Float)).doc("the run's, in order"))
+            .output(OutputSpec::new("timesteps", PortType::list(timestep_type)).doc("the run's, in order"))
             .output(OutputSpec::new("state", PortType::object(SCHEDULER)))
             .output(OutputSpec::new("init_noise_sigma", PortType::Float).doc("scale of the initial noise"))
             .output(OutputSpec::new("alphas_cumprod", PortType::Tensor).doc("float32 [num_train_timesteps] on the CPU"))
@@ -115,66 +201,58 @@ impl Node for Scheduler {
     }
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
-        let file = match inputs.get("config")? {
-            InputValue::Str(p) if !p.is_empty() => Some(config::read_config_file(p)?),
+        let file = match inputs.opt_str("config")? {
+            Some(p) if !p.is_empty() => Some(ConfigFile::read(p).map_err(String::from)?),
             _ => None,
         };
-        let kind = match inputs.str("sampler")? {
-            "config" => match file.as_ref().and_then(|f| f.get("_class_name")) {
-                Some(Json::String(class)) => SamplerKind::parse("the config's _class_name", class)
-                    .map_err(|e| NodeError::new(format!("{e}; choose `sampler` explicitly")))?,
-                _ => SamplerKind::Ddim,
+        let info = match inputs.str("sampler")? {
+            "config" => match file.as_ref().and_then(ConfigFile::class_name) {
+                Some(class) => samplers::find("the config's _class_name", class)
+                    .map_err(|e| format!("{e}; choose `sampler` explicitly"))?,
+                None => &ddim::INFO,
             },
-            name => SamplerKind::parse("sampler", name)?,
+            name => samplers::find("sampler", name).map_err(String::from)?,
         };
-        let mut overrides = Map::new();
-        match inputs.str("schedule")? {
-            "karras" if !kind.supports_karras() => {
-                return Err(format!(
-                    "the karras schedule is not available for {} (LMS, Euler, Heun and DPM++ have it)",
-                    kind.class_name()
-                )
-                .into());
-            }
-            "karras" => {
-                overrides.insert("use_karras_sigmas".into(), json!(true));
-            }
-            "normal" => {
-                overrides.insert("use_karras_sigmas".into(), json!(false));
-            }
-            _ => {}
-        }
-        if let InputValue::Str(p) = inputs.get("prediction_type")? {
-            PredictionType::parse("prediction_type", p)?;
-            overrides.insert("prediction_type".into(), json!(p));
-        }
-        match inputs.str("timestep_spacing")? {
-            "config" => {}
-            s => {
-                overrides.insert("timestep_spacing".into(), json!(s));
-            }
-        }
-        if inputs.has("steps_offset") {
-            overrides.insert("steps_offset".into(), json!(inputs.int("steps_offset")?));
-        }
-        let config = config::resolve(kind, file.as_ref(), &overrides)?;
+        let file = file.unwrap_or_else(ConfigFile::stable_diffusion);
         let steps = inputs.int("steps")?;
-        let sampler = samplers::build(kind, config, steps, inputs.float("eta")?)?;
+        let sampler = samplers::build(
+            info,
+            &file,
+            &overrides(inputs)?,
+            steps,
+            inputs.float("eta")?,
+        )
+        .map_err(String::from)?;
         let start = img2img_start(steps, inputs.float("strength")?)? as usize * sampler.order();
         let skip =
             usize::try_from(inputs.int("skip_draws")?).map_err(|_| "skip_draws must be >= 0")?;
 
-        let timesteps: Vec<f64> = sampler.timesteps()[start.min(sampler.timesteps().len())..]
-            .iter()
-            .map(|&t| f64::from(t))
-            .collect();
-        let init_noise_sigma = f64::from(sampler.init_noise_sigma()?);
+        let run = &sampler.timesteps()[start.min(sampler.timesteps().len())..];
+        let timesteps: Value = if self.integer_timesteps {
+            let ints = run
+                .iter()
+                .map(|&t| integer_timestep(t))
+                .collect::<Result<Vec<i64>, _>>();
+            ints.map_err(|e| {
+                format!(
+                    "{e}: {} has integer timesteps only; use Scheduler for {}",
+                    self.name, info.class_name
+                )
+            })?
+            .into()
+        } else {
+            run.iter()
+                .map(|&t| f64::from(t))
+                .collect::<Vec<f64>>()
+                .into()
+        };
+        let init_noise_sigma = f64::from(sampler.init_noise_sigma().map_err(String::from)?);
         let alphas = sampler.schedule().alphas_cumprod_tensor();
         let sigmas: Vec<f64> = sampler.sigmas().iter().map(|&s| f64::from(s)).collect();
         let state =
             SchedulerState::new(sampler, start, NoiseStream::new(inputs.int("seed")?, skip));
         Ok(vec![
-            timesteps.into(),
+            timesteps,
             Object::new(SCHEDULER, state).into(),
             init_noise_sigma.into(),
             alphas.into(),

@@ -17,10 +17,7 @@ pub fn timestep_input() -> InputSpec {
 
 /// The optional `timestep` input.
 pub fn timestep(inputs: &Inputs) -> Result<Option<f64>, NodeError> {
-    Ok(match inputs.get("timestep")? {
-        InputValue::None => None,
-        v => Some(v.as_float().ok_or("input `timestep`: expected a number")?),
-    })
+    inputs.opt_float("timestep")
 }
 
 pub struct SchedulerStep;
@@ -44,11 +41,13 @@ impl Node for SchedulerStep {
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let state = inputs.object::<SchedulerState>("state")?;
-        let (out, next) = state.step(
-            inputs.tensor("model_output")?,
-            timestep(inputs)?,
-            inputs.tensor("sample")?,
-        )?;
+        let (out, next) = state
+            .step(
+                inputs.tensor("model_output")?,
+                timestep(inputs)?,
+                inputs.tensor("sample")?,
+            )
+            .map_err(String::from)?;
         Ok(vec![
             out.prev_sample.into(),
             out.pred_original_sample.into(),
@@ -74,7 +73,9 @@ impl Node for ScaleModelInput {
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let state = inputs.object::<SchedulerState>("state")?;
-        let scaled = state.scale_model_input(inputs.tensor("sample")?, timestep(inputs)?)?;
+        let scaled = state
+            .scale_model_input(inputs.tensor("sample")?, timestep(inputs)?)
+            .map_err(String::from)?;
         Ok(vec![scaled.into()])
     }
 }

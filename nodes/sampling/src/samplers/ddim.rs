@@ -14,15 +14,52 @@
 //! For eta > 0 every step draws `variance_noise` from the run's generator, as
 //! diffusers' step does with `generator=`. `use_clipped_model_output` and
 //! dynamic thresholding are not implemented (both off in diffusers by default).
-use crate::prediction::predict;
 use crate::sampler::{
-    add_noise_alpha, check_step_inputs, integer_timestep, Sampler, StepInput, StepOutput,
+    add_noise_alpha, check_step_inputs, ClipSample, Sampler, StepInput, StepOutput,
 };
-use crate::scalar;
-use crate::schedule::{Schedule, ScheduleConfig};
-use crate::spacing;
-use diffgraph_sdk::prelude::*;
+use crate::samplers::{SamplerInfo, Setup, COMMON};
+use diffgraph_diffusion::prediction::predict_f32_diffusers;
+use diffgraph_diffusion::{
+    integer_timestep, scalar, timesteps, Result, Schedule, ScheduleConfig, TimestepSpacing,
+};
+use diffgraph_sdk::tch::Tensor;
 use std::sync::Arc;
+
+pub const INFO: SamplerInfo = SamplerInfo {
+    name: "ddim",
+    class_name: "DDIMScheduler",
+    defaults: || ScheduleConfig {
+        timestep_spacing: TimestepSpacing::Leading,
+        ..ScheduleConfig::default()
+    },
+    eta: true,
+    build: |s| {
+        let config = DdimConfig::read(s)?;
+        Ok(Box::new(Ddim::new(
+            s.schedule.clone(),
+            config,
+            s.steps,
+            s.eta,
+        )?))
+    },
+    ..COMMON
+};
+
+/// DDIMScheduler's own keys, with diffusers' class defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DdimConfig {
+    pub clip: ClipSample,
+    pub set_alpha_to_one: bool,
+}
+
+impl DdimConfig {
+    pub fn read(s: &Setup) -> Result<DdimConfig> {
+        Ok(DdimConfig {
+            clip: ClipSample::read(s, true)?,
+            set_alpha_to_one: s.flag("set_alpha_to_one", true)?,
+        })
+    }
+}
 
 /// The DDIM sampler. It keeps no state between steps: each step depends only
 /// on its timestep (and, with eta > 0, its draw).
@@ -32,23 +69,28 @@ pub struct Ddim {
     timesteps: Arc<[f32]>,
     num_inference_steps: i64,
     eta: f64,
+    clip: ClipSample,
+    final_alpha_cumprod: f32,
 }
 
 impl Ddim {
     /// A DDIM sampler with `steps` inference steps (`set_timesteps`).
-    pub fn new(config: ScheduleConfig, steps: i64, eta: f64) -> Result<Ddim, NodeError> {
+    pub fn new(config: ScheduleConfig, own: DdimConfig, steps: i64, eta: f64) -> Result<Ddim> {
         if !(eta.is_finite() && eta >= 0.0) {
             return Err(format!("eta must be a finite number >= 0, got {eta}").into());
         }
-        let timesteps: Vec<f32> = spacing::timesteps(&config, steps)?
+        let timesteps: Vec<f32> = timesteps::timesteps(&config, steps)?
             .into_iter()
             .map(|t| t as f32)
             .collect();
+        let schedule = Schedule::new(config)?;
         Ok(Ddim {
-            schedule: Arc::new(Schedule::new(config)?),
+            final_alpha_cumprod: schedule.final_alpha_cumprod(own.set_alpha_to_one),
+            schedule: Arc::new(schedule),
             timesteps: timesteps.into(),
             num_inference_steps: steps,
             eta,
+            clip: own.clip,
         })
     }
 
@@ -63,8 +105,8 @@ impl Ddim {
 }
 
 impl Sampler for Ddim {
-    fn name(&self) -> &'static str {
-        "DDIMScheduler"
+    fn info(&self) -> &'static SamplerInfo {
+        &INFO
     }
 
     fn schedule(&self) -> &Schedule {
@@ -76,24 +118,24 @@ impl Sampler for Ddim {
     }
 
     /// DDIM starts from unit-variance noise.
-    fn init_noise_sigma(&self) -> Result<f32, NodeError> {
+    fn init_noise_sigma(&self) -> Result<f32> {
         Ok(1.0)
     }
 
-    fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
+    fn step(&mut self, input: StepInput) -> Result<StepOutput> {
         let (model_output, sample) = (input.model_output, input.sample);
         check_step_inputs(model_output, sample)?;
         let config = &self.schedule.config;
         let timestep = integer_timestep(input.timestep)?;
         let prev_timestep = self.prev_timestep(timestep);
         let alpha_prod_t = self.schedule.alpha_cumprod(timestep)?;
-        let alpha_prod_t_prev = self.schedule.alpha_cumprod_prev(prev_timestep)?;
+        let alpha_prod_t_prev = self
+            .schedule
+            .alpha_cumprod_prev(prev_timestep, self.final_alpha_cumprod)?;
 
-        let (mut x0, eps) = predict(config.prediction_type, model_output, sample, alpha_prod_t)?;
-        if config.clip_sample {
-            let r = config.clip_sample_range;
-            x0 = x0.f_clamp(-r, r)?;
-        }
+        let (x0, eps) =
+            predict_f32_diffusers(config.prediction_type, model_output, sample, alpha_prod_t)?;
+        let x0 = self.clip.apply(x0)?;
 
         // float32 scalars, in diffusers' order of operations.
         let beta_prod_t = 1.0f32 - alpha_prod_t;
@@ -124,7 +166,7 @@ impl Sampler for Ddim {
         noise: &Tensor,
         _index: usize,
         timestep: f32,
-    ) -> Result<Tensor, NodeError> {
+    ) -> Result<Tensor> {
         add_noise_alpha(&self.schedule, original, noise, timestep)
     }
 
@@ -136,15 +178,24 @@ impl Sampler for Ddim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::samplers::testing::step_once;
+    use crate::samplers::testing::{sd_schedule, step_once};
+    use diffgraph_sdk::tch::{Device, Kind};
+
+    const SD: DdimConfig = DdimConfig {
+        clip: ClipSample {
+            clip: false,
+            range: 1.0,
+        },
+        set_alpha_to_one: false,
+    };
 
     #[test]
     fn last_step_uses_final_alpha() {
-        let config = ScheduleConfig {
+        let own = DdimConfig {
             set_alpha_to_one: true,
-            ..ScheduleConfig::default()
+            ..SD
         };
-        let mut ddim = Ddim::new(config, 20, 0.0).unwrap();
+        let mut ddim = Ddim::new(sd_schedule(&INFO), own, 20, 0.0).unwrap();
         assert_eq!(ddim.timesteps().last(), Some(&1.0));
         assert!(ddim.prev_timestep(1) < 0);
         // With final alpha 1, the last step returns the predicted x0 itself.
@@ -160,10 +211,10 @@ mod tests {
 
     #[test]
     fn rejects_mismatched_inputs_and_bad_eta() {
-        let mut ddim = Ddim::new(ScheduleConfig::default(), 10, 0.0).unwrap();
+        let mut ddim = Ddim::new(sd_schedule(&INFO), SD, 10, 0.0).unwrap();
         let a = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
         let b = Tensor::zeros([3, 2], (Kind::Float, Device::Cpu));
         assert!(step_once(&mut ddim, 0, &a, &b).is_err());
-        assert!(Ddim::new(ScheduleConfig::default(), 10, -1.0).is_err());
+        assert!(Ddim::new(sd_schedule(&INFO), SD, 10, -1.0).is_err());
     }
 }

@@ -6,56 +6,87 @@
 //! 2. x0 from the model output (clamped to ±clip_sample_range when clip_sample)
 //! 3. x_prev = (sqrt(a_prev)·beta_t / (1 - a_t))·x0 + (sqrt(alpha_t)·(1 - a_prev) / (1 - a_t))·x_t
 //!    with alpha_t = a_t / a_prev, beta_t = 1 - alpha_t
-//! 4. when t > 0, + sqrt(variance)·noise, variance = max((1 - a_prev) / (1 - a_t)·beta_t, 1e-20)
-//!    (fixed_small; fixed_small_log: exp(0.5·log(variance)); fixed_large: beta_t)
+//! 4. when t > 0, + std·noise with the fixed variance of
+//!    `diffgraph_diffusion::variance` (the learned kinds need the model's
+//!    variance channels and are refused)
 //!
 //! The noise is the run's next generator draw (`crate::noise`), as diffusers'
 //! `randn_tensor(..., generator=generator)`.
-use crate::prediction::predict;
 use crate::sampler::{
-    add_noise_alpha, check_step_inputs, integer_timestep, Sampler, StepInput, StepOutput,
+    add_noise_alpha, check_step_inputs, ClipSample, Sampler, StepInput, StepOutput,
 };
-use crate::scalar;
-use crate::schedule::{Schedule, ScheduleConfig, VarianceType};
-use crate::spacing;
-use diffgraph_sdk::prelude::*;
+use crate::samplers::{SamplerInfo, Setup, COMMON};
+use diffgraph_diffusion::prediction::predict_f32_diffusers;
+use diffgraph_diffusion::variance::StepVariance;
+use diffgraph_diffusion::{
+    integer_timestep, scalar, timesteps, Result, Schedule, ScheduleConfig, TimestepSpacing,
+    VarianceType,
+};
+use diffgraph_sdk::tch::Tensor;
 use std::sync::Arc;
+
+pub const INFO: SamplerInfo = SamplerInfo {
+    name: "ddpm",
+    class_name: "DDPMScheduler",
+    defaults: || ScheduleConfig {
+        timestep_spacing: TimestepSpacing::Leading,
+        ..ScheduleConfig::default()
+    },
+    variance_types: &VarianceType::FIXED,
+    build: |s| {
+        let config = DdpmConfig::read(s)?;
+        Ok(Box::new(Ddpm::new(s.schedule.clone(), config, s.steps)?))
+    },
+    ..COMMON
+};
+
+/// DDPMScheduler's own keys, with diffusers' class defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DdpmConfig {
+    pub clip: ClipSample,
+    pub variance_type: VarianceType,
+}
+
+impl DdpmConfig {
+    pub fn read(s: &Setup) -> Result<DdpmConfig> {
+        Ok(DdpmConfig {
+            clip: ClipSample::read(s, true)?,
+            variance_type: s.name("variance_type", VarianceType::FixedSmall)?,
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct Ddpm {
     schedule: Arc<Schedule>,
     timesteps: Arc<[f32]>,
+    own: DdpmConfig,
 }
 
 impl Ddpm {
-    pub fn new(config: ScheduleConfig, steps: i64) -> Result<Ddpm, NodeError> {
-        let timesteps: Vec<f32> = spacing::timesteps(&config, steps)?
+    pub fn new(config: ScheduleConfig, own: DdpmConfig, steps: i64) -> Result<Ddpm> {
+        if own.variance_type.is_learned() {
+            return Err(format!(
+                "DDPM with variance_type {:?} needs the model's variance output, which is not supported",
+                own.variance_type
+            )
+            .into());
+        }
+        let timesteps: Vec<f32> = timesteps::timesteps(&config, steps)?
             .into_iter()
             .map(|t| t as f32)
             .collect();
         Ok(Ddpm {
             schedule: Arc::new(Schedule::new(config)?),
             timesteps: timesteps.into(),
-        })
-    }
-
-    /// The per-step variance (`_get_variance`), a float32 scalar.
-    fn variance(&self, alpha_prod_t: f32, alpha_prod_t_prev: f32) -> Result<f32, NodeError> {
-        let current_beta_t = 1.0f32 - alpha_prod_t / alpha_prod_t_prev;
-        let variance =
-            ((1.0f32 - alpha_prod_t_prev) / (1.0f32 - alpha_prod_t) * current_beta_t).max(1e-20);
-        Ok(match self.schedule.config.variance_type {
-            VarianceType::FixedSmall => scalar::sqrt(variance)?,
-            // torch.exp(0.5 * torch.log(variance)), not square-rooted afterwards.
-            VarianceType::FixedSmallLog => scalar::exp(0.5f32 * scalar::log(variance)?)?,
-            VarianceType::FixedLarge => scalar::sqrt(current_beta_t)?,
+            own,
         })
     }
 }
 
 impl Sampler for Ddpm {
-    fn name(&self) -> &'static str {
-        "DDPMScheduler"
+    fn info(&self) -> &'static SamplerInfo {
+        &INFO
     }
 
     fn schedule(&self) -> &Schedule {
@@ -66,11 +97,11 @@ impl Sampler for Ddpm {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> Result<f32, NodeError> {
+    fn init_noise_sigma(&self) -> Result<f32> {
         Ok(1.0)
     }
 
-    fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
+    fn step(&mut self, input: StepInput) -> Result<StepOutput> {
         let (model_output, sample) = (input.model_output, input.sample);
         check_step_inputs(model_output, sample)?;
         let config = &self.schedule.config;
@@ -85,18 +116,17 @@ impl Sampler for Ddpm {
         let current_alpha_t = alpha_prod_t / alpha_prod_t_prev;
         let current_beta_t = 1.0f32 - current_alpha_t;
 
-        let (mut x0, _) = predict(config.prediction_type, model_output, sample, alpha_prod_t)?;
-        if config.clip_sample {
-            let r = config.clip_sample_range;
-            x0 = x0.f_clamp(-r, r)?;
-        }
+        let (x0, _) =
+            predict_f32_diffusers(config.prediction_type, model_output, sample, alpha_prod_t)?;
+        let x0 = self.own.clip.apply(x0)?;
         let x0_coeff = scalar::sqrt(alpha_prod_t_prev)? * current_beta_t / beta_prod_t;
         let sample_coeff = scalar::sqrt(current_alpha_t)? * beta_prod_t_prev / beta_prod_t;
         let mut prev_sample =
             scalar::mul(&x0, x0_coeff)?.f_add(&scalar::mul(sample, sample_coeff)?)?;
         if t > 0 {
             let noise = (input.noise)(model_output)?;
-            let std = self.variance(alpha_prod_t, alpha_prod_t_prev)?;
+            let std = StepVariance::new(alpha_prod_t, alpha_prod_t_prev)
+                .fixed_std(self.own.variance_type)?;
             prev_sample = prev_sample.f_add(&scalar::mul(&noise, std)?)?;
         }
         Ok(StepOutput {
@@ -111,7 +141,7 @@ impl Sampler for Ddpm {
         noise: &Tensor,
         _index: usize,
         timestep: f32,
-    ) -> Result<Tensor, NodeError> {
+    ) -> Result<Tensor> {
         add_noise_alpha(&self.schedule, original, noise, timestep)
     }
 

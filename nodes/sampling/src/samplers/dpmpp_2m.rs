@@ -26,17 +26,79 @@
 //! 998 (`index_for_timestep`) and fails at the last step. Here the state's
 //! step index is carried, so such a schedule runs from its first entry.
 use crate::sampler::{check_step_inputs, Sampler, StepInput, StepOutput};
-use crate::scalar::{self, mul};
-use crate::schedule::{
-    BetaSchedule, FinalSigmas, PredictionType, Schedule, ScheduleConfig, SolverType,
+use crate::samplers::sigma_common::FinalSigmas;
+use crate::samplers::{SamplerInfo, Setup, COMMON};
+use diffgraph_diffusion::prediction::Coefficients;
+use diffgraph_diffusion::scalar::{self, mul};
+use diffgraph_diffusion::sigmas::{self, alpha_sigma_t as alpha_sigma};
+use diffgraph_diffusion::{
+    numpy, timesteps, BetaSchedule, ConfigName, Error, Result, Schedule, ScheduleConfig,
+    VarianceType,
 };
-use crate::sigmas;
-use crate::spacing;
-use diffgraph_sdk::prelude::*;
+use diffgraph_sdk::tch::{Kind, Tensor};
 use std::sync::Arc;
+
+pub const INFO: SamplerInfo = SamplerInfo {
+    name: "dpmpp_2m",
+    class_name: "DPMSolverMultistepScheduler",
+    karras: true,
+    // Accepted as diffusers does, without effect; learned variances are refused.
+    variance_types: &VarianceType::FIXED,
+    build: |s| {
+        let config = DpmConfig::read(s)?;
+        Ok(Box::new(DpmSolver::new(
+            s.schedule.clone(),
+            config,
+            s.steps,
+        )?))
+    },
+    ..COMMON
+};
+
+/// DPM-Solver's `solver_type`: how the second-order term is formed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SolverType {
+    Midpoint,
+    Heun,
+}
+
+impl ConfigName for SolverType {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("midpoint", SolverType::Midpoint),
+        ("heun", SolverType::Heun),
+    ];
+}
+
+/// DPMSolverMultistepScheduler's own keys, with diffusers' class defaults
+/// (`algorithm_type` must be "dpmsolver++").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DpmConfig {
+    /// 1 or 2 (2M).
+    pub solver_order: i64,
+    pub solver_type: SolverType,
+    pub lower_order_final: bool,
+    pub euler_at_final: bool,
+    pub use_karras_sigmas: bool,
+    pub final_sigmas_type: FinalSigmas,
+}
+
+impl DpmConfig {
+    pub fn read(s: &Setup) -> Result<DpmConfig> {
+        s.file.expect("algorithm_type", &["dpmsolver++"])?;
+        Ok(DpmConfig {
+            solver_order: s.int("solver_order", 2)?,
+            solver_type: s.name("solver_type", SolverType::Midpoint)?,
+            lower_order_final: s.flag("lower_order_final", true)?,
+            euler_at_final: s.flag("euler_at_final", false)?,
+            use_karras_sigmas: s.flag("use_karras_sigmas", false)?,
+            final_sigmas_type: s.name("final_sigmas_type", FinalSigmas::Zero)?,
+        })
+    }
+}
 
 pub struct DpmSolver {
     schedule: Arc<Schedule>,
+    own: DpmConfig,
     timesteps: Arc<[f32]>,
     sigmas: Arc<[f32]>,
     /// The x0 of the previous step (diffusers' `model_outputs[-2]`).
@@ -44,33 +106,27 @@ pub struct DpmSolver {
     lower_order_nums: i64,
 }
 
-/// `_sigma_to_alpha_sigma_t`: (1 / (sigma² + 1) ** 0.5, sigma · alpha_t).
-fn alpha_sigma(sigma: f32) -> Result<(f32, f32), NodeError> {
-    let alpha = 1.0f32 / scalar::sqrt(sigma * sigma + 1.0)?;
-    Ok((alpha, sigma * alpha))
-}
-
-fn lambda(alpha: f32, sigma: f32) -> Result<f32, NodeError> {
+fn lambda(alpha: f32, sigma: f32) -> Result<f32> {
     Ok(scalar::log(alpha)? - scalar::log(sigma)?)
 }
 
 impl DpmSolver {
-    pub fn new(config: ScheduleConfig, steps: i64) -> Result<DpmSolver, NodeError> {
-        if !(1..=2).contains(&config.solver_order) {
+    pub fn new(config: ScheduleConfig, own: DpmConfig, steps: i64) -> Result<DpmSolver> {
+        if !(1..=2).contains(&own.solver_order) {
             return Err(format!(
                 "DPM-Solver with solver_order {} is not supported (1 or 2)",
-                config.solver_order
+                own.solver_order
             )
             .into());
         }
-        let mut timesteps: Vec<f64> = spacing::dpm_timesteps(&config, steps)?
+        let mut timesteps: Vec<f64> = timesteps::dpm_timesteps(&config, steps)?
             .into_iter()
             .map(|t| t as f64)
             .collect();
         let schedule = Schedule::new(config)?;
         let config = &schedule.config;
         let training = sigmas::training_sigmas(&schedule)?;
-        let mut table: Vec<f64> = if config.use_karras_sigmas {
+        let mut table: Vec<f64> = if own.use_karras_sigmas {
             let (min, max) = (
                 f64::from(training[0]),
                 f64::from(training[training.len() - 1]),
@@ -93,10 +149,10 @@ impl DpmSolver {
         } else {
             timesteps
                 .iter()
-                .map(|&t| crate::numpy::interp(t, &training))
+                .map(|&t| numpy::interp(t, &training))
                 .collect()
         };
-        table.push(match config.final_sigmas_type {
+        table.push(match own.final_sigmas_type {
             FinalSigmas::Zero => 0.0,
             FinalSigmas::SigmaMin => f64::from(sigmas::sigma_min_final(&schedule)?),
         });
@@ -112,36 +168,31 @@ impl DpmSolver {
                 .collect::<Vec<_>>()
                 .into(),
             schedule: Arc::new(schedule),
+            own,
             previous: None,
             lower_order_nums: 0,
         })
     }
 
-    fn sigma(&self, i: usize) -> Result<f32, NodeError> {
+    fn sigma(&self, i: usize) -> Result<f32> {
         self.sigmas
             .get(i)
             .copied()
-            .ok_or_else(|| NodeError::new(format!("step {i} is past the end of the schedule")))
+            .ok_or_else(|| Error::Invalid(format!("step {i} is past the end of the schedule")))
     }
 
     /// `convert_model_output` for dpmsolver++: the predicted x0.
-    fn x0(&self, model_output: &Tensor, sample: &Tensor, i: usize) -> Result<Tensor, NodeError> {
+    fn x0(&self, model_output: &Tensor, sample: &Tensor, i: usize) -> Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma(self.sigma(i)?)?;
-        Ok(match self.schedule.config.prediction_type {
-            PredictionType::Epsilon => {
-                scalar::div(&sample.f_sub(&mul(model_output, sigma_t)?)?, alpha_t)?
-            }
-            PredictionType::Sample => model_output.shallow_clone(),
-            PredictionType::VPrediction => {
-                mul(sample, alpha_t)?.f_sub(&mul(model_output, sigma_t)?)?
-            }
-        })
+        let c = Coefficients::new(alpha_t, sigma_t);
+        let prediction_type = self.schedule.config.prediction_type;
+        prediction_type.x0_with(model_output, sample, c)
     }
 }
 
 impl Sampler for DpmSolver {
-    fn name(&self) -> &'static str {
-        "DPMSolverMultistepScheduler"
+    fn info(&self) -> &'static SamplerInfo {
+        &INFO
     }
 
     fn schedule(&self) -> &Schedule {
@@ -156,7 +207,7 @@ impl Sampler for DpmSolver {
         &self.sigmas
     }
 
-    fn init_noise_sigma(&self) -> Result<f32, NodeError> {
+    fn init_noise_sigma(&self) -> Result<f32> {
         Ok(1.0)
     }
 
@@ -164,10 +215,10 @@ impl Sampler for DpmSolver {
         true
     }
 
-    fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
+    fn step(&mut self, input: StepInput) -> Result<StepOutput> {
         let (model_output, i) = (input.model_output, input.index);
         check_step_inputs(model_output, input.sample)?;
-        let config = &self.schedule.config;
+        let config = &self.own;
         let n = self.timesteps.len();
         let lower_order_final = i + 1 == n
             && (config.euler_at_final
@@ -211,20 +262,19 @@ impl Sampler for DpmSolver {
         noise: &Tensor,
         index: usize,
         _timestep: f32,
-    ) -> Result<Tensor, NodeError> {
+    ) -> Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma(self.sigma(index)?)?;
         Ok(mul(original, alpha_t)?.f_add(&mul(noise, sigma_t)?)?)
     }
 
-    fn alpha_bar(&self, index: usize, _timestep: f32) -> Result<f64, NodeError> {
-        Ok(crate::samplers::sigma_common::alpha_bar_at(
-            self.sigma(index)?,
-        ))
+    fn alpha_bar(&self, index: usize, _timestep: f32) -> Result<f64> {
+        Ok(sigmas::alpha_bar_at(self.sigma(index)?))
     }
 
     fn box_clone(&self) -> Box<dyn Sampler> {
         Box::new(DpmSolver {
             schedule: self.schedule.clone(),
+            own: self.own,
             timesteps: self.timesteps.clone(),
             sigmas: self.sigmas.clone(),
             previous: self.previous.as_ref().map(Tensor::shallow_clone),

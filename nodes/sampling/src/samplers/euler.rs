@@ -5,13 +5,33 @@
 //! - sigmas at the spaced timesteps (float32 timesteps, fractional for
 //!   linspace; Karras sigmas optional), then 0 (or sigma_min);
 //! - the model sees `x / sqrt(sigma² + 1)` at the timestep t;
-//! - x0 from the output (`sigma_common::sigma_x0`), d = (x - x0) / sigma,
+//! - x0 from the output (`PredictionType::x0_from_sigma`), d = (x - x0) / sigma,
 //!   x_prev = x + d·(sigma_next - sigma), in float32, cast back to the model
 //!   output's dtype.
 use crate::sampler::{check_step_inputs, Sampler, StepInput, StepOutput};
-use crate::samplers::sigma_common::{sigma_sampler_methods, sigma_x0, SigmaSchedule};
-use crate::schedule::{FinalSigmas, ScheduleConfig};
-use diffgraph_sdk::prelude::*;
+use crate::samplers::sigma_common::{sigma_sampler_methods, FinalSigmas, SigmaSchedule};
+use crate::samplers::{SamplerInfo, COMMON};
+use diffgraph_diffusion::{Result, ScheduleConfig};
+use diffgraph_sdk::tch::{Kind, Tensor};
+
+pub const INFO: SamplerInfo = SamplerInfo {
+    name: "euler",
+    class_name: "EulerDiscreteScheduler",
+    karras: true,
+    build: |s| {
+        s.file.expect("interpolation_type", &["linear"])?;
+        s.file.expect("timestep_type", &["discrete"])?;
+        let karras = s.flag("use_karras_sigmas", false)?;
+        let final_sigmas = s.name("final_sigmas_type", FinalSigmas::Zero)?;
+        Ok(Box::new(Euler::new(
+            s.schedule.clone(),
+            karras,
+            final_sigmas,
+            s.steps,
+        )?))
+    },
+    ..COMMON
+};
 
 #[derive(Clone)]
 pub struct Euler {
@@ -19,13 +39,15 @@ pub struct Euler {
 }
 
 impl Euler {
-    pub fn new(config: ScheduleConfig, steps: i64) -> Result<Euler, NodeError> {
-        let (karras, sigma_min) = (
-            config.use_karras_sigmas,
-            config.final_sigmas_type == FinalSigmas::SigmaMin,
-        );
+    pub fn new(
+        config: ScheduleConfig,
+        use_karras_sigmas: bool,
+        final_sigmas: FinalSigmas,
+        steps: i64,
+    ) -> Result<Euler> {
+        let sigma_min = final_sigmas == FinalSigmas::SigmaMin;
         Ok(Euler {
-            s: SigmaSchedule::new(config, steps, karras, sigma_min)?,
+            s: SigmaSchedule::new(config, steps, use_karras_sigmas, sigma_min)?,
         })
     }
 }
@@ -33,17 +55,20 @@ impl Euler {
 impl Sampler for Euler {
     sigma_sampler_methods!();
 
-    fn name(&self) -> &'static str {
-        "EulerDiscreteScheduler"
+    fn info(&self) -> &'static SamplerInfo {
+        &INFO
     }
 
-    fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
+    fn step(&mut self, input: StepInput) -> Result<StepOutput> {
         let model_output = input.model_output;
         check_step_inputs(model_output, input.sample)?;
         let sample = input.sample.f_to_kind(Kind::Float)?;
         // gamma = 0 (no churn): sigma_hat = sigma * (0 + 1) = sigma.
         let sigma_hat = self.s.sigma(input.index)?;
-        let x0 = sigma_x0(self.s.prediction_type(), model_output, &sample, sigma_hat)?;
+        let x0 = self
+            .s
+            .prediction_type()
+            .x0_from_sigma(model_output, &sample, sigma_hat)?;
         let derivative = sample.f_sub(&x0)?.f_div_scalar(f64::from(sigma_hat))?;
         let dt = self.s.sigma(input.index + 1)? - sigma_hat;
         let prev_sample = sample

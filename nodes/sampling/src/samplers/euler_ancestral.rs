@@ -11,10 +11,18 @@
 //!   noise being this step's draw from the run's generator (every step draws,
 //!   the last one too, as diffusers does).
 use crate::sampler::{check_step_inputs, Sampler, StepInput, StepOutput};
-use crate::samplers::sigma_common::{sigma_sampler_methods, sigma_x0, SigmaSchedule};
-use crate::scalar;
-use crate::schedule::{PredictionType, ScheduleConfig};
-use diffgraph_sdk::prelude::*;
+use crate::samplers::sigma_common::{sigma_sampler_methods, SigmaSchedule};
+use crate::samplers::{SamplerInfo, COMMON};
+use diffgraph_diffusion::{scalar, PredictionType, Result, ScheduleConfig};
+use diffgraph_sdk::tch::{Kind, Tensor};
+
+pub const INFO: SamplerInfo = SamplerInfo {
+    name: "euler_ancestral",
+    class_name: "EulerAncestralDiscreteScheduler",
+    prediction_types: &[PredictionType::Epsilon, PredictionType::VPrediction],
+    build: |s| Ok(Box::new(EulerAncestral::new(s.schedule.clone(), s.steps)?)),
+    ..COMMON
+};
 
 #[derive(Clone)]
 pub struct EulerAncestral {
@@ -22,12 +30,7 @@ pub struct EulerAncestral {
 }
 
 impl EulerAncestral {
-    pub fn new(config: ScheduleConfig, steps: i64) -> Result<EulerAncestral, NodeError> {
-        if config.prediction_type == PredictionType::Sample {
-            return Err(
-                "Euler ancestral supports the prediction types epsilon and v_prediction".into(),
-            );
-        }
+    pub fn new(config: ScheduleConfig, steps: i64) -> Result<EulerAncestral> {
         Ok(EulerAncestral {
             s: SigmaSchedule::new(config, steps, false, false)?,
         })
@@ -37,16 +40,19 @@ impl EulerAncestral {
 impl Sampler for EulerAncestral {
     sigma_sampler_methods!();
 
-    fn name(&self) -> &'static str {
-        "EulerAncestralDiscreteScheduler"
+    fn info(&self) -> &'static SamplerInfo {
+        &INFO
     }
 
-    fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
+    fn step(&mut self, input: StepInput) -> Result<StepOutput> {
         let model_output = input.model_output;
         check_step_inputs(model_output, input.sample)?;
         let sigma = self.s.sigma(input.index)?;
         let sample = input.sample.f_to_kind(Kind::Float)?;
-        let x0 = sigma_x0(self.s.prediction_type(), model_output, &sample, sigma)?;
+        let x0 = self
+            .s
+            .prediction_type()
+            .x0_from_sigma(model_output, &sample, sigma)?;
         let (sigma_from, sigma_to) = (sigma, self.s.sigma(input.index + 1)?);
         let sigma_up = scalar::sqrt(
             sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to)

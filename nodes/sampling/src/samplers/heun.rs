@@ -11,11 +11,34 @@
 //! - corrector: d' = (x_next - x0(sigma_i)) / sigma_i with the model's output at
 //!   x_next, x_prev = x + (d + d')/2 · dt from the stored x.
 //! - x0 as for Euler, clamped to ±clip_sample_range when clip_sample.
-use crate::sampler::{check_step_inputs, Sampler, StepInput, StepOutput};
-use crate::samplers::sigma_common::{sigma_sampler_methods, sigma_x0, SigmaSchedule};
-use crate::schedule::ScheduleConfig;
-use crate::sigmas::SigmaTable;
-use diffgraph_sdk::prelude::*;
+use crate::sampler::{check_step_inputs, ClipSample, Sampler, StepInput, StepOutput};
+use crate::samplers::sigma_common::{sigma_sampler_methods, SigmaSchedule};
+use crate::samplers::{SamplerInfo, COMMON};
+use diffgraph_diffusion::sigmas::SigmaTable;
+use diffgraph_diffusion::{Result, ScheduleConfig};
+use diffgraph_sdk::tch::Tensor;
+
+pub const INFO: SamplerInfo = SamplerInfo {
+    name: "heun",
+    class_name: "HeunDiscreteScheduler",
+    defaults: || ScheduleConfig {
+        beta_start: 0.00085,
+        beta_end: 0.012,
+        ..ScheduleConfig::default()
+    },
+    karras: true,
+    build: |s| {
+        let karras = s.flag("use_karras_sigmas", false)?;
+        let clip = ClipSample::read(s, false)?;
+        Ok(Box::new(Heun::new(
+            s.schedule.clone(),
+            karras,
+            clip,
+            s.steps,
+        )?))
+    },
+    ..COMMON
+};
 
 /// What the predictor leaves for the corrector.
 struct Predicted {
@@ -26,12 +49,12 @@ struct Predicted {
 
 pub struct Heun {
     s: SigmaSchedule,
+    clip: ClipSample,
     predicted: Option<Predicted>,
 }
 
 impl Heun {
-    pub fn new(config: ScheduleConfig, steps: i64) -> Result<Heun, NodeError> {
-        let karras = config.use_karras_sigmas;
+    pub fn new(config: ScheduleConfig, karras: bool, clip: ClipSample, steps: i64) -> Result<Heun> {
         let base = SigmaSchedule::new(config, steps, karras, false)?;
         let (t, s) = (&base.table.timesteps, &base.table.sigmas);
         // torch.cat([sigmas[:1], sigmas[1:-1].repeat_interleave(2), sigmas[-1:]])
@@ -43,6 +66,7 @@ impl Heun {
         timesteps.extend(t[1..].iter().flat_map(|&x| [x, x]));
         Ok(Heun {
             s: base.with_table(SigmaTable { timesteps, sigmas }),
+            clip,
             predicted: None,
         })
     }
@@ -51,8 +75,8 @@ impl Heun {
 impl Sampler for Heun {
     sigma_sampler_methods!();
 
-    fn name(&self) -> &'static str {
-        "HeunDiscreteScheduler"
+    fn info(&self) -> &'static SamplerInfo {
+        &INFO
     }
 
     fn order(&self) -> usize {
@@ -63,7 +87,7 @@ impl Sampler for Heun {
         true
     }
 
-    fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
+    fn step(&mut self, input: StepInput) -> Result<StepOutput> {
         let (model_output, sample) = (input.model_output, input.sample);
         check_step_inputs(model_output, sample)?;
         let i = input.index;
@@ -78,12 +102,11 @@ impl Sampler for Heun {
         };
         let sigma_hat = sigma; // sigma * (gamma + 1), gamma = 0
         let sigma_input = if first_order { sigma_hat } else { sigma_next };
-        let mut x0 = sigma_x0(self.s.prediction_type(), model_output, sample, sigma_input)?;
-        let config = &self.s.schedule.config;
-        if config.clip_sample {
-            let r = config.clip_sample_range;
-            x0 = x0.f_clamp(-r, r)?;
-        }
+        let x0 = self
+            .s
+            .prediction_type()
+            .x0_from_sigma(model_output, sample, sigma_input)?;
+        let x0 = self.clip.apply(x0)?;
         let (derivative, dt, base) = match self.predicted.take() {
             None => {
                 let derivative = sample.f_sub(&x0)?.f_div_scalar(f64::from(sigma_hat))?;
@@ -111,6 +134,7 @@ impl Sampler for Heun {
     fn box_clone(&self) -> Box<dyn Sampler> {
         Box::new(Heun {
             s: self.s.clone(),
+            clip: self.clip,
             predicted: self.predicted.as_ref().map(|p| Predicted {
                 derivative: p.derivative.shallow_clone(),
                 dt: p.dt,

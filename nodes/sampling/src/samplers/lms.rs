@@ -12,9 +12,21 @@
 //!   coeff_j the integrated Lagrange basis (`crate::quadrature`).
 use crate::quadrature::lms_coefficient;
 use crate::sampler::{check_step_inputs, clone_tensors, Sampler, StepInput, StepOutput};
-use crate::samplers::sigma_common::{sigma_sampler_methods, sigma_x0, SigmaSchedule};
-use crate::schedule::ScheduleConfig;
-use diffgraph_sdk::prelude::*;
+use crate::samplers::sigma_common::{sigma_sampler_methods, SigmaSchedule};
+use crate::samplers::{SamplerInfo, COMMON};
+use diffgraph_diffusion::{Result, ScheduleConfig};
+use diffgraph_sdk::tch::Tensor;
+
+pub const INFO: SamplerInfo = SamplerInfo {
+    name: "lms",
+    class_name: "LMSDiscreteScheduler",
+    karras: true,
+    build: |s| {
+        let karras = s.flag("use_karras_sigmas", false)?;
+        Ok(Box::new(Lms::new(s.schedule.clone(), karras, s.steps)?))
+    },
+    ..COMMON
+};
 
 const ORDER: usize = 4;
 
@@ -24,8 +36,7 @@ pub struct Lms {
 }
 
 impl Lms {
-    pub fn new(config: ScheduleConfig, steps: i64) -> Result<Lms, NodeError> {
-        let use_karras = config.use_karras_sigmas;
+    pub fn new(config: ScheduleConfig, use_karras: bool, steps: i64) -> Result<Lms> {
         Ok(Lms {
             s: SigmaSchedule::new(config, steps, use_karras, false)?,
             derivatives: Vec::new(),
@@ -36,20 +47,23 @@ impl Lms {
 impl Sampler for Lms {
     sigma_sampler_methods!();
 
-    fn name(&self) -> &'static str {
-        "LMSDiscreteScheduler"
+    fn info(&self) -> &'static SamplerInfo {
+        &INFO
     }
 
     fn is_multistep(&self) -> bool {
         true
     }
 
-    fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
+    fn step(&mut self, input: StepInput) -> Result<StepOutput> {
         let (model_output, sample) = (input.model_output, input.sample);
         check_step_inputs(model_output, sample)?;
         let i = input.index;
         let sigma = self.s.sigma(i)?;
-        let x0 = sigma_x0(self.s.prediction_type(), model_output, sample, sigma)?;
+        let x0 = self
+            .s
+            .prediction_type()
+            .x0_from_sigma(model_output, sample, sigma)?;
         let derivative = sample.f_sub(&x0)?.f_div_scalar(f64::from(sigma))?;
         self.derivatives.push(derivative);
         if self.derivatives.len() > ORDER {

@@ -16,19 +16,52 @@
 //!   a_prev = final_alpha_cumprod when prev < 0.
 //! - v_prediction is turned into eps first; "sample" prediction is refused
 //!   (as diffusers does).
+//!
+//! PNDM's class default is `skip_prk_steps=False` (Runge-Kutta warm-up),
+//! which is not implemented: a config that does not mention it gets `true`,
+//! as every Stable Diffusion config has, and `false` is refused.
 use crate::sampler::{
-    add_noise_alpha, check_step_inputs, clone_tensors, integer_timestep, Sampler, StepInput,
-    StepOutput,
+    add_noise_alpha, check_step_inputs, clone_tensors, Sampler, StepInput, StepOutput,
 };
-use crate::scalar::{div, mul, sqrt};
-use crate::schedule::{PredictionType, Schedule, ScheduleConfig};
-use crate::spacing;
-use diffgraph_sdk::prelude::*;
+use crate::samplers::{SamplerInfo, COMMON};
+use diffgraph_diffusion::prediction::{Coefficients, PredictionType};
+use diffgraph_diffusion::scalar::{div, mul, sqrt};
+use diffgraph_diffusion::{
+    integer_timestep, timesteps, Result, Schedule, ScheduleConfig, TimestepSpacing,
+};
+use diffgraph_sdk::tch::Tensor;
 use std::sync::Arc;
+
+pub const INFO: SamplerInfo = SamplerInfo {
+    name: "pndm",
+    class_name: "PNDMScheduler",
+    defaults: || ScheduleConfig {
+        timestep_spacing: TimestepSpacing::Leading,
+        ..ScheduleConfig::default()
+    },
+    prediction_types: &[PredictionType::Epsilon, PredictionType::VPrediction],
+    build: |s| {
+        if !s.flag("skip_prk_steps", true)? {
+            return Err(
+                "PNDM with skip_prk_steps=false (Runge-Kutta warm-up) is not supported; \
+                        Stable Diffusion uses skip_prk_steps=true"
+                    .into(),
+            );
+        }
+        let set_alpha_to_one = s.flag("set_alpha_to_one", false)?;
+        Ok(Box::new(Pndm::new(
+            s.schedule.clone(),
+            set_alpha_to_one,
+            s.steps,
+        )?))
+    },
+    ..COMMON
+};
 
 pub struct Pndm {
     schedule: Arc<Schedule>,
     timesteps: Arc<[f32]>,
+    final_alpha_cumprod: f32,
     step_ratio: i64,
     /// diffusers' `counter`, `ets` and `cur_sample`.
     counter: usize,
@@ -37,15 +70,10 @@ pub struct Pndm {
 }
 
 impl Pndm {
-    pub fn new(config: ScheduleConfig, steps: i64) -> Result<Pndm, NodeError> {
-        if config.prediction_type == PredictionType::Sample {
-            return Err("PNDM supports the prediction types epsilon and v_prediction".into());
-        }
-        if !config.skip_prk_steps {
-            return Err("PNDM with skip_prk_steps=false is not supported".into());
-        }
+    /// PLMS with `skip_prk_steps=True`; `set_alpha_to_one` as the config's.
+    pub fn new(config: ScheduleConfig, set_alpha_to_one: bool, steps: i64) -> Result<Pndm> {
         // Ascending `_timesteps`, then the PLMS order.
-        let mut asc = spacing::timesteps(&config, steps)?;
+        let mut asc = timesteps::timesteps(&config, steps)?;
         asc.reverse();
         let n = asc.len();
         let mut plms: Vec<i64> = asc[..n - 1].to_vec();
@@ -54,9 +82,11 @@ impl Pndm {
         }
         plms.push(asc[n - 1]);
         plms.reverse();
+        let schedule = Schedule::new(config)?;
         Ok(Pndm {
-            step_ratio: config.num_train_timesteps / steps,
-            schedule: Arc::new(Schedule::new(config)?),
+            step_ratio: schedule.num_train_timesteps() / steps,
+            final_alpha_cumprod: schedule.final_alpha_cumprod(set_alpha_to_one),
+            schedule: Arc::new(schedule),
             timesteps: plms
                 .into_iter()
                 .map(|t| t as f32)
@@ -76,32 +106,32 @@ impl Pndm {
         timestep: i64,
         prev_timestep: i64,
         model_output: &Tensor,
-    ) -> Result<(Tensor, Tensor), NodeError> {
+    ) -> Result<(Tensor, Tensor)> {
         let alpha_prod_t = self.schedule.alpha_cumprod(timestep)?;
-        let alpha_prod_t_prev = self.schedule.alpha_cumprod_prev(prev_timestep)?;
+        let alpha_prod_t_prev = self
+            .schedule
+            .alpha_cumprod_prev(prev_timestep, self.final_alpha_cumprod)?;
         let beta_prod_t = 1.0f32 - alpha_prod_t;
         let beta_prod_t_prev = 1.0f32 - alpha_prod_t_prev;
-        let eps = if self.schedule.config.prediction_type == PredictionType::VPrediction {
-            mul(model_output, sqrt(alpha_prod_t)?)?.f_add(&mul(sample, sqrt(beta_prod_t)?)?)?
-        } else {
-            model_output.shallow_clone()
-        };
+        let c = Coefficients::diffusers_f32(alpha_prod_t)?;
+        let eps = self
+            .schedule
+            .config
+            .prediction_type
+            .eps_with(model_output, sample, c)?;
         let sample_coeff = sqrt(alpha_prod_t_prev / alpha_prod_t)?;
         let denom = alpha_prod_t * sqrt(beta_prod_t_prev)?
             + sqrt(alpha_prod_t * beta_prod_t * alpha_prod_t_prev)?;
         let prev = mul(sample, sample_coeff)?
             .f_sub(&div(&mul(&eps, alpha_prod_t_prev - alpha_prod_t)?, denom)?)?;
-        let x0 = div(
-            &sample.f_sub(&mul(&eps, sqrt(beta_prod_t)?)?)?,
-            sqrt(alpha_prod_t)?,
-        )?;
+        let x0 = PredictionType::Epsilon.x0_with(&eps, sample, c)?;
         Ok((prev, x0))
     }
 }
 
 impl Sampler for Pndm {
-    fn name(&self) -> &'static str {
-        "PNDMScheduler"
+    fn info(&self) -> &'static SamplerInfo {
+        &INFO
     }
 
     fn schedule(&self) -> &Schedule {
@@ -112,7 +142,7 @@ impl Sampler for Pndm {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> Result<f32, NodeError> {
+    fn init_noise_sigma(&self) -> Result<f32> {
         Ok(1.0)
     }
 
@@ -121,7 +151,7 @@ impl Sampler for Pndm {
     }
 
     /// `step_plms`.
-    fn step(&mut self, input: StepInput) -> Result<StepOutput, NodeError> {
+    fn step(&mut self, input: StepInput) -> Result<StepOutput> {
         let (model_output, mut sample) = (input.model_output, input.sample.shallow_clone());
         check_step_inputs(model_output, &sample)?;
         let mut timestep = integer_timestep(input.timestep)?;
@@ -176,7 +206,7 @@ impl Sampler for Pndm {
         noise: &Tensor,
         _index: usize,
         timestep: f32,
-    ) -> Result<Tensor, NodeError> {
+    ) -> Result<Tensor> {
         add_noise_alpha(&self.schedule, original, noise, timestep)
     }
 
@@ -184,6 +214,7 @@ impl Sampler for Pndm {
         Box::new(Pndm {
             schedule: self.schedule.clone(),
             timesteps: self.timesteps.clone(),
+            final_alpha_cumprod: self.final_alpha_cumprod,
             step_ratio: self.step_ratio,
             counter: self.counter,
             ets: clone_tensors(&self.ets),

@@ -1,12 +1,29 @@
 //! What the sigma samplers (Euler, Euler ancestral, LMS, Heun) share,
 //! following diffusers `schedulers/scheduling_euler_discrete.py`: the sigma
-//! table, `init_noise_sigma`, `scale_model_input` and x0 from the model output.
-use crate::scalar;
-use crate::schedule::{PredictionType, Schedule, ScheduleConfig, TimestepSpacing};
-use crate::sigmas::{self, SigmaTable};
-use crate::spacing;
-use diffgraph_sdk::prelude::*;
+//! table, `init_noise_sigma`, `scale_model_input`, and `final_sigmas_type`
+//! (Euler and DPM-Solver).
+use diffgraph_diffusion::sigmas::{self, SigmaTable};
+use diffgraph_diffusion::{
+    scalar, timesteps, ConfigName, Error, PredictionType, Result, Schedule, ScheduleConfig,
+    TimestepSpacing,
+};
+use diffgraph_sdk::tch::Tensor;
 use std::sync::Arc;
+
+/// `final_sigmas_type` of the Euler and DPM-Solver schedulers: the sigma
+/// after the last step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalSigmas {
+    Zero,
+    SigmaMin,
+}
+
+impl ConfigName for FinalSigmas {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("zero", FinalSigmas::Zero),
+        ("sigma_min", FinalSigmas::SigmaMin),
+    ];
+}
 
 /// The schedule and sigma table of a sigma sampler (shared by its clones).
 #[derive(Clone)]
@@ -24,8 +41,8 @@ impl SigmaSchedule {
         steps: i64,
         use_karras: bool,
         sigma_min_last: bool,
-    ) -> Result<SigmaSchedule, NodeError> {
-        let timesteps = spacing::sigma_timesteps(&config, steps)?;
+    ) -> Result<SigmaSchedule> {
+        let timesteps = timesteps::sigma_timesteps(&config, steps)?;
         let schedule = Schedule::new(config)?;
         let last = if sigma_min_last {
             sigmas::sigma_min_final(&schedule)?
@@ -52,9 +69,9 @@ impl SigmaSchedule {
     }
 
     /// `sigmas[i]`.
-    pub fn sigma(&self, i: usize) -> Result<f32, NodeError> {
+    pub fn sigma(&self, i: usize) -> Result<f32> {
         self.table.sigmas.get(i).copied().ok_or_else(|| {
-            NodeError::new(format!(
+            Error::Invalid(format!(
                 "step {i} is past the end of the schedule ({} sigmas)",
                 self.table.sigmas.len()
             ))
@@ -63,50 +80,20 @@ impl SigmaSchedule {
 
     /// `init_noise_sigma`: max sigma for linspace/trailing spacing,
     /// `(max**2 + 1) ** 0.5` for leading.
-    pub fn init_noise_sigma(&self) -> Result<f32, NodeError> {
+    pub fn init_noise_sigma(&self) -> Result<f32> {
         let leading = self.schedule.config.timestep_spacing == TimestepSpacing::Leading;
         sigmas::init_noise_sigma(&self.table.sigmas, leading)
     }
 
     /// The cumulative alpha the model's (scaled) input has at step `i`.
-    pub fn alpha_bar(&self, i: usize) -> Result<f64, NodeError> {
-        Ok(alpha_bar_at(self.sigma(i)?))
+    pub fn alpha_bar(&self, i: usize) -> Result<f64> {
+        Ok(sigmas::alpha_bar_at(self.sigma(i)?))
     }
 }
 
-/// 1 / (sigma² + 1): the cumulative alpha of x / sqrt(sigma² + 1), the
-/// input a sigma sampler gives the model.
-pub fn alpha_bar_at(sigma: f32) -> f64 {
-    let s = f64::from(sigma);
-    1.0 / (s * s + 1.0)
-}
-
 /// `scale_model_input`: `sample / ((sigma**2 + 1) ** 0.5)`, float32.
-pub fn scale_by_sigma(sample: &Tensor, sigma: f32) -> Result<Tensor, NodeError> {
+pub fn scale_by_sigma(sample: &Tensor, sigma: f32) -> Result<Tensor> {
     Ok(sample.f_div_scalar(f64::from(scalar::sqrt(sigma * sigma + 1.0)?))?)
-}
-
-/// x0 from the model output at noise level `sigma` (`step`, "1. compute
-/// predicted original sample (x_0) from sigma-scaled predicted noise"):
-/// epsilon `x - sigma·eps`; v_prediction `v·(-sigma / (sigma² + 1) ** 0.5) + x / (sigma² + 1)`;
-/// sample: the output itself.
-pub fn sigma_x0(
-    prediction_type: PredictionType,
-    model_output: &Tensor,
-    sample: &Tensor,
-    sigma: f32,
-) -> Result<Tensor, NodeError> {
-    Ok(match prediction_type {
-        PredictionType::Epsilon => sample.f_sub(&model_output.f_mul_scalar(f64::from(sigma))?)?,
-        PredictionType::VPrediction => {
-            let s2 = sigma * sigma + 1.0;
-            let c_out = -sigma / scalar::sqrt(s2)?;
-            model_output
-                .f_mul_scalar(f64::from(c_out))?
-                .f_add(&sample.f_div_scalar(f64::from(s2))?)?
-        }
-        PredictionType::Sample => model_output.shallow_clone(),
-    })
 }
 
 /// The [`crate::sampler::Sampler`] methods every sigma sampler implements the
@@ -116,7 +103,7 @@ pub fn sigma_x0(
 /// samplers' files hold only what differs (`name`, `step`, `box_clone`, ...).
 macro_rules! sigma_sampler_methods {
     () => {
-        fn schedule(&self) -> &$crate::schedule::Schedule {
+        fn schedule(&self) -> &diffgraph_diffusion::Schedule {
             &self.s.schedule
         }
 
@@ -128,11 +115,15 @@ macro_rules! sigma_sampler_methods {
             &self.s.table.sigmas
         }
 
-        fn init_noise_sigma(&self) -> Result<f32, NodeError> {
+        fn init_noise_sigma(&self) -> diffgraph_diffusion::Result<f32> {
             self.s.init_noise_sigma()
         }
 
-        fn scale_model_input(&self, sample: &Tensor, index: usize) -> Result<Tensor, NodeError> {
+        fn scale_model_input(
+            &self,
+            sample: &Tensor,
+            index: usize,
+        ) -> diffgraph_diffusion::Result<Tensor> {
             $crate::samplers::sigma_common::scale_by_sigma(sample, self.s.sigma(index)?)
         }
 
@@ -142,11 +133,11 @@ macro_rules! sigma_sampler_methods {
             noise: &Tensor,
             index: usize,
             _timestep: f32,
-        ) -> Result<Tensor, NodeError> {
+        ) -> diffgraph_diffusion::Result<Tensor> {
             $crate::sampler::add_noise_sigma(original, noise, self.s.sigma(index)?)
         }
 
-        fn alpha_bar(&self, index: usize, _timestep: f32) -> Result<f64, NodeError> {
+        fn alpha_bar(&self, index: usize, _timestep: f32) -> diffgraph_diffusion::Result<f64> {
             self.s.alpha_bar(index)
         }
     };

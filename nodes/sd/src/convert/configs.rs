@@ -4,6 +4,7 @@
 //! `loaders/single_file_utils.py`: `SCHEDULER_DEFAULT_CONFIG`,
 //! `_legacy_load_scheduler`'s prediction-type guess).
 use super::keys::equivalent;
+use diffgraph_diffusion::{ConfigName, PredictionType};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -105,7 +106,12 @@ pub fn scheduler(
     let mut config = match &reference.scheduler {
         Some(Value::Object(r)) => Value::Object(r.clone()),
         _ => {
-            let guess = if sd2 { "v_prediction" } else { "epsilon" };
+            let guess = if sd2 {
+                PredictionType::VPrediction
+            } else {
+                PredictionType::Epsilon
+            }
+            .name();
             assumed.push(format!("scheduler.prediction_type = {guess}"));
             json!({
                 "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
@@ -121,7 +127,7 @@ pub fn scheduler(
     }
     let prediction = config["prediction_type"]
         .as_str()
-        .unwrap_or("epsilon")
+        .unwrap_or(PredictionType::Epsilon.name())
         .to_string();
     (config, prediction)
 }

@@ -1,13 +1,12 @@
 //! VAE nodes: latents to pixels (txt2img's last step) and pixels to latents
 //! (img2img's first), with the scaling factor of the model's config.
+use super::component::Component;
 use super::loader::VAE;
 use crate::vae::{to_pixels, Vae};
 use diffgraph_sdk::prelude::*;
-use std::sync::Mutex;
 
-fn lock(vae: &Mutex<Vae>) -> Result<std::sync::MutexGuard<'_, Vae>, NodeError> {
-    vae.lock()
-        .map_err(|_| NodeError::new("the VAE was poisoned by an earlier panic"))
+fn lock<'a>(inputs: &Inputs<'a>) -> Result<std::sync::MutexGuard<'a, Vae>, NodeError> {
+    inputs.object::<Component<Vae>>("vae")?.lock()
 }
 
 pub struct VAEDecode;
@@ -25,7 +24,7 @@ impl Node for VAEDecode {
     }
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
-        let vae = lock(inputs.object("vae")?)?;
+        let vae = lock(inputs)?;
         let decoded =
             tch::no_grad(|| vae.decode(inputs.tensor("latent")?).map_err(NodeError::new))?;
         Ok(vec![to_pixels(&decoded).into()])
@@ -48,7 +47,7 @@ impl Node for VAEEncode {
     }
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
-        let vae = lock(inputs.object("vae")?)?;
+        let vae = lock(inputs)?;
         let image = inputs.tensor("image")? * 2.0 - 1.0;
         let noise = inputs.opt_tensor("noise")?;
         let latent = tch::no_grad(|| vae.encode_latents(&image, noise).map_err(NodeError::new))?;
@@ -72,7 +71,7 @@ impl Node for LatentShape {
     }
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
-        let vae = lock(inputs.object("vae")?)?;
+        let vae = lock(inputs)?;
         let factor = 1i64 << (vae.config.block_out_channels.len().saturating_sub(1));
         let (w, h) = (inputs.int("width")?, inputs.int("height")?);
         if w % factor != 0 || h % factor != 0 {

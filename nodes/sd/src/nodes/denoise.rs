@@ -1,155 +1,216 @@
-//! The denoiser a `MODEL` handle holds (the SD U-Net, or any TorchScript
-//! module with forward(x_t, t, context)), and the U-Net step node that
-//! evaluates it once per loop iteration, batching the conditional and
-//! unconditional branches into one call as diffusers' pipelines do.
+//! `UNetStep` (alias `Denoise`): one evaluation of a denoiser of any family
+//! per loop iteration, the conditional and unconditional branches batched
+//! into one call as diffusers' pipelines do, and classifier-free guidance.
+//!
+//! **The g = 1 rule has one owner, this node**: with `uncond` and
+//! `guidance_scale` it outputs the guided `model_output` itself (the formula:
+//! `diffgraph_diffusion::cfg::cfg_mix`, shared with the guidance plugin's
+//! `CFGMixer`), and at g = 1 it does not compute the unconditional branch.
+//! A graph thus states g once. `output_cond`/`output_uncond` stay for
+//! external mixers; after a skip `output_uncond` *is* `output_cond` (the same
+//! tensor), which `CFGMixer` refuses to mix at any g other than 1.
+use super::labels::class_labels;
+use crate::family::{Conditioning, Model, MODEL};
+use diffgraph_diffusion::cfg::cfg_mix;
 use diffgraph_sdk::prelude::*;
 
-/// Port type of loaded denoisers.
-pub const MODEL: &str = "MODEL";
-
-/// What predicts the noise (or v, or x0).
-pub enum Denoiser {
-    /// The Stable Diffusion U-Net (behind a lock: tensors are not Sync).
-    Unet(Box<std::sync::Mutex<crate::unet::UNet>>),
-    /// forward(x_t, t: float [B], context) -> model output.
-    TorchScript(tch::CModule),
+/// Classifier-free guidance settings: diffusers' `guidance_scale` g = w + 1
+/// and `guidance_rescale` φ.
+#[derive(Clone, Copy, Debug)]
+pub struct Guidance {
+    pub scale: f64,
+    pub rescale: f64,
 }
 
-/// A loaded denoiser and what it predicts, which travels with it so that
-/// schedulers and guidance use the right conversion.
-pub struct Model {
-    pub denoiser: Denoiser,
-    pub prediction_type: String,
-    /// Dtype the model computes in; inputs are cast to it, outputs back to f32.
-    pub kind: Kind,
+/// What one step computes: the raw branches (float32) and the output the
+/// scheduler steps with.
+pub struct StepOutput {
+    pub cond: Tensor,
+    /// `cond` itself (the same tensor) when the branch was not computed.
+    pub uncond: Tensor,
+    pub model_output: Tensor,
 }
 
-impl Model {
-    /// One batched evaluation: `x` [B, ...], `t` the timestep for all of the
-    /// batch, `context` [B, ...].
-    pub fn predict(&self, x: &Tensor, t: f64, context: &Tensor) -> Result<Tensor, NodeError> {
-        let batch = x.size()[0];
-        match &self.denoiser {
-            Denoiser::Unet(unet) => {
-                let unet = unet
-                    .lock()
-                    .map_err(|_| NodeError::new("the U-Net was poisoned by an earlier panic"))?;
-                Ok(unet.try_forward(x, t, context)?)
-            }
-            Denoiser::TorchScript(m) => {
-                let ts = Tensor::full([batch], t, (Kind::Float, x.device()));
-                Ok(tch::no_grad(|| {
-                    m.forward_ts(&[x.shallow_clone(), ts, context.shallow_clone()])
-                })?)
-            }
+/// Evaluates `model` on `x` at `t`: `cond` alone, or with `uncond` in one
+/// batch (unconditional first), and mixes when `guidance` is given. Refuses
+/// conditioning the family cannot use or lacks (before evaluating anything)
+/// and a guidance scale other than 1 without an unconditional branch.
+pub fn evaluate(
+    model: &Model,
+    x: &Tensor,
+    t: f64,
+    cond: &Conditioning,
+    uncond: Option<&Conditioning>,
+    guidance: Option<Guidance>,
+) -> Result<StepOutput, NodeError> {
+    model.check(cond, "cond")?;
+    if let Some(u) = uncond {
+        model.check(u, "uncond")?;
+    }
+    if let Some(g) = guidance.filter(|g| g.scale != 1.0 && uncond.is_none()) {
+        return Err(format!(
+            "guidance_scale {} needs the unconditional branch: connect `uncond` (or \
+             `uncond_class_labels`), or leave guidance_scale out for the conditional model alone",
+            g.scale
+        )
+        .into());
+    }
+    let skip_uncond = guidance.is_some_and(|g| g.scale == 1.0);
+    let d = &model.denoiser;
+    let (batch, kind) = (x.size()[0], d.kind());
+    let input = x.to_kind(kind);
+    let cond = cond.for_batch(batch, kind, "cond")?;
+    let (out_c, out_u) = match uncond {
+        Some(u) if !skip_uncond => {
+            let u = u.for_batch(batch, kind, "uncond")?;
+            let both = d.predict(
+                &Tensor::cat(&[&input, &input], 0),
+                t,
+                &Conditioning::cat(&u, &cond)?,
+            )?;
+            let halves = both.to_kind(Kind::Float).chunk(2, 0);
+            (halves[1].shallow_clone(), Some(halves[0].shallow_clone()))
         }
-    }
+        _ => (d.predict(&input, t, &cond)?.to_kind(Kind::Float), None),
+    };
+    let model_output = match (guidance, &out_u) {
+        (Some(g), Some(u)) => mix(model, &out_c, u, g)?,
+        _ => out_c.shallow_clone(),
+    };
+    Ok(StepOutput {
+        uncond: out_u.unwrap_or_else(|| out_c.shallow_clone()),
+        cond: out_c,
+        model_output,
+    })
 }
 
-pub const PREDICTION_TYPES: &[&str] = &["epsilon", "v_prediction", "sample"];
-
-/// Loads a TorchScript denoiser (see `Denoiser::TorchScript`) for models the
-/// project does not implement natively.
-pub struct LoadTorchScriptDenoiser;
-
-impl Node for LoadTorchScriptDenoiser {
-    fn schema(&self) -> NodeSchema {
-        NodeSchema::new("LoadTorchScriptDenoiser", "loaders")
-            .description(
-                "Loads a TorchScript module with forward(x_t, t, context) -> model output (t: float tensor [B]) \
-                 as a MODEL for UNetStep; prediction_type says what it predicts.",
-            )
-            .input(InputSpec::string("path").file().doc("a TorchScript file saved with torch.jit.save"))
-            .input(InputSpec::string("prediction_type").default("epsilon").choices(PREDICTION_TYPES))
-            .output(OutputSpec::new("model", PortType::object(MODEL)))
-            .output(OutputSpec::new("prediction_type", PortType::String))
+/// The guided output. For learned-variance models only the prediction
+/// channels are mixed and the conditional branch's variance channels follow
+/// (GLIDE's `model_fn`, glide_text2im notebooks: `eps, rest = model_out[:, :3],
+/// model_out[:, 3:]`, guided eps concatenated with `rest`).
+fn mix(model: &Model, cond: &Tensor, uncond: &Tensor, g: Guidance) -> Result<Tensor, NodeError> {
+    let cfg = |c: &Tensor, u: &Tensor| cfg_mix(c, u, g.scale, g.rescale).map_err(String::from);
+    if model.denoiser.output_layout().learned_variance.is_none() {
+        return Ok(cfg(cond, uncond)?);
     }
-
-    fn run(&self, ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
-        let path = inputs.str("path")?;
-        let mut module = tch::CModule::load_on_device(path, ctx.device())
-            .map_err(|e| NodeError::new(format!("cannot load TorchScript module {path}: {e}")))?;
-        module.set_eval();
-        let prediction_type = inputs.str("prediction_type")?.to_string();
-        let model = Model {
-            denoiser: Denoiser::TorchScript(module),
-            prediction_type: prediction_type.clone(),
-            kind: Kind::Float,
-        };
-        Ok(vec![
-            Object::new(MODEL, model).into(),
-            prediction_type.into(),
-        ])
+    let channels = cond.size().get(1).copied().unwrap_or(0);
+    if channels % 2 != 0 {
+        return Err(format!(
+            "the {} reports learned variance channels, but its output has {channels} channels (expected prediction + variance, an even number)",
+            model.denoiser.family()
+        )
+        .into());
     }
+    let (c, u) = (cond.chunk(2, 1), uncond.chunk(2, 1));
+    Ok(Tensor::cat(&[cfg(&c[0], &u[0])?, c[1].shallow_clone()], 1))
 }
 
-/// One model evaluation per denoising step, conditional and unconditional in
-/// one batch (diffusers: `torch.cat([negative, positive])`, latents doubled).
+/// One model evaluation per denoising step (see the module doc).
 pub struct UNetStep;
 
-impl Node for UNetStep {
-    fn schema(&self) -> NodeSchema {
-        NodeSchema::new("UNetStep", "sampling")
+impl UNetStep {
+    fn schema_named(name: &str) -> NodeSchema {
+        NodeSchema::new(name, "sampling")
             .description(
-                "Evaluates the model on the (already scaled) sample at a timestep. With `uncond` given, the \
-                 unconditional and conditional branches run in one batched call; when guidance_scale is 1 \
-                 (w = 0) the unconditional branch is not computed and output_uncond is output_cond.",
+                "Evaluates the model (any family) on the (already scaled) sample at a timestep. With an \
+                 unconditional branch (`uncond` / `uncond_class_labels`) both branches run in one batched \
+                 call, and with guidance_scale g the node outputs the classifier-free guided model_output \
+                 uncond + g·(cond − uncond) (Ho & Salimans 2022; diffusers' guidance_scale, optional \
+                 guidance_rescale): state g here, once. At g = 1 the unconditional branch is not computed \
+                 (output_uncond is output_cond). Without guidance_scale, model_output is output_cond.",
             )
             .input(InputSpec::new("model", PortType::object(MODEL)))
             .input(InputSpec::new("sample", PortType::Latent))
             .input(InputSpec::float("timestep"))
-            .input(InputSpec::new("cond", PortType::Conditioning))
+            .input(
+                InputSpec::new("cond", PortType::Conditioning)
+                    .optional()
+                    .doc("the text context (families that use one)"),
+            )
             .input(InputSpec::new("uncond", PortType::Conditioning).optional())
+            .input(
+                InputSpec::new("class_labels", PortType::Any)
+                    .optional()
+                    .doc("class-conditional families: an int, LIST<INT> or an integer TENSOR [1 or B]"),
+            )
+            .input(
+                InputSpec::new("uncond_class_labels", PortType::Any)
+                    .optional()
+                    .doc("the unconditional branch's labels (e.g. the null class)"),
+            )
             .input(InputSpec::float("guidance_scale").optional().doc("diffusers' guidance_scale g = w + 1"))
+            .input(
+                InputSpec::float("guidance_rescale")
+                    .default(0.0)
+                    .range(0.0, 1.0)
+                    .doc("φ of Lin et al. 2023 (diffusers' guidance_rescale); 0 = off; needs guidance_scale"),
+            )
             .output(OutputSpec::new("output_cond", PortType::Tensor))
             .output(OutputSpec::new("output_uncond", PortType::Tensor))
+            .output(
+                OutputSpec::new("model_output", PortType::Tensor)
+                    .doc("guided with guidance_scale, else output_cond: for SchedulerStep"),
+            )
     }
 
-    fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+    fn run_step(inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let model: &Model = inputs.object("model")?;
         let x = inputs.tensor("sample")?;
-        let t = inputs.float("timestep")?;
-        let cond = expand_context(inputs.tensor("cond")?, x.size()[0], "cond")?;
-        let skip_uncond = match inputs.get("guidance_scale")? {
-            InputValue::None => false,
-            v => v.as_float() == Some(1.0),
+        let branch = |context: &str, labels: &str| -> Result<Conditioning, NodeError> {
+            Ok(Conditioning {
+                context: inputs.opt_tensor(context)?.map(Tensor::shallow_clone),
+                class_labels: class_labels(inputs, labels, x.device())?,
+                ..Conditioning::default()
+            })
         };
-        let uncond = match inputs.opt_tensor("uncond")? {
-            Some(u) if !skip_uncond => Some(expand_context(u, x.size()[0], "uncond")?),
-            _ => None,
-        };
-        let input = x.to_kind(model.kind);
-        let (out_c, out_u) = match uncond {
-            Some(u) => {
-                let both = model.predict(
-                    &Tensor::cat(&[&input, &input], 0),
-                    t,
-                    &Tensor::cat(&[u.to_kind(model.kind), cond.to_kind(model.kind)], 0),
-                )?;
-                let halves = both.to_kind(Kind::Float).chunk(2, 0);
-                (halves[1].shallow_clone(), halves[0].shallow_clone())
+        let cond = branch("cond", "class_labels")?;
+        let uncond = Some(branch("uncond", "uncond_class_labels")?).filter(|u| !u.is_empty());
+        let rescale = inputs.float("guidance_rescale")?;
+        let guidance = match inputs.opt_float("guidance_scale")? {
+            Some(scale) => Some(Guidance { scale, rescale }),
+            None if rescale > 0.0 => {
+                return Err(format!(
+                    "guidance_rescale {rescale} rescales the guided output: give guidance_scale too"
+                )
+                .into())
             }
-            None => {
-                let out = model
-                    .predict(&input, t, &cond.to_kind(model.kind))?
-                    .to_kind(Kind::Float);
-                (out.shallow_clone(), out)
-            }
+            None => None,
         };
-        Ok(vec![out_c.into(), out_u.into()])
+        let out = evaluate(
+            model,
+            x,
+            inputs.float("timestep")?,
+            &cond,
+            uncond.as_ref(),
+            guidance,
+        )?;
+        Ok(vec![
+            out.cond.into(),
+            out.uncond.into(),
+            out.model_output.into(),
+        ])
     }
 }
 
-/// A conditioning of batch 1 serves every sample of the batch.
-fn expand_context(c: &Tensor, batch: i64, name: &str) -> Result<Tensor, NodeError> {
-    let n = c.size().first().copied().unwrap_or(0);
-    if n == batch {
-        Ok(c.shallow_clone())
-    } else if n == 1 {
-        let mut shape = c.size();
-        shape[0] = batch;
-        Ok(c.expand(&shape, false))
-    } else {
-        Err(NodeError::new(format!("input `{name}`: batch of {n} does not match the sample's batch of {batch} (give 1 or {batch})")))
+impl Node for UNetStep {
+    fn schema(&self) -> NodeSchema {
+        UNetStep::schema_named("UNetStep")
+    }
+
+    fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+        UNetStep::run_step(inputs)
+    }
+}
+
+/// `UNetStep` under a family-neutral name: the same node.
+pub struct Denoise;
+
+impl Node for Denoise {
+    fn schema(&self) -> NodeSchema {
+        UNetStep::schema_named("Denoise")
+    }
+
+    fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+        UNetStep::run_step(inputs)
     }
 }

@@ -1,17 +1,22 @@
 //! Loading a Stable Diffusion 1.x/2.x model from a diffusers folder or a
 //! single-file `.safetensors` checkpoint, into the three handles a graph
-//! wires separately: MODEL (the U-Net), CLIP (tokenizer + text encoder) and
-//! VAE, as ComfyUI's CheckpointLoader does.
-use super::denoise::{Denoiser, Model, MODEL, PREDICTION_TYPES};
+//! wires separately: MODEL (the U-Net, family [`crate::family::sd`]), CLIP
+//! (tokenizer + text encoder) and VAE, as ComfyUI's CheckpointLoader does.
+//! A folder gives only the parts it has: without `vae/` (or `text_encoder/`
+//! and `tokenizer/`) the model still loads, and the nodes that need the
+//! missing part say so. Single files hold all three (the split requires them).
+use super::component::Component;
 use crate::clip::{ClipConfig, ClipTextModel};
 use crate::convert::{self, ModelFamily};
+use crate::family::sd::SdUnet;
+use crate::family::{Model, MODEL};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{UNet, UNetConfig};
 use crate::vae::{Vae, VaeConfig};
 use crate::weights::Weights;
+use diffgraph_diffusion::{ConfigName, PredictionType};
 use diffgraph_sdk::prelude::*;
 use std::path::Path;
-use std::sync::Mutex;
 
 pub const CLIP: &str = "CLIP";
 pub const VAE: &str = "VAE";
@@ -22,11 +27,11 @@ pub struct Clip {
     pub model: ClipTextModel,
 }
 
-/// Everything a checkpoint holds.
+/// The parts a checkpoint holds: a missing part is `Err(why)`.
 pub struct Loaded {
     pub unet: UNet,
-    pub clip: Clip,
-    pub vae: Vae,
+    pub clip: Result<Clip, String>,
+    pub vae: Result<Vae, String>,
     pub prediction_type: String,
     /// What the Scheduler node's `config` input takes: the folder (its
     /// scheduler/scheduler_config.json), or "" for SD's defaults.
@@ -69,17 +74,37 @@ fn load_folder(dir: &Path, kind: Kind, device: Device) -> Result<Loaded, String>
             .map_err(|e| format!("{}: {e}", scheduler.display()))?
             .get("prediction_type")
             .and_then(|p| p.as_str())
-            .unwrap_or("epsilon")
+            .unwrap_or(PredictionType::Epsilon.name())
             .to_string(),
-        Err(_) => "epsilon".to_string(),
+        Err(_) => PredictionType::Epsilon.name().to_string(),
+    };
+    let has = |parts: &[&str]| -> Result<(), String> {
+        let absent: Vec<String> = parts
+            .iter()
+            .filter(|p| !dir.join(p).is_dir())
+            .map(|p| format!("{p}/"))
+            .collect();
+        if absent.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} has no {}", dir.display(), absent.join(" and ")))
+        }
+    };
+    let clip = match has(&["text_encoder", "tokenizer"]) {
+        Ok(()) => Ok(Clip {
+            tokenizer: ClipTokenizer::from_folder(&dir.join("tokenizer"))?,
+            model: ClipTextModel::load_folder(&dir.join("text_encoder"), kind, device)?,
+        }),
+        Err(why) => Err(why),
+    };
+    let vae = match has(&["vae"]) {
+        Ok(()) => Ok(Vae::from_folder(&dir.join("vae"), kind, device)?),
+        Err(why) => Err(why),
     };
     Ok(Loaded {
         unet: UNet::from_folder(&dir.join("unet"), kind, device)?,
-        clip: Clip {
-            tokenizer: ClipTokenizer::from_folder(&dir.join("tokenizer"))?,
-            model: ClipTextModel::load_folder(&dir.join("text_encoder"), kind, device)?,
-        },
-        vae: Vae::from_folder(&dir.join("vae"), kind, device)?,
+        clip,
+        vae,
         prediction_type,
         scheduler_config: if scheduler.exists() {
             dir.to_string_lossy().into_owned()
@@ -138,11 +163,11 @@ fn load_single_file(
     };
     Ok(Loaded {
         unet,
-        clip: Clip {
+        clip: Ok(Clip {
             tokenizer: ClipTokenizer::bundled(pad)?,
             model,
-        },
-        vae,
+        }),
+        vae: Ok(vae),
         prediction_type: parts.prediction_type,
         scheduler_config: String::new(),
     })
@@ -157,7 +182,9 @@ impl Node for LoadCheckpoint {
             .description(
                 "Loads Stable Diffusion 1.x/2.x from a diffusers folder or a single-file .safetensors \
                  checkpoint (architecture inferred from the keys and shapes; .ckpt pickles are refused). \
-                 A wrong or partial file fails listing every missing, unexpected and mis-shaped key.",
+                 A wrong or partial file fails listing every missing, unexpected and mis-shaped key. \
+                 A folder without vae/ (or text_encoder/ and tokenizer/) still gives the model; the nodes \
+                 given the missing part say so.",
             )
             .input(InputSpec::string("path").file().doc("a diffusers model folder or a .safetensors file"))
             .input(
@@ -169,7 +196,7 @@ impl Node for LoadCheckpoint {
             .input(
                 InputSpec::string("prediction_type")
                     .optional()
-                    .choices(PREDICTION_TYPES)
+                    .choices(&PredictionType::names())
                     .doc("overrides the checkpoint's (e.g. epsilon for an SD 2 base single file)"),
             )
             .output(OutputSpec::new("model", PortType::object(MODEL)))
@@ -181,30 +208,25 @@ impl Node for LoadCheckpoint {
 
     fn run(&self, ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let kind = dtype(inputs.str("dtype")?)?;
-        let reference = match inputs.get("config")? {
-            InputValue::Str(dir) if !dir.is_empty() => Some(Path::new(*dir)),
-            _ => None,
-        };
+        let reference = inputs
+            .opt_str("config")?
+            .filter(|dir| !dir.is_empty())
+            .map(Path::new);
         let loaded = load(
             Path::new(inputs.str("path")?),
             reference,
             kind,
             ctx.device(),
         )?;
-        let prediction_type = match inputs.get("prediction_type")? {
-            InputValue::Str(p) => p.to_string(),
-            _ => loaded.prediction_type,
-        };
-        let model = Model {
-            denoiser: Denoiser::Unet(Box::new(Mutex::new(loaded.unet))),
-            prediction_type: prediction_type.clone(),
-            kind,
-        };
+        let name = inputs
+            .opt_str("prediction_type")?
+            .unwrap_or(&loaded.prediction_type);
+        let prediction = PredictionType::parse("prediction_type", name).map_err(String::from)?;
         Ok(vec![
-            Object::new(MODEL, model).into(),
-            Object::new(CLIP, Mutex::new(loaded.clip)).into(),
-            Object::new(VAE, Mutex::new(loaded.vae)).into(),
-            prediction_type.into(),
+            Object::new(MODEL, Model::new(SdUnet::new(loaded.unet, prediction))).into(),
+            Object::new(CLIP, Component::new("text encoder", loaded.clip)).into(),
+            Object::new(VAE, Component::new("VAE", loaded.vae)).into(),
+            prediction.name().into(),
             loaded.scheduler_config.into(),
         ])
     }

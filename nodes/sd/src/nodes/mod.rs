@@ -1,5 +1,8 @@
 //! The plugin's node types.
 pub mod autoencoder;
+pub mod component;
 pub mod denoise;
+pub mod labels;
 pub mod loader;
 pub mod text;
+pub mod torchscript;

@@ -1,8 +1,8 @@
 //! Prompt encoding: CLIP tokenizer + text encoder into a conditioning tensor
 //! (diffusers' `encode_prompt`; a negative prompt is just another encode).
+use super::component::Component;
 use super::loader::{Clip, CLIP};
 use diffgraph_sdk::prelude::*;
-use std::sync::Mutex;
 
 pub struct CLIPTextEncode;
 
@@ -21,10 +21,8 @@ impl Node for CLIPTextEncode {
     }
 
     fn run(&self, ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
-        let clip: &Mutex<Clip> = inputs.object("clip")?;
-        let clip = clip
-            .lock()
-            .map_err(|_| "the text encoder was poisoned by an earlier panic")?;
+        let clip: &Component<Clip> = inputs.object("clip")?;
+        let clip = clip.lock()?;
         let ids = clip.tokenizer.encode_padded(inputs.str("text")?);
         let ids = crate::clip::ids_tensor(&[ids], ctx.device())?;
         let skip = inputs.int("clip_skip")? as usize;

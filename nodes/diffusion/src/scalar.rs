@@ -8,42 +8,43 @@
 //! Karras timesteps by an ulp. These helpers therefore run them through
 //! libtorch on a 0-d float32 CPU tensor, the same code that runs under
 //! diffusers (about a microsecond each).
-use diffgraph_sdk::prelude::*;
+use crate::Result;
+use tch::{Device, Kind, Tensor};
 
-fn unary(x: f32, op: impl Fn(&Tensor) -> Result<Tensor, tch::TchError>) -> Result<f32, NodeError> {
+fn unary(x: f32, op: impl Fn(&Tensor) -> Result<Tensor, tch::TchError>) -> Result<f32> {
     let t = Tensor::f_scalar_tensor(f64::from(x), (Kind::Float, Device::Cpu))?;
     Ok(op(&t)?.f_double_value(&[])? as f32)
 }
 
 /// `x ** 0.5` (`torch.sqrt`) for a float32 0-d tensor.
-pub fn sqrt(x: f32) -> Result<f32, NodeError> {
+pub fn sqrt(x: f32) -> Result<f32> {
     unary(x, |t| t.f_sqrt())
 }
 
 /// `torch.sqrt` of a float32 tensor's values (the vectorised kernel gives
 /// the same values as the 0-d one).
-pub fn sqrt_all(x: &[f32]) -> Result<Vec<f32>, NodeError> {
+pub fn sqrt_all(x: &[f32]) -> Result<Vec<f32>> {
     Ok(Vec::<f32>::try_from(&Tensor::from_slice(x).f_sqrt()?)?)
 }
 
 /// `torch.log(x)` for a float32 0-d tensor.
-pub fn log(x: f32) -> Result<f32, NodeError> {
+pub fn log(x: f32) -> Result<f32> {
     unary(x, |t| t.f_log())
 }
 
 /// `torch.exp(x)` for a float32 0-d tensor.
-pub fn exp(x: f32) -> Result<f32, NodeError> {
+pub fn exp(x: f32) -> Result<f32> {
     unary(x, |t| t.f_exp())
 }
 
 /// `tensor * s` for a float32 scalar `s` (a 0-d tensor or a Python float
 /// times a float32 tensor: libtorch multiplies by `s` as float32).
-pub fn mul(t: &Tensor, s: f32) -> Result<Tensor, NodeError> {
+pub fn mul(t: &Tensor, s: f32) -> Result<Tensor> {
     Ok(t.f_mul_scalar(f64::from(s))?)
 }
 
 /// `tensor / s` for a float32 scalar `s`.
-pub fn div(t: &Tensor, s: f32) -> Result<Tensor, NodeError> {
+pub fn div(t: &Tensor, s: f32) -> Result<Tensor> {
     Ok(t.f_div_scalar(f64::from(s))?)
 }
 

@@ -1,5 +1,5 @@
-//! `run --profile`: time spent per node (loop bodies summed over their
-//! iterations), printed as a table when the run ends.
+//! Time spent per node (loop bodies summed over their iterations), as a
+//! table when the run ends (`diffgraph run --profile`).
 use crate::exec::{Event, Observer};
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -3,41 +3,16 @@
 //! cargo replaces a library by remove + link, editors save by rename), events
 //! are debounced, and each change reports what was reloaded, what re-ran and
 //! what came from the cache.
-use super::{plugin_sources, report_json_value, PluginArgs, PluginSource};
-use crate::device::{self, DeviceRequest};
-use crate::exec::Executor;
-use crate::graph::overrides::Override;
-use crate::watch::{cargo, Session};
-use clap::Args;
+use crate::args::{WatchArgs, EXIT_BAD_INPUT};
+use diffgraph::device;
+use diffgraph::plugin::discovery::PluginSource;
+use diffgraph::watch::{cargo, Session};
+use diffgraph::{report, Executor, Registry};
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-#[derive(Args)]
-pub struct WatchArgs {
-    /// The graph file (JSON); edits to it are picked up.
-    graph: PathBuf,
-    #[arg(long = "set", value_name = "NODE.INPUT=VALUE")]
-    set: Vec<Override>,
-    #[arg(long, default_value = "cpu")]
-    device: DeviceRequest,
-    #[arg(long, default_value = "output")]
-    out: PathBuf,
-    #[command(flatten)]
-    plugins: PluginArgs,
-    /// Rebuild a plugin crate of the current cargo workspace (`cargo build`)
-    /// when its Rust sources change; the rebuilt library is then reloaded.
-    #[arg(long)]
-    build: bool,
-    /// Debounce interval for file events, in milliseconds.
-    #[arg(long, default_value_t = 50)]
-    debounce_ms: u64,
-    /// One JSON object per line on stdout for every event (for tools and tests).
-    #[arg(long)]
-    json: bool,
-}
 
 enum Msg {
     Changed(Vec<PathBuf>),
@@ -64,24 +39,24 @@ impl Printer {
 
 pub fn watch(a: WatchArgs) -> i32 {
     let p = Printer { json: a.json };
-    let (device, line) = match device::select(a.device) {
+    let (device, line) = match device::select(a.exec.device) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
-            return super::EXIT_BAD_INPUT;
+            return EXIT_BAD_INPUT;
         }
     };
     eprintln!("{line}");
-    let dirs = plugin_sources(&a.plugins);
-    let mut exec = Executor::new(crate::plugin::Registry::new());
+    let dirs = a.exec.plugins.sources();
+    let mut exec = Executor::new(Registry::new());
     exec.set_device(device);
-    exec.set_output_dir(a.out.to_string_lossy());
+    exec.set_output_dir(a.exec.out.to_string_lossy());
     let graph_path = std::path::absolute(&a.graph).unwrap_or(a.graph.clone());
-    let mut session = match Session::new(exec, &graph_path, a.set.clone()) {
+    let mut session = match Session::new(exec, &graph_path, a.exec.set.clone()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot create a staging folder: {e}");
-            return super::EXIT_BAD_INPUT;
+            return EXIT_BAD_INPUT;
         }
     };
 
@@ -97,7 +72,7 @@ pub fn watch(a: WatchArgs) -> i32 {
             Ok((crates, _)) => crates,
             Err(e) => {
                 eprintln!("error: --build: {e}");
-                return super::EXIT_BAD_INPUT;
+                return EXIT_BAD_INPUT;
             }
         }
     } else {
@@ -119,7 +94,7 @@ pub fn watch(a: WatchArgs) -> i32 {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: cannot watch files: {e}");
-            return super::EXIT_BAD_INPUT;
+            return EXIT_BAD_INPUT;
         }
     };
     let graph_dir = graph_path
@@ -281,23 +256,12 @@ fn is_watched_library(path: &Path, sources: &[PluginSource]) -> bool {
 }
 
 fn run_once(session: &mut Session, p: &Printer, reloaded: &[serde_json::Value]) {
-    let Some(result) = session.run(&crate::exec::Silent) else {
+    let Some(result) = session.run(&diffgraph::Silent) else {
         return;
     };
     match result {
         Ok(o) => {
-            let outputs: serde_json::Map<String, serde_json::Value> = o
-                .outputs
-                .iter()
-                .map(|(id, outs)| {
-                    (
-                        id.clone(),
-                        outs.iter()
-                            .map(|(n, v)| (n.clone(), report_json_value(v)))
-                            .collect(),
-                    )
-                })
-                .collect();
+            let outputs = report::outputs_json(&o);
             p.event(
                 "run",
                 serde_json::json!({ "executed": o.executed, "cached": o.cached, "seconds": o.seconds, "outputs": outputs, "reloaded": reloaded }),
@@ -311,10 +275,8 @@ fn run_once(session: &mut Session, p: &Printer, reloaded: &[serde_json::Value]) 
                 },
             );
         }
-        Err(e) => p.event(
-            "run_failed",
-            serde_json::json!({ "node": e.node(), "error": e.to_string() }),
-            || format!("error: {e}"),
-        ),
+        Err(e) => p.event("run_failed", report::run_error_fields(&e), || {
+            format!("error: {e}")
+        }),
     }
 }

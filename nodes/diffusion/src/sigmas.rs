@@ -15,11 +15,11 @@
 use crate::numpy;
 use crate::scalar;
 use crate::schedule::Schedule;
-use diffgraph_sdk::NodeError;
+use crate::Result;
 
 /// `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5`, float32 (IEEE
 /// division; libtorch's square root, `crate::scalar`).
-pub fn training_sigmas(schedule: &Schedule) -> Result<Vec<f32>, NodeError> {
+pub fn training_sigmas(schedule: &Schedule) -> Result<Vec<f32>> {
     let ratios: Vec<f32> = schedule
         .alphas_cumprod
         .iter()
@@ -89,7 +89,7 @@ pub fn euler_table(
     timesteps: Vec<f32>,
     use_karras: bool,
     final_sigma: f32,
-) -> Result<SigmaTable, NodeError> {
+) -> Result<SigmaTable> {
     let training = training_sigmas(schedule)?;
     let mut sigmas = at_timesteps(&timesteps, &training);
     let mut timesteps = timesteps;
@@ -109,14 +109,14 @@ pub fn euler_table(
 
 /// `((1 - alphas_cumprod[0]) / alphas_cumprod[0]) ** 0.5`, the
 /// `final_sigmas_type="sigma_min"` last sigma.
-pub fn sigma_min_final(schedule: &Schedule) -> Result<f32, NodeError> {
+pub fn sigma_min_final(schedule: &Schedule) -> Result<f32> {
     let a = schedule.alphas_cumprod[0];
     scalar::sqrt((1.0 - a) / a)
 }
 
 /// `init_noise_sigma` of the Euler family: the largest sigma for linspace
 /// and trailing spacing, `(max**2 + 1) ** 0.5` (float32) for leading.
-pub fn init_noise_sigma(sigmas: &[f32], leading: bool) -> Result<f32, NodeError> {
+pub fn init_noise_sigma(sigmas: &[f32], leading: bool) -> Result<f32> {
     let max = sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if leading {
         scalar::sqrt(max * max + 1.0)
@@ -125,14 +125,28 @@ pub fn init_noise_sigma(sigmas: &[f32], leading: bool) -> Result<f32, NodeError>
     }
 }
 
+/// 1 / (sigma² + 1): the cumulative alpha of x / sqrt(sigma² + 1), the
+/// input a sigma sampler gives the model.
+pub fn alpha_bar_at(sigma: f32) -> f64 {
+    let s = f64::from(sigma);
+    1.0 / (s * s + 1.0)
+}
+
+/// DPM-Solver's `_sigma_to_alpha_sigma_t`: (1 / (sigma² + 1) ** 0.5,
+/// sigma · alpha_t), float32.
+pub fn alpha_sigma_t(sigma: f32) -> Result<(f32, f32)> {
+    let alpha = 1.0f32 / scalar::sqrt(sigma * sigma + 1.0)?;
+    Ok((alpha, sigma * alpha))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::ScheduleConfig;
+    use crate::schedule::tests::sd_config;
 
     #[test]
     fn sd_sigmas_and_karras_endpoints() {
-        let s = Schedule::new(ScheduleConfig::default()).unwrap();
+        let s = Schedule::new(sd_config()).unwrap();
         let training = training_sigmas(&s).unwrap();
         assert!((training[999] - 14.6146).abs() < 1e-3);
         let k = karras(0.1, 10.0, 5);

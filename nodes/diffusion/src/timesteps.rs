@@ -1,5 +1,6 @@
-//! Inference timesteps from the config's `timestep_spacing`, as diffusers
-//! `schedulers/scheduling_ddim.py` (`DDIMScheduler.set_timesteps`) computes
+//! Inference timesteps from the config's `timestep_spacing`, and the check
+//! that a timestep indexes `alphas_cumprod`. The spacing follows diffusers
+//! `schedulers/scheduling_ddim.py` (`DDIMScheduler.set_timesteps`), which computes
 //! them with numpy, including numpy's float arithmetic:
 //!
 //! - leading: `arange(n) * (T // n)`, reversed, `+ steps_offset`.
@@ -21,12 +22,40 @@
 //! diffusers returns a spurious last timestep -1 (which would then index
 //! `alphas_cumprod[-1]`, i.e. t = 999, in Python). We return exactly n
 //! timesteps: diffusers' first n, which are identical.
+use crate::names::ConfigName;
 use crate::numpy;
-use crate::schedule::{ScheduleConfig, TimestepSpacing};
-use diffgraph_sdk::NodeError;
+use crate::schedule::ScheduleConfig;
+use crate::Result;
+use std::fmt::Display;
+
+/// `timestep_spacing` of the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestepSpacing {
+    Leading,
+    Linspace,
+    Trailing,
+}
+
+impl ConfigName for TimestepSpacing {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("leading", TimestepSpacing::Leading),
+        ("linspace", TimestepSpacing::Linspace),
+        ("trailing", TimestepSpacing::Trailing),
+    ];
+}
+
+/// A timestep that indexes `alphas_cumprod` (DDIM, DDPM, PNDM and guidance
+/// look ᾱ_t up, so they need integer timesteps).
+pub fn integer_timestep<T: Into<f64> + Copy + Display>(t: T) -> Result<i64> {
+    let x: f64 = t.into();
+    if x.fract() != 0.0 || !x.is_finite() {
+        return Err(format!("timestep {t} is not an integer").into());
+    }
+    Ok(x as i64)
+}
 
 /// The `n` inference timesteps, highest first.
-pub fn timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<i64>, NodeError> {
+pub fn timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<i64>> {
     let total = config.num_train_timesteps;
     if n < 1 {
         return Err(format!("steps must be at least 1, got {n}").into());
@@ -68,7 +97,7 @@ pub fn timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<i64>, NodeError>
 /// The timesteps of the Euler/LMS/Heun schedulers, as float32: leading and
 /// trailing as in [`timesteps`]; linspace not rounded:
 /// `np.linspace(0, T - 1, n, dtype=np.float32)[::-1]`.
-pub fn sigma_timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<f32>, NodeError> {
+pub fn sigma_timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<f32>> {
     if config.timestep_spacing != TimestepSpacing::Linspace {
         return Ok(timesteps(config, n)?
             .into_iter()
@@ -90,7 +119,7 @@ pub fn sigma_timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<f32>, Node
 /// linspace `round(linspace(0, T - 1, n + 1))[::-1][:-1]`; leading
 /// `arange(n + 1) * (T // (n + 1))`, reversed, last dropped, `+ steps_offset`;
 /// trailing as in [`timesteps`].
-pub fn dpm_timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<i64>, NodeError> {
+pub fn dpm_timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<i64>> {
     let t = timesteps(config, n)?; // checks n; trailing is the same
     let total = config.num_train_timesteps;
     Ok(match config.timestep_spacing {
@@ -114,11 +143,12 @@ pub fn dpm_timesteps(config: &ScheduleConfig, n: i64) -> Result<Vec<i64>, NodeEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::tests::sd_config;
 
     fn with(spacing: TimestepSpacing) -> ScheduleConfig {
         ScheduleConfig {
             timestep_spacing: spacing,
-            ..ScheduleConfig::default()
+            ..sd_config()
         }
     }
 
@@ -140,11 +170,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_counts() {
-        assert!(timesteps(&ScheduleConfig::default(), 0).is_err());
-        assert!(timesteps(&ScheduleConfig::default(), 1001).is_err());
+        assert!(timesteps(&sd_config(), 0).is_err());
+        assert!(timesteps(&sd_config(), 1001).is_err());
         assert_eq!(
             timesteps(&with(TimestepSpacing::Linspace), 1).unwrap(),
             vec![0]
         );
+    }
+
+    #[test]
+    fn integer_timesteps() {
+        assert_eq!(integer_timestep(999.0f32).unwrap(), 999);
+        let e = integer_timestep(12.5f64).unwrap_err().to_string();
+        assert_eq!(e, "timestep 12.5 is not an integer");
+        assert!(integer_timestep(f32::NAN).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! Progress reporting for the command line: bars on a terminal (indicatif),
 //! plain lines otherwise (logs, CI), nothing with `--quiet`.
-use crate::exec::{Event, Observer};
+use diffgraph::exec::{Event, Observer};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// Picks bars or lines depending on whether stderr is a terminal.
 pub fn observer_for(quiet: bool, top_level: HashSet<String>) -> Box<dyn Observer> {
     if quiet {
-        Box::new(crate::exec::Silent)
+        Box::new(diffgraph::Silent)
     } else if std::io::stderr().is_terminal() {
         Box::new(Bars::new(top_level))
     } else {

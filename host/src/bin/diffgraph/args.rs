@@ -1,0 +1,128 @@
+//! The command line's arguments and exit codes.
+use clap::{Args, Parser, Subcommand};
+use diffgraph::device::DeviceRequest;
+use diffgraph::graph::overrides::Override;
+use diffgraph::plugin::discovery::{self, PluginSource};
+use std::path::PathBuf;
+
+/// Exit codes: 0 success, 1 a node failed, 2 bad input (graph, arguments,
+/// device), 130 interrupted.
+pub const EXIT_RUN_FAILED: i32 = 1;
+pub const EXIT_BAD_INPUT: i32 = 2;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Parser)]
+#[command(
+    name = "diffgraph",
+    version,
+    about = "Headless node-graph executor for diffusion models"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Validate and run a graph; prints the files its output nodes wrote.
+    Run(RunArgs),
+    /// Validate a graph without running anything.
+    Validate(ValidateArgs),
+    /// List every node type with its inputs and outputs.
+    Nodes(NodesArgs),
+    /// Show the libtorch build, the CUDA library state and the loaded plugins.
+    Info(NodesArgs),
+    /// Run a graph, then re-run it whenever a plugin library is rebuilt or the
+    /// graph file is edited, reusing every cached result that did not change.
+    Watch(WatchArgs),
+}
+
+#[derive(Args)]
+pub struct PluginArgs {
+    /// Plugin folder (every shared library in it) or library file; repeatable.
+    /// Default: $DIFFGRAPH_PLUGINS (colon-separated), else the libdiffgraph_nodes_*
+    /// libraries next to this executable.
+    #[arg(long = "plugins", value_name = "DIR")]
+    plugins: Vec<PathBuf>,
+}
+
+impl PluginArgs {
+    /// Where plugins come from (`plugin::discovery`).
+    pub fn sources(&self) -> Vec<PluginSource> {
+        discovery::sources(&self.plugins)
+    }
+}
+
+/// What `run` and `watch` share: overrides, device, output folder, plugins.
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Override a node's input: NODE.INPUT=VALUE (VALUE as JSON, else a string); repeatable.
+    #[arg(long = "set", value_name = "NODE.INPUT=VALUE")]
+    pub set: Vec<Override>,
+    /// cpu, cuda, cuda:N or auto (CUDA when available).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceRequest,
+    /// Folder output nodes write into.
+    #[arg(long, default_value = "output")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The graph file (JSON).
+    pub graph: PathBuf,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the time spent in each node (loop bodies summed) at the end.
+    #[arg(long)]
+    pub profile: bool,
+    /// libtorch intra-op threads (default: libtorch's choice, the core count).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Print the outcome (outputs, executed and cached nodes) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    pub graph: PathBuf,
+    #[arg(long = "set", value_name = "NODE.INPUT=VALUE")]
+    pub set: Vec<Override>,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+    /// Print errors as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct NodesArgs {
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    /// The graph file (JSON); edits to it are picked up.
+    pub graph: PathBuf,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+    /// Rebuild a plugin crate of the current cargo workspace (`cargo build`)
+    /// when its Rust sources change; the rebuilt library is then reloaded.
+    #[arg(long)]
+    pub build: bool,
+    /// Debounce interval for file events, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub debounce_ms: u64,
+    /// One JSON object per line on stdout for every event (for tools and tests).
+    #[arg(long)]
+    pub json: bool,
+}

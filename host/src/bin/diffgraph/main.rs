@@ -1,0 +1,21 @@
+//! The `diffgraph` command line: run, validate, nodes, info, watch. Argument
+//! parsing, progress bars and Ctrl-C live here; everything else is the
+//! `diffgraph` library (discovery, validation, execution, reports).
+mod args;
+mod commands;
+mod progress;
+mod watch;
+
+use args::{Cli, Command};
+use clap::Parser;
+
+fn main() {
+    let code = match Cli::parse().command {
+        Command::Run(a) => commands::run(a),
+        Command::Validate(a) => commands::validate(a),
+        Command::Nodes(a) => commands::nodes(a),
+        Command::Info(a) => commands::info(a),
+        Command::Watch(a) => watch::watch(a),
+    };
+    std::process::exit(code)
+}

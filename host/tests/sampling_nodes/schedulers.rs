@@ -1,12 +1,57 @@
 //! The Scheduler node for every sampler, through graphs, against diffusers
-//! (tests/fixtures/schedulers_reference.json): its outputs, 10-step
+//! (tests/fixtures/schedulers_reference*.json): its outputs, 10-step
 //! trajectories in a Loop that carries the scheduler state (ScaleModelInput,
 //! SyntheticModel, SchedulerStep), img2img with AddNoise, seeded noise
 //! continuing after GaussianNoise, config files and names.
 use super::*;
 
+/// The tests/fixtures/schedulers_reference*.json made under this machine's
+/// libtorch math: libtorch's float32 sqrt, log and exp are MKL's vector
+/// math, which rounds differently per CPU vendor and instruction set (see
+/// scripts/fixtures/scheduler_reference.py). Each fixture records SD's
+/// training sigmas as its torch computed them; the one equal bit for bit
+/// to libtorch's here is the reference.
 fn reference() -> Json {
-    fixture("schedulers_reference.json")
+    let dir = format!("{}/../tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let here = to_vec(&libtorch_training_sigmas());
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures")
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("schedulers_reference") && n.ends_with(".json"))
+        .collect();
+    names.sort();
+    let mut tried = Vec::new();
+    for name in names {
+        let f = fixture(&name);
+        let want = json_floats(&f["training_sigmas"]);
+        let differ = (want.len() != here.len()) as usize
+            + here
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+        if differ == 0 {
+            eprintln!("scheduler reference: tests/fixtures/{name}");
+            return f;
+        }
+        tried.push(format!("{name}: {differ} differ"));
+    }
+    panic!(
+        "no scheduler fixture was made under this machine's libtorch math (SD training \
+         sigmas: {}); make one with scripts/fixtures/scheduler_reference.py NAME",
+        tried.join(", ")
+    )
+}
+
+/// diffusers' SD training sigmas in its torch ops: betas =
+/// `linspace(sqrt(0.00085), sqrt(0.012), 1000) ** 2`, `alphas_cumprod =
+/// cumprod(1 - betas)`, `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5`.
+fn libtorch_training_sigmas() -> Tensor {
+    let options = (DType::Float, Device::Cpu);
+    let betas =
+        Tensor::linspace(0.00085f64.sqrt(), 0.012f64.sqrt(), 1000, options).pow_tensor_scalar(2);
+    let alphas_cumprod = (betas.ones_like() - &betas).cumprod(0, DType::Float);
+    ((alphas_cumprod.ones_like() - &alphas_cumprod) / &alphas_cumprod).sqrt()
 }
 
 fn shaped(f: &Json, key: &str) -> Tensor {

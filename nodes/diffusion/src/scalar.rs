@@ -3,9 +3,12 @@
 //! Addition, subtraction, multiplication and division are IEEE-exact, so
 //! Rust's `f32` ops give torch's results. `x ** 0.5`, `torch.log` and
 //! `torch.exp` are libtorch kernels (MKL's vector math on x86-64), which do
-//! not always round like IEEE/libm: torch's float32 square root differs from
-//! the correctly rounded one for 6 of SD's 1000 training sigmas, which moves
-//! Karras timesteps by an ulp. These helpers therefore run them through
+//! not always round like IEEE/libm, and MKL picks its kernels per CPU vendor
+//! and instruction set: torch's float32 square root differs from the
+//! correctly rounded one for 6 of SD's 1000 training sigmas on Intel AVX-512,
+//! 0 on Intel AVX2 and 190 on non-Intel CPUs (generic kernels), which moves
+//! Karras timesteps by an ulp (hence one scheduler fixture per kind of
+//! machine, `tests/fixtures/schedulers_reference*.json`). These helpers therefore run them through
 //! libtorch on a 0-d float32 CPU tensor, the same code that runs under
 //! diffusers (about a microsecond each).
 use crate::Result;

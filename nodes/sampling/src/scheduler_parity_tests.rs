@@ -1,10 +1,15 @@
 //! Parity of every sampler with diffusers, against
-//! tests/fixtures/schedulers_reference.json (made by
+//! tests/fixtures/schedulers_reference*.json (made by
 //! scripts/fixtures/scheduler_reference.py): timesteps, sigmas and
 //! init_noise_sigma for every sampler x spacing x Karras; 10-step
 //! trajectories with a synthetic model for every prediction type (stochastic
 //! samplers seeded); img2img at strength 0.6; LMS coefficients; numpy's
 //! float32 log. The loops run through `SchedulerState`, as the graph does.
+//!
+//! There is one fixture per kind of libtorch CPU math (MKL's vector math
+//! rounds torch's float32 sqrt, log and exp differently on Intel AVX-512,
+//! Intel AVX2 and non-Intel CPUs; see the script's docstring); [`fixture`]
+//! picks the one made under the math of the machine running the tests.
 use crate::config::{ConfigFile, Overrides};
 use crate::demo::synthetic::synthetic_output;
 use crate::noise::NoiseStream;
@@ -15,13 +20,43 @@ use diffgraph_diffusion::{numpy, sigmas, ConfigName, Schedule, ScheduleConfig};
 use diffgraph_sdk::prelude::*;
 use serde_json::{json, Value as Json};
 
+/// The tests/fixtures/schedulers_reference*.json whose `training_sigmas`
+/// (SD's, from diffusers' torch ops on the machine that made it) equal bit
+/// for bit the ones libtorch computes here: every value in it depends on
+/// the same libtorch math, which the Rust side calls too.
 pub fn fixture() -> Json {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/schedulers_reference.json"
-    );
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).expect("fixture is JSON")
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures");
+    let sd = ConfigFile::stable_diffusion();
+    let schedule = Schedule::new(sd.schedule(ScheduleConfig::default()).unwrap()).unwrap();
+    let here = sigmas::training_sigmas(&schedule).unwrap();
+    let mut tried = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("schedulers_reference") && n.ends_with(".json"))
+        .collect();
+    names.sort();
+    for name in names {
+        let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
+        let f: Json = serde_json::from_str(&text).expect("fixture is JSON");
+        let want = floats(&f["training_sigmas"]);
+        let differ = (want.len() != here.len()) as usize
+            + here
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+        if differ == 0 {
+            eprintln!("scheduler reference: tests/fixtures/{name}");
+            return f;
+        }
+        tried.push(format!("{name}: {differ} differ"));
+    }
+    panic!(
+        "no scheduler fixture was made under this machine's libtorch math (SD training \
+         sigmas: {}); make one with scripts/fixtures/scheduler_reference.py NAME",
+        tried.join(", ")
+    )
 }
 
 fn floats(v: &Json) -> Vec<f32> {

@@ -282,16 +282,17 @@ impl Flags {
     /// script_util.py `create_classifier` (one head count, the old attention order).
     pub fn classifier_arch(&self) -> Result<ClassifierArch, String> {
         let image_size = self.int("image_size")?;
-        let pool =
-            match self.str("classifier_pool")?.as_str() {
-                "adaptive" => Pool::Adaptive,
-                "attention" => Pool::Attention,
-                "spatial" => Pool::Spatial,
-                "spatial_v2" => Pool::SpatialV2,
-                p => return Err(format!(
+        let pool = match self.str("classifier_pool")?.as_str() {
+            "adaptive" => Pool::Adaptive,
+            "attention" => Pool::Attention,
+            "spatial" => Pool::Spatial,
+            "spatial_v2" => Pool::SpatialV2,
+            p => {
+                return Err(format!(
                     "classifier_pool: unexpected `{p}` (adaptive, attention, spatial, spatial_v2)"
-                )),
-            };
+                ))
+            }
+        };
         Ok(ClassifierArch {
             arch: Arch {
                 image_size,

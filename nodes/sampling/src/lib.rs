@@ -45,6 +45,8 @@ diffgraph_sdk::export_plugin!(
         nodes::ScaleModelInput,
         nodes::AddNoise,
         nodes::SchedulerAlphaBar,
+        nodes::ADMSchedule,
+        nodes::ADMStep,
         demo::ProceduralImages,
         demo::ExactDenoiser,
         demo::SyntheticModel,

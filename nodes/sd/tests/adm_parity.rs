@@ -180,3 +180,33 @@ fn flags_are_checked_and_read_like_the_reference() {
         .unwrap_err()
         .contains("64x64_diffusion"));
 }
+
+#[test]
+fn committed_flag_files_equal_the_presets() {
+    let dir = fixtures().join("../../../models/adm");
+    for (name, _) in MODEL_PRESETS.iter().chain(CLASSIFIER_PRESETS.iter()) {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap();
+        let preset_text = preset(name).unwrap();
+        if name.ends_with("classifier") {
+            let a = Flags::classifier(&text).unwrap().classifier_arch().unwrap();
+            assert_eq!(
+                a,
+                Flags::classifier(preset_text)
+                    .unwrap()
+                    .classifier_arch()
+                    .unwrap(),
+                "{name}"
+            );
+        } else {
+            let (f, p) = (
+                Flags::model(&text).unwrap(),
+                Flags::model(preset_text).unwrap(),
+            );
+            assert_eq!(f.unet_arch().unwrap(), p.unet_arch().unwrap(), "{name}");
+            assert_eq!(f.int("diffusion_steps"), p.int("diffusion_steps"), "{name}");
+            assert_eq!(f.str("noise_schedule"), p.str("noise_schedule"), "{name}");
+            assert_eq!(f.bool("learn_sigma"), p.bool("learn_sigma"), "{name}");
+            assert!(f.bool("learn_sigma").unwrap());
+        }
+    }
+}

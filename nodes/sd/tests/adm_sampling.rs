@@ -8,7 +8,6 @@
 use diffgraph_diffusion::gaussian::{named_beta_schedule, GaussianDiffusion, ModelVar};
 use diffgraph_nodes_sd::family::adm::config::Flags;
 use diffgraph_nodes_sd::family::adm::{load_classifier, load_unet};
-use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
 mod adm_common;
@@ -20,11 +19,7 @@ const TOL: f64 = 1e-3;
 fn guided_samples_match_the_reference() {
     let tiny = json("tiny.json");
     let fx = json("sampling.json");
-    let io: BTreeMap<String, Tensor> =
-        Tensor::read_safetensors(fixtures().join("sampling.safetensors"))
-            .unwrap()
-            .into_iter()
-            .collect();
+    let io = tensors("sampling.safetensors");
     let arch = Flags::model(&tiny["unet_a"]["flags"].to_string())
         .unwrap()
         .unet_arch()

@@ -7,7 +7,13 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/adm")
+    // nodes/sd (this crate) or host/ (which includes this module).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    ["../../tests/fixtures/adm", "../tests/fixtures/adm"]
+        .iter()
+        .map(|p| dir.join(p))
+        .find(|p| p.is_dir())
+        .expect("tests/fixtures/adm")
 }
 
 pub fn json(name: &str) -> serde_json::Map<String, Value> {
@@ -81,11 +87,16 @@ pub fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-pub fn inputs() -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(fixtures().join("tiny.safetensors"))
+/// The tensors of a fixture file by name.
+pub fn tensors(file: &str) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(fixtures().join(file))
         .unwrap()
         .into_iter()
         .collect()
+}
+
+pub fn inputs() -> BTreeMap<String, Tensor> {
+    tensors("tiny.safetensors")
 }
 
 /// classifier_sample.py `cond_fn` without the scale: the gradient of the sum

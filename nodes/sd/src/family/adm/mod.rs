@@ -93,10 +93,27 @@ impl Denoiser for Adm {
             .unet
             .lock()
             .map_err(|_| NodeError::new("the ADM U-Net was poisoned by an earlier panic"))?;
-        let ts = Tensor::full([x.size()[0]], t * self.t_scale, (Kind::Float, x.device()));
+        // respace.py `_WrappedModel`: `new_ts.float() * (1000.0 / steps)` in float32.
+        let t = (t as f32 * self.t_scale as f32) as f64;
+        let ts = Tensor::full([x.size()[0]], t, (Kind::Float, x.device()));
         let labels = cond.class_labels.as_ref();
+        if let (Some(y), Some(n)) = (labels, unet.arch.num_classes) {
+            check_labels(y, n, "class_labels")?;
+        }
         Ok(tch::no_grad(|| unet.forward(x, &ts, labels)))
     }
+}
+
+/// Errors unless every label is a class index below `classes`.
+pub fn check_labels(y: &Tensor, classes: i64, input: &str) -> Result<(), NodeError> {
+    let (lo, hi) = (y.min().int64_value(&[]), y.max().int64_value(&[]));
+    if lo < 0 || hi >= classes {
+        return Err(format!(
+            "input `{input}`: class labels must be in 0..{classes}, got {lo}..={hi}"
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Builds the U-Net of `arch` from named tensors; every missing, unexpected

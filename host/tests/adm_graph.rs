@@ -158,3 +158,41 @@ fn a_malicious_pt_and_bad_flags_are_refused_with_clear_errors() {
         assert!(err.contains(expected) && err.contains("model"), "{err}");
     }
 }
+
+#[test]
+fn split_variance_separates_eps_from_the_variance_channels() {
+    let dir = tempdir("split");
+    let (mpath, mflags) = write_model(&dir, "unet_a", serde_json::json!({}));
+    let text = serde_json::json!({"nodes": {
+        "model": {"type": "LoadADM", "inputs": {"path": mpath, "flags": mflags}},
+        "x": {"type": "GaussianNoise", "inputs": {"seed": 1, "shape": [2, 3, 8, 8]}},
+        "eps": {"type": "UNetStep", "inputs": {"model": ["model", "model"], "sample": ["x", "noise"],
+                "timestep": 10.0, "class_labels": [3, 8]}},
+        "split": {"type": "SplitVariance", "inputs": {"model_output": ["eps", "model_output"]}},
+        "bad": {"type": "SplitVariance", "inputs": {"model_output": ["eps", "model_output"], "channels": 4}}
+    }})
+    .to_string();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut exec = Executor::new(common::registry_with(PLUGINS));
+    let checked = diffgraph::parse_graph(&text, &[], &exec.registry, false).unwrap();
+    let outcome = exec
+        .run(&checked, Some(&["split", "eps"]), &Silent)
+        .unwrap();
+    let get = |n: &str, o: &str| {
+        outcome
+            .output(n, o)
+            .unwrap()
+            .as_tensor()
+            .unwrap()
+            .shallow_clone()
+    };
+    let full = get("eps", "model_output");
+    assert_eq!(full.size(), [2, 6, 8, 8]);
+    assert!(get("split", "prediction").equal(&full.narrow(1, 0, 3)));
+    assert!(get("split", "variance").equal(&full.narrow(1, 3, 3)));
+    let err = match exec.run(&checked, Some(&["bad"]), &Silent) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("6 channels, expected 2 x 4"), "{err}");
+}

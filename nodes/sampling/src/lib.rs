@@ -47,6 +47,7 @@ diffgraph_sdk::export_plugin!(
         nodes::SchedulerAlphaBar,
         nodes::ADMSchedule,
         nodes::ADMStep,
+        nodes::SplitVariance,
         demo::ProceduralImages,
         demo::ExactDenoiser,
         demo::SyntheticModel,

@@ -156,3 +156,37 @@ impl Node for ADMStep {
         Ok(vec![prev.into(), mv.pred_xstart.into()])
     }
 }
+
+pub struct SplitVariance;
+
+impl Node for SplitVariance {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("SplitVariance", "sampling")
+            .description(
+                "Splits a learned-variance model output [B, 2C, ...] (guided-diffusion's learn_sigma: eps, then the \
+                 variance values) into the prediction [B, C, ...] and the variance channels, e.g. to step an ADM \
+                 model with a scheduler that takes eps alone (gaussian_diffusion.py p_mean_variance's th.split).",
+            )
+            .input(InputSpec::tensor("model_output"))
+            .input(InputSpec::int("channels").default(3).min(1.0).doc("C, the sample's channels"))
+            .output(OutputSpec::new("prediction", PortType::Tensor))
+            .output(OutputSpec::new("variance", PortType::Tensor))
+    }
+
+    fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+        let out = inputs.tensor("model_output")?;
+        let c = inputs.int("channels")?;
+        let have = out.size().get(1).copied().unwrap_or(0);
+        if have != 2 * c {
+            return Err(format!(
+                "input `model_output`: {have} channels, expected 2 x {c} (prediction, then variance)"
+            )
+            .into());
+        }
+        let parts = out.split(c, 1);
+        Ok(vec![
+            parts[0].shallow_clone().into(),
+            parts[1].shallow_clone().into(),
+        ])
+    }
+}

@@ -5,6 +5,6 @@ pub mod scheduler;
 pub mod step;
 
 pub use add_noise::{AddNoise, SchedulerAlphaBar};
-pub use adm::{ADMSchedule, ADMStep};
+pub use adm::{ADMSchedule, ADMStep, SplitVariance};
 pub use scheduler::Scheduler;
 pub use step::{ScaleModelInput, SchedulerStep};

@@ -19,6 +19,7 @@
 #![deny(unsafe_code)]
 pub mod cfg;
 pub mod error;
+pub mod gaussian;
 pub mod names;
 pub mod numpy;
 pub mod prediction;

@@ -50,17 +50,40 @@ impl Node for LoadClassifier {
 }
 
 /// The guidance targets: classes y_i with weights w_i (the objective is
-/// Σ_i w_i·log p(y_i | x_t); one target with weight 1 is the paper's log p(y | x_t)).
-#[derive(Clone, Debug, PartialEq)]
+/// Σ_i w_i·log p(y_i | x_t); one target with weight 1 is the paper's log p(y | x_t)),
+/// shared by the whole batch, or
+/// one label per sample (class-conditional sampling of a batch of different
+/// classes: guided-diffusion's `cond_fn` gradient of
+/// Σ_i log p(y_i | x_i, t)).
+#[derive(Debug)]
 pub struct Targets {
     pub classes: Vec<i64>,
     pub weights: Vec<f64>,
+    /// `labels` [B] (int64): each sample's own class; `classes` is empty then.
+    pub per_sample: Option<Tensor>,
 }
 
 impl Targets {
-    /// Reads `target` (LIST<INT>) and the optional `target_weights` (LIST<FLOAT>,
-    /// each 1 when absent).
+    /// Reads `labels` (LIST<INT> or an integer TENSOR [B], one per sample),
+    /// or `target` (LIST<INT>) and the optional `target_weights`
+    /// (LIST<FLOAT>, each 1 when absent).
     pub fn from_inputs(inputs: &Inputs) -> Result<Targets, NodeError> {
+        let has = |n: &str| -> Result<bool, NodeError> {
+            Ok(!matches!(inputs.get(n)?, InputValue::None))
+        };
+        match (has("labels")?, has("target")?) {
+            (true, true) => return Err("give either `target` (classes for every sample) or `labels` (one per sample), not both".into()),
+            (false, false) => return Err("give `target` (classes for every sample) or `labels` (one per sample)".into()),
+            (true, false) => {
+                let y = match inputs.get("labels")? {
+                    InputValue::List(_) => Tensor::from_slice(&inputs.int_list("labels")?),
+                    InputValue::Tensor(t) if !t.is_floating_point() && t.dim() == 1 => t.to_kind(Kind::Int64),
+                    _ => return Err("input `labels`: expected a list of ints or an integer tensor [B]".into()),
+                };
+                return Ok(Targets { classes: Vec::new(), weights: Vec::new(), per_sample: Some(y) });
+            }
+            (false, true) => {}
+        }
         let classes = inputs.int_list("target")?;
         let weights = match inputs.get("target_weights")? {
             InputValue::None => vec![1.0; classes.len()],
@@ -89,11 +112,16 @@ impl Targets {
             )
             .into());
         }
-        Ok(Targets { classes, weights })
+        Ok(Targets {
+            classes,
+            weights,
+            per_sample: None,
+        })
     }
 }
 
-/// ∇_x Σ_i w_i·log_softmax(f(x, t))[:, y_i] per sample, and that objective
+/// ∇_x Σ_i w_i·log_softmax(f(x, t))[:, y_i] per sample (or, with per-sample
+/// labels, ∇_x Σ_b log_softmax(f(x, t))[b, y_b]), and that objective
 /// [B] (detached), computed with autograd on a detached copy of `x` (grad mode
 /// is switched on for the call, whatever the caller's mode).
 pub fn log_prob_grad(
@@ -122,6 +150,24 @@ pub fn log_prob_grad(
             }
         };
         let log_p = logits.f_log_softmax(1, Kind::Float)?;
+        if let Some(y) = &targets.per_sample {
+            let n = y.size()[0];
+            if n != batch && n != 1 {
+                return Err(format!("input `labels`: {n} labels for a batch of {batch}").into());
+            }
+            let y = y.f_to_device(x.device())?.f_expand([batch], false)?;
+            let (lo, hi) = (y.min().int64_value(&[]), y.max().int64_value(&[]));
+            if lo < 0 || hi >= k {
+                return Err(format!("input `labels`: classes {lo}..={hi} are not all among the classifier's {k} classes (0..{k})").into());
+            }
+            let objective = log_p
+                .f_gather(1, &y.f_unsqueeze(1)?, false)?
+                .f_squeeze_dim(1)?;
+            let total = objective.f_sum(Kind::Float)?;
+            let mut grads = Tensor::f_run_backward(&[&total], &[&xg], false, false)?;
+            let grad = grads.pop().ok_or("autograd returned no gradient")?;
+            return Ok((grad.f_to_kind(x.kind())?, objective.f_detach()?));
+        }
         let mut objective = Tensor::f_zeros([batch], (Kind::Float, x.device()))?;
         for (&y, &w) in targets.classes.iter().zip(&targets.weights) {
             if !(0..k).contains(&y) {

@@ -34,7 +34,13 @@ fn classifier_inputs(schema: NodeSchema) -> NodeSchema {
         .input(InputSpec::new("classifier", PortType::object(CLASSIFIER)))
         .input(
             InputSpec::new("target", PortType::list(PortType::Int))
-                .doc("the class y to guide towards, or several (see target_weights)"),
+                .optional()
+                .doc("the class y to guide every sample towards, or several (see target_weights)"),
+        )
+        .input(
+            InputSpec::new("labels", PortType::Any)
+                .optional()
+                .doc("instead of `target`: one class per sample (LIST<INT> or an integer TENSOR [B]); the gradient of Σ_b log p(y_b | x_b)"),
         )
         .input(
             InputSpec::new("target_weights", PortType::list(PortType::Float))

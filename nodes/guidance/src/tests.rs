@@ -181,3 +181,33 @@ fn previous_timestep_follows_the_schedule() {
     assert!(e.contains("timesteps[1] is 666"), "{e}");
     assert!(previous_timestep(&ts, 4, 0).is_err());
 }
+
+/// Per-sample labels: each sample's gradient is that of its own class, as
+/// guided-diffusion's cond_fn computes it for a batch of different classes.
+#[test]
+fn per_sample_labels_guide_each_sample_to_its_own_class() {
+    let clf = module("gmm_classifier.pt");
+    let x = Tensor::from_slice(&[0.3f32, -0.2, -0.5, 0.8, 1.0, 0.1]).reshape([3, 2]);
+    let labels = Tensor::from_slice(&[2i64, 0, 1]);
+    let per = Targets {
+        classes: Vec::new(),
+        weights: Vec::new(),
+        per_sample: Some(labels),
+    };
+    let (grad, _) = log_prob_grad(&clf, &x, 100.0, &per).unwrap();
+    for (b, y) in [(0i64, 2i64), (1, 0), (2, 1)] {
+        let (one, _) =
+            log_prob_grad(&clf, &x, 100.0, &Targets::new(vec![y], vec![1.0]).unwrap()).unwrap();
+        let d = (grad.get(b) - one.get(b)).abs().max().double_value(&[]);
+        assert!(d < 1e-6, "sample {b}: {d}");
+    }
+    let bad = Targets {
+        classes: Vec::new(),
+        weights: Vec::new(),
+        per_sample: Some(Tensor::from_slice(&[1i64, 2])),
+    };
+    assert!(log_prob_grad(&clf, &x, 100.0, &bad)
+        .unwrap_err()
+        .to_string()
+        .contains("2 labels for a batch of 3"));
+}

@@ -24,5 +24,9 @@ diffgraph_sdk::export_plugin!(
         nodes::autoencoder::VAEEncode,
         nodes::autoencoder::LatentShape,
         nodes::torchscript::LoadTorchScriptDenoiser,
+        nodes::adm::LoadADM,
+        nodes::adm::LoadADMClassifier,
+        nodes::adm::ADMClassifierGradient,
+        nodes::adm::ClassLabels,
     ]
 );

@@ -1,8 +1,10 @@
 //! The sampling nodes (category "sampling").
 pub mod add_noise;
+pub mod adm;
 pub mod scheduler;
 pub mod step;
 
 pub use add_noise::{AddNoise, SchedulerAlphaBar};
+pub use adm::{ADMSchedule, ADMStep, SplitVariance};
 pub use scheduler::Scheduler;
 pub use step::{ScaleModelInput, SchedulerStep};

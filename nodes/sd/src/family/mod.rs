@@ -10,6 +10,7 @@
 //!
 //! - [`sd`]: the Stable Diffusion 1.x/2.x U-Net (text context).
 //! - [`torchscript`]: a TorchScript module with forward(x_t, t, context).
+pub mod adm;
 pub mod conditioning;
 pub mod sd;
 pub mod torchscript;

@@ -1,4 +1,5 @@
 //! The plugin's node types.
+pub mod adm;
 pub mod autoencoder;
 pub mod component;
 pub mod denoise;

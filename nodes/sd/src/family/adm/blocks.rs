@@ -1,0 +1,258 @@
+//! The layers of guided-diffusion's U-Nets (`guided_diffusion/unet.py`,
+//! `nn.py`), loaded by the reference's state-dict names: the sinusoidal
+//! timestep embedding, `ResBlock` (with AdaGN when `use_scale_shift_norm`,
+//! and the up/down variants of `resblock_updown`), `AttentionBlock` with
+//! both head orders, `Downsample`/`Upsample`, and `TimestepEmbedSequential`.
+use crate::layers::{Conv2d, GroupNorm, Linear};
+use crate::weights::Weights;
+use tch::{Kind, Tensor};
+
+/// nn.py `normalization`: GroupNorm32, 32 groups, computed in float32.
+pub fn norm(w: &mut Weights, prefix: &str, channels: i64) -> GroupNorm {
+    GroupNorm::load(w, prefix, 32, channels, 1e-5)
+}
+
+fn norm_f32(n: &GroupNorm, x: &Tensor) -> Tensor {
+    n.forward(&x.to_kind(Kind::Float)).to_kind(x.kind())
+}
+
+/// nn.py `timestep_embedding`: [cos(t f), sin(t f)], f = exp(-ln(10000) i / half),
+/// in float32 (the model gets the original timestep index, maybe rescaled).
+pub fn timestep_embedding(t: &Tensor, dim: i64) -> Tensor {
+    let half = dim / 2;
+    let freqs =
+        (Tensor::arange(half, (Kind::Float, t.device())) * (-(10000f64.ln())) / half as f64).exp();
+    let args = t.to_kind(Kind::Float).unsqueeze(1) * freqs.unsqueeze(0);
+    let emb = Tensor::cat(&[args.cos(), args.sin()], -1);
+    if dim % 2 == 1 {
+        Tensor::cat(&[&emb, &emb.narrow(1, 0, 1).zeros_like()], -1)
+    } else {
+        emb
+    }
+}
+
+/// A 1-D convolution of kernel 1 (`conv_nd(1, ...)`: qkv, proj_out, c_proj).
+pub struct Conv1x1 {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv1x1 {
+    pub fn load(w: &mut Weights, prefix: &str, in_ch: i64, out_ch: i64) -> Conv1x1 {
+        Conv1x1 {
+            weight: w.take(&format!("{prefix}.weight"), &[out_ch, in_ch, 1]),
+            bias: w.take(&format!("{prefix}.bias"), &[out_ch]),
+        }
+    }
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.conv1d(&self.weight, Some(&self.bias), [1], [0], [1], 1)
+    }
+}
+
+/// Resampling without a convolution (inside ResBlocks, and `conv_resample`
+/// off): nearest 2x up, 2x2 average pooling down.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Resample {
+    Up,
+    Down,
+}
+
+impl Resample {
+    fn apply(self, x: &Tensor) -> Tensor {
+        match self {
+            Resample::Up => {
+                let s = x.size();
+                x.upsample_nearest2d([s[2] * 2, s[3] * 2], Some(2.0), Some(2.0))
+            }
+            Resample::Down => x.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>),
+        }
+    }
+}
+
+/// unet.py `ResBlock` (use_conv false, as every guided-diffusion model builds it).
+pub struct ResBlock {
+    in_norm: GroupNorm,
+    in_conv: Conv2d,
+    resample: Option<Resample>,
+    emb: Linear,
+    scale_shift: bool,
+    out_norm: GroupNorm,
+    out_conv: Conv2d,
+    skip: Option<Conv2d>,
+}
+
+impl ResBlock {
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        w: &mut Weights,
+        p: &str,
+        ch: i64,
+        emb_ch: i64,
+        out_ch: i64,
+        scale_shift: bool,
+        resample: Option<Resample>,
+    ) -> ResBlock {
+        ResBlock {
+            in_norm: norm(w, &format!("{p}.in_layers.0"), ch),
+            in_conv: Conv2d::load(w, &format!("{p}.in_layers.2"), ch, out_ch, 3, 1, 1),
+            resample,
+            emb: Linear::load(
+                w,
+                &format!("{p}.emb_layers.1"),
+                emb_ch,
+                if scale_shift { 2 * out_ch } else { out_ch },
+                true,
+            ),
+            scale_shift,
+            out_norm: norm(w, &format!("{p}.out_layers.0"), out_ch),
+            out_conv: Conv2d::load(w, &format!("{p}.out_layers.3"), out_ch, out_ch, 3, 1, 1),
+            skip: (out_ch != ch)
+                .then(|| Conv2d::load(w, &format!("{p}.skip_connection"), ch, out_ch, 1, 1, 0)),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, emb: &Tensor) -> Tensor {
+        let h = norm_f32(&self.in_norm, x).silu();
+        let (h, x) = match self.resample {
+            Some(r) => (r.apply(&h), r.apply(x)),
+            None => (h, x.shallow_clone()),
+        };
+        let h = self.in_conv.forward(&h);
+        let e = self.emb.forward(&emb.silu()).to_kind(h.kind());
+        let e = e.unsqueeze(-1).unsqueeze(-1);
+        let h = if self.scale_shift {
+            let ss = e.chunk(2, 1);
+            norm_f32(&self.out_norm, &h) * (1 + &ss[0]) + &ss[1]
+        } else {
+            norm_f32(&self.out_norm, &(h + e))
+        };
+        let h = self.out_conv.forward(&h.silu());
+        match &self.skip {
+            Some(s) => s.forward(&x) + h,
+            None => x + h,
+        }
+    }
+}
+
+/// QKV attention over [B, 3·H·c, T]: `QKVAttentionLegacy` splits heads
+/// before q/k/v (`use_new_attention_order` false), `QKVAttention` after.
+pub fn qkv_attention(qkv: &Tensor, heads: i64, new_order: bool) -> Tensor {
+    let (b, width, len) = qkv.size3().expect("qkv is [B, 3HC, T]");
+    let ch = width / (3 * heads);
+    let scale = 1.0 / (ch as f64).sqrt().sqrt();
+    let (q, k, v) = if new_order {
+        let c = qkv.chunk(3, 1);
+        let r = |t: &Tensor, s: f64| (t * s).view([b * heads, ch, len]);
+        (
+            r(&c[0], scale),
+            r(&c[1], scale),
+            c[2].reshape([b * heads, ch, len]),
+        )
+    } else {
+        let c = qkv.reshape([b * heads, ch * 3, len]).split(ch, 1);
+        (&c[0] * scale, &c[1] * scale, c[2].shallow_clone())
+    };
+    let weight = Tensor::einsum("bct,bcs->bts", &[q, k], None::<i64>);
+    let weight = weight
+        .to_kind(Kind::Float)
+        .softmax(-1, Kind::Float)
+        .to_kind(weight.kind());
+    Tensor::einsum("bts,bcs->bct", &[weight, v], None::<i64>).reshape([b, -1, len])
+}
+
+/// unet.py `AttentionBlock`: norm, 1-D qkv, attention, zero-initialised proj_out.
+pub struct AttentionBlock {
+    norm: GroupNorm,
+    qkv: Conv1x1,
+    proj_out: Conv1x1,
+    heads: i64,
+    new_order: bool,
+}
+
+impl AttentionBlock {
+    /// `num_head_channels` (when not -1) overrides `num_heads`.
+    pub fn load(
+        w: &mut Weights,
+        p: &str,
+        ch: i64,
+        num_heads: i64,
+        num_head_channels: i64,
+        new_order: bool,
+    ) -> AttentionBlock {
+        AttentionBlock {
+            norm: norm(w, &format!("{p}.norm"), ch),
+            qkv: Conv1x1::load(w, &format!("{p}.qkv"), ch, 3 * ch),
+            proj_out: Conv1x1::load(w, &format!("{p}.proj_out"), ch, ch),
+            heads: if num_head_channels == -1 {
+                num_heads
+            } else {
+                ch / num_head_channels
+            },
+            new_order,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let s = x.size();
+        let x = x.reshape([s[0], s[1], -1]);
+        let qkv = self.qkv.forward(&norm_f32(&self.norm, &x));
+        let h = self
+            .proj_out
+            .forward(&qkv_attention(&qkv, self.heads, self.new_order));
+        (x + h).reshape(s.as_slice())
+    }
+}
+
+/// One layer of a `TimestepEmbedSequential`.
+pub enum Layer {
+    Conv(Conv2d),
+    Res(ResBlock),
+    Attention(AttentionBlock),
+    /// `Upsample(use_conv=True)`: nearest 2x then a 3x3 conv.
+    UpConv(Conv2d),
+    /// `Downsample(use_conv=True)`: a stride-2 3x3 conv.
+    DownConv(Conv2d),
+    /// `Upsample`/`Downsample` with `conv_resample` off.
+    Resample(Resample),
+}
+
+/// unet.py `TimestepEmbedSequential`: layers in order, ResBlocks get `emb`.
+pub struct Sequential(pub Vec<Layer>);
+
+impl Sequential {
+    pub fn forward(&self, x: &Tensor, emb: &Tensor) -> Tensor {
+        let mut h = x.shallow_clone();
+        for layer in &self.0 {
+            h = match layer {
+                Layer::Conv(c) | Layer::DownConv(c) => c.forward(&h),
+                Layer::Res(r) => r.forward(&h, emb),
+                Layer::Attention(a) => a.forward(&h),
+                Layer::UpConv(c) => c.forward(&Resample::Up.apply(&h)),
+                Layer::Resample(r) => r.apply(&h),
+            };
+        }
+        h
+    }
+}
+
+/// The time embedding MLP `time_embed`: Linear, SiLU, Linear.
+pub struct TimeEmbed {
+    l0: Linear,
+    l2: Linear,
+    model_channels: i64,
+}
+
+impl TimeEmbed {
+    pub fn load(w: &mut Weights, model_channels: i64) -> TimeEmbed {
+        let d = 4 * model_channels;
+        TimeEmbed {
+            l0: Linear::load(w, "time_embed.0", model_channels, d, true),
+            l2: Linear::load(w, "time_embed.2", d, d, true),
+            model_channels,
+        }
+    }
+    pub fn forward(&self, t: &Tensor) -> Tensor {
+        let e = timestep_embedding(t, self.model_channels).to_kind(self.l0.weight.kind());
+        self.l2.forward(&self.l0.forward(&e).silu())
+    }
+}

@@ -1,0 +1,312 @@
+//! ComfyUI workflows run unchanged (`diffgraph::comfy`): ComfyUI's default
+//! API workflow (tests/fixtures/comfy/default-api-workflow.json, a copy of
+//! the one ComfyUI ships) on the embedded demo model and on a tiny
+//! checkpoint in a ComfyUI-style models folder, `convert`, and the errors a
+//! workflow gets (in its own node ids and input names).
+mod common;
+
+use common::shapes::analyse;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const WORKFLOW: &str = "tests/fixtures/comfy/default-api-workflow.json";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `diffgraph ARGS` from the repository root, without $DIFFGRAPH_* settings.
+fn diffgraph(args: &[&str]) -> Output {
+    Command::new(common::diffgraph_bin())
+        .args(args)
+        .current_dir(repo())
+        .env_remove("DIFFGRAPH_PLUGINS")
+        .env_remove("DIFFGRAPH_MODELS")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn refused(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+/// A models folder holding the tiny SD 1 fixture as the workflow's
+/// checkpoint, with its diffusers folder as the sidecar config.
+fn models_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpts = dir.path().join("checkpoints");
+    std::fs::create_dir_all(&ckpts).unwrap();
+    let fixtures = repo().join("tests/fixtures/sd");
+    std::os::unix::fs::symlink(
+        fixtures.join("sd1-tiny.safetensors"),
+        ckpts.join("v1-5-pruned-emaonly.safetensors"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(fixtures.join("sd1-tiny"), ckpts.join("v1-5-pruned-emaonly"))
+        .unwrap();
+    dir
+}
+
+#[test]
+fn the_default_workflow_draws_its_prompt_with_the_demo_model() {
+    let out = tempfile::tempdir().unwrap();
+    let stdout = ok(&diffgraph(&[
+        "run",
+        WORKFLOW,
+        "--quiet",
+        "--threads",
+        "1",
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+        "--set",
+        "5.width=64",
+        "--set",
+        "5.height=64",
+        "--set",
+        "6.text=a large red circle in the center on a white background",
+        "--set",
+        "7.text=",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]));
+    let png = out.path().join("ComfyUI.png");
+    assert_eq!(stdout.trim(), png.display().to_string());
+    let (colour, background, _) = analyse(&png);
+    assert_eq!((colour.as_str(), background.as_str()), ("red", "white"));
+}
+
+/// The workflow with a tiny checkpoint from `--models` gives exactly the
+/// image of the hand-written native graph its KSampler stands for.
+#[test]
+fn the_default_workflow_runs_a_checkpoint_from_a_models_folder_as_the_native_loop() {
+    let models = models_folder();
+    let out = tempfile::tempdir().unwrap();
+    let sets = [
+        "5.width=64",
+        "5.height=32",
+        "3.steps=4",
+        "3.seed=7",
+        "3.cfg=3.5",
+    ];
+    let mut args = vec!["run", WORKFLOW, "--quiet", "--threads", "1"];
+    args.extend(["--models", models.path().to_str().unwrap()]);
+    args.extend(["--out", out.path().to_str().unwrap()]);
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    ok(&diffgraph(&args));
+    let comfy = image::open(out.path().join("ComfyUI.png"))
+        .unwrap()
+        .to_rgb8();
+    // EmptyLatentImage is ComfyUI's [1, 4, h / 8, w / 8] whatever the VAE;
+    // the tiny fixture's VAE upsamples by 2, not 8.
+    assert_eq!(comfy.dimensions(), (16, 8));
+
+    let ckpt = models.path().join("checkpoints/v1-5-pruned-emaonly");
+    let native = serde_json::json!({ "nodes": {
+        "ckpt": { "type": "LoadCheckpoint", "inputs": {
+            "path": ckpt.with_extension("safetensors"), "config": ckpt } },
+        "pos": { "type": "CLIPTextEncode", "inputs": { "clip": ["ckpt", "clip"], "text": "masterpiece best quality girl" } },
+        "neg": { "type": "CLIPTextEncode", "inputs": { "clip": ["ckpt", "clip"], "text": "bad hands" } },
+        "sched": { "type": "Scheduler", "inputs": {
+            "sampler": "euler", "steps": 4, "schedule": "normal", "timestep_spacing": "linspace",
+            "config": ["ckpt", "scheduler_config"], "prediction_type": ["ckpt", "prediction_type"] } },
+        "noise": { "type": "GaussianNoise", "inputs": {
+            "seed": 7, "shape": [1, 4, 4, 8], "scale": ["sched", "init_noise_sigma"] } },
+        "loop": { "type": "Loop",
+            "inputs": { "over": ["sched", "timesteps"], "x": ["noise", "noise"], "state": ["sched", "state"] },
+            "body": {
+                "in": { "type": "ScaleModelInput", "inputs": { "state": ["loop", "state"], "sample": ["loop", "x"], "timestep": ["loop", "item"] } },
+                "unet": { "type": "UNetStep", "inputs": { "model": ["ckpt", "model"], "sample": ["in", "sample"], "timestep": ["loop", "item"],
+                    "cond": ["pos", "conditioning"], "uncond": ["neg", "conditioning"], "guidance_scale": 3.5 } },
+                "step": { "type": "SchedulerStep", "inputs": { "state": ["loop", "state"], "model_output": ["unet", "model_output"],
+                    "timestep": ["loop", "item"], "sample": ["loop", "x"] } } },
+            "next": { "x": ["step", "prev_sample"], "state": ["step", "state"] } },
+        "decode": { "type": "VAEDecode", "inputs": { "vae": ["ckpt", "vae"], "latent": ["loop", "x"] } },
+        "save": { "type": "SaveImage", "inputs": { "image": ["decode", "image"], "filename_prefix": "native" } }
+    }});
+    let graph = out.path().join("native.json");
+    std::fs::write(&graph, native.to_string()).unwrap();
+    ok(&diffgraph(&[
+        "run",
+        graph.to_str().unwrap(),
+        "--quiet",
+        "--threads",
+        "1",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]));
+    let native = image::open(out.path().join("native.png"))
+        .unwrap()
+        .to_rgb8();
+    assert!(
+        comfy == native,
+        "the workflow's image differs from the native loop's"
+    );
+    let pixels = comfy.as_raw();
+    assert!(pixels.iter().any(|&p| p != pixels[0]), "a flat image");
+}
+
+#[test]
+fn convert_prints_the_native_graph_with_the_ksampler_loop() {
+    let text = ok(&diffgraph(&[
+        "convert",
+        WORKFLOW,
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+        "--set",
+        "3.cfg=5",
+    ]));
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let nodes = &doc["nodes"];
+    assert_eq!(nodes["3"]["type"], "Loop");
+    assert_eq!(nodes["3:scheduler"]["inputs"]["sampler"], "euler");
+    let unet = &nodes["3"]["body"]["3:unet"];
+    assert_eq!(unet["type"], "UNetStep");
+    assert_eq!(unet["inputs"]["guidance_scale"], 5);
+    assert_eq!(
+        unet["inputs"]["uncond"],
+        serde_json::json!(["7", "conditioning"])
+    );
+    assert_eq!(
+        nodes["9"]["inputs"]["image"],
+        serde_json::json!(["8", "image"])
+    );
+    // What convert prints is a graph diffgraph validates as it is.
+    let registry = common::registry_with(&[
+        "diffgraph_nodes_core",
+        "diffgraph_nodes_sampling",
+        "diffgraph_nodes_sd",
+    ]);
+    let checked =
+        diffgraph::parse_graph(&text, &[], &registry, true).unwrap_or_else(|e| panic!("{e}"));
+    assert!(checked.graph.node("3:step").is_some());
+    // A native graph is not converted.
+    assert!(refused(&diffgraph(&["convert", "graphs/demo.json"])).contains("already a native"));
+}
+
+#[test]
+fn an_unsupported_node_type_is_one_error_naming_it() {
+    let mut wf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join(WORKFLOW)).unwrap()).unwrap();
+    wf["10"] =
+        serde_json::json!({"class_type": "UpscaleModelLoader", "inputs": {"model_name": "x.pth"}});
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wf.json");
+    std::fs::write(&path, wf.to_string()).unwrap();
+    let err = refused(&diffgraph(&[
+        "validate",
+        path.to_str().unwrap(),
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+    ]));
+    assert!(err.contains("1 problem:"), "{err}");
+    assert!(
+        err.contains("node `10`: ComfyUI node type `UpscaleModelLoader` is not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_checkpoint_names_the_file_and_the_folders_searched() {
+    let models = tempfile::tempdir().unwrap();
+    let dir = models.path().to_str().unwrap();
+    let err = refused(&diffgraph(&["validate", WORKFLOW, "--models", dir]));
+    assert!(err.contains("node `4`, input `ckpt_name`"), "{err}");
+    assert!(
+        err.contains("`v1-5-pruned-emaonly.safetensors` not found"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{dir}/checkpoints")), "{err}");
+    assert!(err.contains("available: shapes-ldm"), "{err}");
+}
+
+#[test]
+fn errors_name_the_workflows_ids_and_inputs() {
+    let err = refused(&diffgraph(&[
+        "validate",
+        WORKFLOW,
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+        "--set",
+        "3.steps=0",
+        "--set",
+        "3.sampler_name=dpm_fast",
+        "--set",
+        "5.width=wide",
+        "--set",
+        "8.samples=[\"6\", 0]",
+    ]));
+    for line in [
+        "node `3`, input `steps`: value 0 smaller than min of 1",
+        "node `3`, input `sampler_name`: value not in list: \"dpm_fast\"",
+        "node `5`, input `width`: expected an int",
+        "node `8`, input `samples`: return type mismatch: expected LATENT",
+    ] {
+        assert!(err.contains(line), "{line}\n{err}");
+    }
+    // Neither format: says what the file looks like.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.json");
+    std::fs::write(&path, r#"{"prompt": {"3": {}}}"#).unwrap();
+    let err = refused(&diffgraph(&["validate", path.to_str().unwrap()]));
+    assert!(err.contains("ComfyUI API workflow"), "{err}");
+    assert!(err.contains("the fields `prompt`"), "{err}");
+}
+
+/// A PNG as ComfyUI's SaveImage writes it: the API workflow in a tEXt
+/// chunk `prompt` (CRC-32 as the PNG spec's annex D).
+fn png_with_prompt(prompt: &str) -> Vec<u8> {
+    let mut png = Vec::new();
+    image::RgbImage::new(2, 2)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let iend = png.len() - 12;
+    let mut chunk = b"tEXt".to_vec();
+    chunk.extend(b"prompt\0");
+    chunk.extend(prompt.bytes());
+    let crc = chunk.iter().fold(!0u32, |mut c, &b| {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+        c
+    });
+    let mut out = png[..iend].to_vec();
+    out.extend(((chunk.len() - 4) as u32).to_be_bytes());
+    out.extend(&chunk);
+    out.extend((!crc).to_be_bytes());
+    out.extend(&png[iend..]);
+    out
+}
+
+#[test]
+fn a_png_with_a_comfyui_prompt_is_a_workflow() {
+    let wf = std::fs::read_to_string(repo().join(WORKFLOW)).unwrap();
+    let png = png_with_prompt(&wf);
+    image::load_from_memory(&png).expect("still a valid PNG");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ComfyUI_00001_.png");
+    std::fs::write(&path, png).unwrap();
+    let out = ok(&diffgraph(&[
+        "validate",
+        path.to_str().unwrap(),
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+    ]));
+    assert!(out.contains("valid"), "{out}");
+}

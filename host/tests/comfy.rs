@@ -310,3 +310,21 @@ fn a_png_with_a_comfyui_prompt_is_a_workflow() {
     ]));
     assert!(out.contains("valid"), "{out}");
 }
+
+#[test]
+fn extra_model_paths_yaml_points_at_an_existing_install() {
+    let models = models_folder();
+    let yaml = models.path().join("extra_model_paths.yaml");
+    std::fs::write(
+        &yaml,
+        "comfyui:\n    base_path: ./\n    checkpoints: |\n        nowhere/\n        checkpoints/\n",
+    )
+    .unwrap();
+    let out = ok(&diffgraph(&[
+        "validate",
+        WORKFLOW,
+        "--models",
+        yaml.to_str().unwrap(),
+    ]));
+    assert!(out.contains("valid"), "{out}");
+}

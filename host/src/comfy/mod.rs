@@ -2,10 +2,11 @@
 //! the API format with `--set` on ComfyUI node ids (`workflow`), validation
 //! against ComfyUI's node schemas (`schema`), expansion into a native graph
 //! (`expand`: a KSampler becomes the native denoising Loop), model folders
-//! with ComfyUI's layout (`models`) and workflows embedded in PNGs (`png`).
+//! with ComfyUI's layout (`models`, `extra_paths`) and workflows embedded in PNGs (`png`).
 //! `load_graph`/`parse_graph` call `translate` for any file that is not a
 //! native graph, so `run`, `validate`, `convert` and servers all get it.
 pub mod expand;
+pub mod extra_paths;
 pub mod models;
 pub mod png;
 pub mod schema;

@@ -4,7 +4,9 @@
 //! `folder_paths.get_full_path`: the first root that has it wins).
 //!
 //! Roots come from `--models DIR` (repeatable) and then `$DIFFGRAPH_MODELS`
-//! (colon-separated). The embedded demo model (`models/shapes-ldm` of the
+//! (colon-separated); an entry that is a `.yaml` file is read as ComfyUI's
+//! `extra_model_paths.yaml` (`extra_paths`), so an existing ComfyUI
+//! install's models are used in place. The embedded demo model (`models/shapes-ldm` of the
 //! repository) is always the checkpoint `shapes-ldm` when no root has a file
 //! of that name, so that ComfyUI workflows run on a fresh clone.
 use std::path::{Path, PathBuf};
@@ -18,21 +20,40 @@ const MODEL_ENDINGS: &[&str] = &["safetensors", "sft"];
 #[derive(Clone, Debug, Default)]
 pub struct ModelFolders {
     pub roots: Vec<PathBuf>,
+    /// Folders by kind from `extra_model_paths.yaml` files, searched after
+    /// the roots' own (ComfyUI's `add_model_folder_path`).
+    pub extra: Vec<(String, PathBuf)>,
 }
 
 impl ModelFolders {
     /// `cli` roots first, then those of `$DIFFGRAPH_MODELS`.
     pub fn new(cli: &[PathBuf]) -> ModelFolders {
-        let mut roots = cli.to_vec();
+        let mut entries = cli.to_vec();
         if let Some(env) = std::env::var_os("DIFFGRAPH_MODELS") {
-            roots.extend(std::env::split_paths(&env).filter(|p| !p.as_os_str().is_empty()));
+            entries.extend(std::env::split_paths(&env).filter(|p| !p.as_os_str().is_empty()));
         }
-        ModelFolders { roots }
+        let mut folders = ModelFolders::default();
+        for e in entries {
+            let yaml = e.extension().is_some_and(|x| x == "yaml" || x == "yml");
+            match std::fs::read_to_string(&e) {
+                Ok(text) if yaml && e.is_file() => {
+                    let dir = e.parent().unwrap_or(Path::new("."));
+                    folders.extra.extend(super::extra_paths::parse(&text, dir));
+                }
+                _ => folders.roots.push(e),
+            }
+        }
+        folders
     }
 
     /// The folders a file of `kind` (`checkpoints`, `vae`, ...) is searched in.
     pub fn folders(&self, kind: &str) -> Vec<PathBuf> {
-        self.roots.iter().map(|r| r.join(kind)).collect()
+        let extra = self.extra.iter().filter(|(k, _)| k == kind);
+        self.roots
+            .iter()
+            .map(|r| r.join(kind))
+            .chain(extra.map(|(_, p)| p.clone()))
+            .collect()
     }
 
     /// The path of `name` in the `kind` folders, or a message naming the
@@ -157,6 +178,7 @@ mod tests {
         std::fs::write(b.path().join("checkpoints/m.safetensors"), b"").unwrap();
         let f = ModelFolders {
             roots: vec![a.path().into(), b.path().into()],
+            extra: Vec::new(),
         };
         assert_eq!(
             f.resolve("checkpoints", "m.safetensors").unwrap(),

@@ -3,6 +3,7 @@
 //! against ComfyUI's node schemas (`schema`), expansion into a native graph
 //! (`expand`: a KSampler becomes the native denoising Loop), model folders
 //! with ComfyUI's layout (`models`, `extra_paths`) and workflows embedded in PNGs (`png`).
+//! The editor's (UI) format is converted to the API format first (`ui`).
 //! `load_graph`/`parse_graph` call `translate` for any file that is not a
 //! native graph, so `run`, `validate`, `convert` and servers all get it.
 pub mod expand;
@@ -10,6 +11,7 @@ pub mod extra_paths;
 pub mod models;
 pub mod png;
 pub mod schema;
+pub mod ui;
 pub mod workflow;
 
 use crate::graph::overrides::Override;
@@ -65,7 +67,7 @@ impl Translation {
     }
 }
 
-/// For a ComfyUI workflow (API format), the native graph it becomes; None
+/// For a ComfyUI workflow (API or UI format), the native graph it becomes; None
 /// for a native graph. `overrides` use the workflow's node ids and input
 /// names. A document in no known format is an error saying what it looks like.
 pub fn translate(
@@ -75,30 +77,36 @@ pub fn translate(
 ) -> Result<Option<Translation>, GraphErrors> {
     match detect(&doc) {
         Format::Native => Ok(None),
-        Format::Api => {
-            let wf = workflow::parse(doc, overrides).map_err(GraphErrors)?;
-            schema::check(&wf, models).map_err(GraphErrors)?;
-            if !wf
-                .values()
-                .any(|n| schema::spec(&n.class_type).is_some_and(|s| s.output_node))
-            {
-                return Err(GraphErrors(vec![GraphError::new(
-                    ErrorKind::NoOutputs,
-                    "the workflow has no output node (SaveImage, PreviewImage)",
-                )]));
-            }
-            let e = expand::expand(&wf, models);
-            Ok(Some(Translation {
-                doc: e.doc,
-                origins: e.origins,
-            }))
+        Format::Api => api_to_native(doc, overrides, models).map(Some),
+        Format::Ui => {
+            let api = ui::to_api(&doc).map_err(GraphErrors)?;
+            api_to_native(api, overrides, models).map(Some)
         }
-        Format::Ui => Err(GraphErrors(vec![GraphError::new(
-            ErrorKind::InvalidGraph,
-            "this is a ComfyUI workflow in the editor's (UI) format, which diffgraph does not read yet: save it from ComfyUI with \"Export (API)\"",
-        )])),
         Format::Other(what) => Err(GraphErrors(vec![not_a_graph(&what)])),
     }
+}
+
+fn api_to_native(
+    doc: Json,
+    overrides: &[Override],
+    models: &ModelFolders,
+) -> Result<Translation, GraphErrors> {
+    let wf = workflow::parse(doc, overrides).map_err(GraphErrors)?;
+    schema::check(&wf, models).map_err(GraphErrors)?;
+    if !wf
+        .values()
+        .any(|n| schema::spec(&n.class_type).is_some_and(|s| s.output_node))
+    {
+        return Err(GraphErrors(vec![GraphError::new(
+            ErrorKind::NoOutputs,
+            "the workflow has no output node (SaveImage, PreviewImage)",
+        )]));
+    }
+    let e = expand::expand(&wf, models);
+    Ok(Translation {
+        doc: e.doc,
+        origins: e.origins,
+    })
 }
 
 /// The error for a document in no format diffgraph reads.

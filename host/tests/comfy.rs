@@ -466,3 +466,58 @@ fn ui_primitives_reroutes_notes_muted_and_bypassed_nodes() {
         "{err}"
     );
 }
+
+/// Every sampler_name x scheduler pair diffgraph offers runs, at full and at
+/// partial denoise (img2img's path: the scheduler's add_noise at its first
+/// timestep), and the karras pairs it lacks are refused before running.
+#[test]
+fn every_offered_sampler_and_scheduler_runs() {
+    use diffgraph::comfy::schema::{KARRAS_SAMPLERS, SAMPLERS, SCHEDULERS};
+    let models = models_folder();
+    let folders = diffgraph::comfy::ModelFolders::new(&[models.path().into()]);
+    let registry = common::registry_with(&[
+        "diffgraph_nodes_core",
+        "diffgraph_nodes_sampling",
+        "diffgraph_nodes_sd",
+    ]);
+    let text = std::fs::read_to_string(repo().join(WORKFLOW)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut exec = diffgraph::Executor::new(registry.clone());
+    exec.set_output_dir(out.path().to_string_lossy());
+    for sampler in SAMPLERS {
+        for scheduler in SCHEDULERS {
+            for denoise in ["1.0", "0.6"] {
+                let sets: Vec<diffgraph::graph::overrides::Override> = [
+                    format!("3.sampler_name={sampler}"),
+                    format!("3.scheduler={scheduler}"),
+                    format!("3.denoise={denoise}"),
+                    "3.steps=2".into(),
+                    "5.width=16".into(),
+                    "5.height=16".into(),
+                    format!("9.filename_prefix={sampler}_{scheduler}_{denoise}"),
+                ]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect();
+                let checked = diffgraph::parse_graph_with(&text, &sets, &registry, true, &folders);
+                if *scheduler == "karras" && !KARRAS_SAMPLERS.contains(sampler) {
+                    let e = checked.err().expect("refused");
+                    assert_eq!(e.0[0].input.as_deref(), Some("scheduler"), "{e}");
+                    continue;
+                }
+                let checked = checked.unwrap_or_else(|e| panic!("{sampler} {scheduler}: {e}"));
+                exec.run(&checked, None, &diffgraph::Silent)
+                    .unwrap_or_else(|e| panic!("{sampler} {scheduler} {denoise}: {e}"));
+            }
+            let read = |d: &str| {
+                std::fs::read(out.path().join(format!("{sampler}_{scheduler}_{d}.png"))).ok()
+            };
+            if let (Some(full), Some(part)) = (read("1.0"), read("0.6")) {
+                assert!(
+                    full != part,
+                    "{sampler} {scheduler}: denoise changes nothing"
+                );
+            }
+        }
+    }
+}

@@ -44,6 +44,10 @@ pub const SAMPLERS: &[&str] = &[
 /// ComfyUI's `scheduler`s with a diffgraph schedule today.
 pub const SCHEDULERS: &[&str] = &["normal", "karras", "sgm_uniform"];
 
+/// The samplers that have a Karras schedule (the diffusers classes that offer
+/// `use_karras_sigmas`).
+pub const KARRAS_SAMPLERS: &[&str] = &["euler", "heun", "lms", "dpmpp_2m"];
+
 /// ComfyUI's MAX_RESOLUTION.
 const MAX_RES: i64 = 16384;
 /// ComfyUI's seeds go to 2^64 - 1; libtorch's `manual_seed` here takes an i64.
@@ -172,11 +176,38 @@ pub fn check(wf: &Workflow, models: &ModelFolders) -> Result<(), Vec<GraphError>
             }
         }
     }
+    for (id, node) in wf {
+        if let Some(e) = check_combination(node) {
+            errors.push(e.node(id));
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {
         Err(errors)
     }
+}
+
+/// Sampler and scheduler pairs diffgraph does not have.
+fn check_combination(node: &super::workflow::ApiNode) -> Option<GraphError> {
+    let text = |name| match node.input(name) {
+        Some(ApiInput::Const(Json::String(s))) => Some(s.as_str()),
+        _ => None,
+    };
+    if node.class_type == "KSampler" && text("scheduler") == Some("karras") {
+        let sampler = text("sampler_name")?;
+        if !KARRAS_SAMPLERS.contains(&sampler) {
+            return Some(
+                GraphError::new(
+                    ErrorKind::ValueNotInList,
+                    format!("the karras scheduler is not available with sampler_name `{sampler}` in diffgraph"),
+                )
+                .input("scheduler")
+                .expected(format!("karras with one of {}", KARRAS_SAMPLERS.join(", "))),
+            );
+        }
+    }
+    None
 }
 
 type Problem = (ErrorKind, String);

@@ -191,6 +191,18 @@ fn convert_prints_the_native_graph_with_the_ksampler_loop() {
     let checked =
         diffgraph::parse_graph(&text, &[], &registry, true).unwrap_or_else(|e| panic!("{e}"));
     assert!(checked.graph.node("3:step").is_some());
+    // denoise 0.5 of 20 steps: the last 20 of a 40-step schedule.
+    let half = ok(&diffgraph(&[
+        "convert",
+        WORKFLOW,
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+        "--set",
+        "3.denoise=0.5",
+    ]));
+    let half: serde_json::Value = serde_json::from_str(&half).unwrap();
+    assert_eq!(half["nodes"]["3:scheduler"]["inputs"]["steps"], 40);
+    assert_eq!(half["nodes"]["3:start"]["type"], "AddNoise");
     // A native graph is not converted.
     assert!(refused(&diffgraph(&["convert", "graphs/demo.json"])).contains("already a native"));
 }

@@ -188,6 +188,8 @@ impl Ctx<'_> {
         let loader = self.loader_of(n);
         let latent = self.link(n, "latent_image");
         let denoise = self.konst(n, "denoise").as_f64().unwrap_or(1.0);
+        let steps = self.konst(n, "steps").as_i64().unwrap_or(1);
+        let (total, strength) = partial_denoise(steps, denoise);
         let scheduler = self.konst(n, "scheduler");
         let (schedule, spacing) = match scheduler.as_str() {
             Some("karras") => ("karras", "linspace"),
@@ -200,10 +202,10 @@ impl Ctx<'_> {
             &sched,
             json!({ "type": "Scheduler", "inputs": {
                 "sampler": self.konst(n, "sampler_name"),
-                "steps": self.konst(n, "steps"),
+                "steps": total,
                 "schedule": schedule,
                 "timestep_spacing": spacing,
-                "strength": denoise,
+                "strength": strength,
                 "seed": self.konst(n, "seed"),
                 "config": [loader, "scheduler_config"],
                 "prediction_type": [loader, "prediction_type"],
@@ -292,5 +294,34 @@ impl Ctx<'_> {
             &[],
             id,
         );
+    }
+}
+
+/// ComfyUI's `denoise` < 1 (`KSampler.set_steps` in `comfy/samplers.py`):
+/// the schedule of `int(steps / denoise)` steps, of which the last `steps`
+/// run. As the native Scheduler's img2img strength (diffusers: the last
+/// `int(total * strength)` of `total` steps), that is `total` steps with a
+/// strength a half step above `steps / total`, so that the product floors to
+/// `steps` exactly whatever the rounding.
+pub fn partial_denoise(steps: i64, denoise: f64) -> (i64, f64) {
+    if denoise >= 1.0 || denoise <= 0.0 {
+        return (steps, denoise.clamp(0.0, 1.0));
+    }
+    let total = (steps as f64 / denoise) as i64;
+    (total, ((steps as f64 + 0.5) / total as f64).min(1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partial_denoise;
+
+    #[test]
+    fn partial_denoise_runs_comfyuis_last_steps() {
+        for (steps, denoise) in [(20, 0.6), (20, 0.5), (4, 0.7), (30, 0.33), (1, 0.99)] {
+            let (total, strength) = partial_denoise(steps, denoise);
+            assert_eq!(total, (steps as f64 / denoise) as i64);
+            assert_eq!((total as f64 * strength) as i64, steps, "{steps} {denoise}");
+        }
+        assert_eq!(partial_denoise(20, 1.0), (20, 1.0));
     }
 }

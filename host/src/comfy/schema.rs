@@ -97,7 +97,8 @@ pub const SPECS: &[Spec] = &[
             ("positive", Ty::Link("CONDITIONING")),
             ("negative", Ty::Link("CONDITIONING")),
             ("latent_image", Ty::Link("LATENT")),
-            ("denoise", Ty::Float(0.0, 1.0)),
+            // ComfyUI's min is 0 (nothing runs); diffgraph needs a step.
+            ("denoise", Ty::Float(0.01, 1.0)),
         ],
         outputs: &["LATENT"],
         output_node: false,

@@ -15,6 +15,7 @@
 //! `plugin::ffi`.
 #![deny(unsafe_code)]
 
+pub mod comfy;
 pub mod device;
 pub mod exec;
 pub mod graph;
@@ -37,31 +38,81 @@ const _: fn() = || {
     send_sync::<CheckedGraph>();
 };
 
-/// Reads, overrides and validates a graph file.
+/// Reads, overrides and validates a graph file: a native graph, a ComfyUI
+/// API workflow, or a PNG carrying one (`comfy`). Model names resolve in
+/// `ModelFolders::new(&[])` (`$DIFFGRAPH_MODELS` and the demo model).
 pub fn load_graph(
     path: &std::path::Path,
     overrides: &[graph::overrides::Override],
     registry: &Registry,
     require_outputs: bool,
 ) -> Result<CheckedGraph, GraphErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        GraphErrors(vec![GraphError::new(
-            graph::ErrorKind::InvalidGraph,
-            format!("cannot read {}: {e}", path.display()),
-        )])
-    })?;
-    parse_graph(&text, overrides, registry, require_outputs)
+    load_graph_with(
+        path,
+        overrides,
+        registry,
+        require_outputs,
+        &comfy::ModelFolders::new(&[]),
+    )
 }
 
-/// Parses, overrides and validates graph text.
+/// `load_graph` with explicit model folders (`--models`).
+pub fn load_graph_with(
+    path: &std::path::Path,
+    overrides: &[graph::overrides::Override],
+    registry: &Registry,
+    require_outputs: bool,
+    models: &comfy::ModelFolders,
+) -> Result<CheckedGraph, GraphErrors> {
+    let text = read_graph_text(path)?;
+    parse_graph_with(&text, overrides, registry, require_outputs, models)
+}
+
+/// The text of a graph file; for a PNG, the ComfyUI workflow it carries.
+pub fn read_graph_text(path: &std::path::Path) -> Result<String, GraphErrors> {
+    let cannot = |m: String| {
+        GraphErrors(vec![GraphError::new(
+            graph::ErrorKind::InvalidGraph,
+            format!("cannot read {}: {m}", path.display()),
+        )])
+    };
+    let bytes = std::fs::read(path).map_err(|e| cannot(e.to_string()))?;
+    if comfy::png::is_png(&bytes) {
+        return comfy::png::workflow_text(&bytes).map_err(cannot);
+    }
+    String::from_utf8(bytes).map_err(|e| cannot(format!("not UTF-8 text: {e}")))
+}
+
+/// Parses, overrides and validates graph text (native or ComfyUI).
 pub fn parse_graph(
     text: &str,
     overrides: &[graph::overrides::Override],
     registry: &Registry,
     require_outputs: bool,
 ) -> Result<CheckedGraph, GraphErrors> {
+    parse_graph_with(
+        text,
+        overrides,
+        registry,
+        require_outputs,
+        &comfy::ModelFolders::new(&[]),
+    )
+}
+
+/// `parse_graph` with explicit model folders.
+pub fn parse_graph_with(
+    text: &str,
+    overrides: &[graph::overrides::Override],
+    registry: &Registry,
+    require_outputs: bool,
+    models: &comfy::ModelFolders,
+) -> Result<CheckedGraph, GraphErrors> {
+    if let Some(t) = translate_comfy(text, overrides, models)? {
+        let graph = graph::model::from_json(&t.doc).map_err(|e| t.map_errors(GraphErrors(e)))?;
+        return graph::validate(graph, registry, require_outputs).map_err(|e| t.map_errors(e));
+    }
     let graph = if overrides.is_empty() {
-        graph::model::parse(text).map_err(GraphErrors)?
+        graph::model::parse(text).map_err(|e| with_format_hint(text, e))?
     } else {
         let mut doc: serde_json::Value = match serde_json::from_str(text) {
             Ok(d) => d,
@@ -73,7 +124,33 @@ pub fn parse_graph(
         };
         graph::overrides::apply(&mut doc, overrides)
             .map_err(|m| GraphErrors(vec![GraphError::new(graph::ErrorKind::InvalidGraph, m)]))?;
-        graph::model::from_json(&doc).map_err(GraphErrors)?
+        graph::model::from_json(&doc).map_err(|e| with_format_hint(text, e))?
     };
     graph::validate(graph, registry, require_outputs)
+}
+
+/// The native graph a ComfyUI workflow text becomes (None: not a ComfyUI
+/// workflow; the native parser reports on it).
+pub fn translate_comfy(
+    text: &str,
+    overrides: &[graph::overrides::Override],
+    models: &comfy::ModelFolders,
+) -> Result<Option<comfy::Translation>, GraphErrors> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(doc) if matches!(comfy::detect(&doc), comfy::Format::Api | comfy::Format::Ui) => {
+            comfy::translate(doc, overrides, models)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Native parse errors, plus what the document looks like when it is in no
+/// format diffgraph reads.
+fn with_format_hint(text: &str, mut errors: Vec<GraphError>) -> GraphErrors {
+    if let Ok(doc) = serde_json::from_str::<serde_json::Value>(text) {
+        if let comfy::Format::Other(what) = comfy::detect(&doc) {
+            errors.push(comfy::not_a_graph(&what));
+        }
+    }
+    GraphErrors(errors)
 }

@@ -18,6 +18,8 @@ pub struct Session {
     pub exec: Executor,
     graph_path: PathBuf,
     overrides: Vec<Override>,
+    /// Where ComfyUI workflows' model names resolve.
+    models: crate::comfy::ModelFolders,
     /// The last graph that validated (None until one does).
     checked: Option<CheckedGraph>,
     /// Private copies of libraries are made here: the dynamic loader returns
@@ -39,12 +41,18 @@ impl Session {
             exec,
             graph_path: graph_path.to_path_buf(),
             overrides,
+            models: crate::comfy::ModelFolders::new(&[]),
             checked: None,
             staging: tempfile::Builder::new()
                 .prefix("diffgraph-reload-")
                 .tempdir()?,
             copies: 0,
         })
+    }
+
+    /// Model folders for ComfyUI workflows (default: `$DIFFGRAPH_MODELS`).
+    pub fn set_models(&mut self, models: crate::comfy::ModelFolders) {
+        self.models = models;
     }
 
     pub fn graph_path(&self) -> &Path {
@@ -54,7 +62,13 @@ impl Session {
     /// Re-reads and validates the graph file. On errors the previous graph is
     /// kept but not run again until the file validates.
     pub fn reload_graph(&mut self) -> Result<(), GraphErrors> {
-        match crate::load_graph(&self.graph_path, &self.overrides, &self.exec.registry, true) {
+        match crate::load_graph_with(
+            &self.graph_path,
+            &self.overrides,
+            &self.exec.registry,
+            true,
+            &self.models,
+        ) {
             Ok(c) => {
                 self.checked = Some(c);
                 Ok(())
@@ -91,7 +105,13 @@ impl Session {
         let _ = std::fs::remove_file(&copy);
         let library = loaded.map_err(|e| e.message)?;
         let checked = if self.checked.is_some() || self.graph_path.exists() {
-            match crate::load_graph(&self.graph_path, &self.overrides, &registry, true) {
+            match crate::load_graph_with(
+                &self.graph_path,
+                &self.overrides,
+                &registry,
+                true,
+                &self.models,
+            ) {
                 Ok(c) => Some(c),
                 Err(e) if self.checked.is_some() => {
                     return Err(format!(

@@ -14,7 +14,7 @@ mod tensor_io;
 
 use constants::{BoolConstant, FloatConstant, IntConstant, IntList, Range, StringConstant};
 use image_io::{LatentToImage, LoadImage, SaveImage};
-use math::{FloatAdd, IntAdd, TensorAdd, TensorScale, TensorStats};
+use math::{FloatAdd, IntAdd, TensorAdd, TensorScale, TensorShape, TensorStats};
 use noise::{EmptyLatent, GaussianNoise};
 use tensor_io::{LoadTensor, SaveTensor};
 
@@ -37,6 +37,7 @@ diffgraph_sdk::export_plugin!(
         TensorAdd,
         TensorScale,
         TensorStats,
+        TensorShape,
         FloatAdd,
         IntAdd,
     ]

@@ -87,6 +87,25 @@ impl Node for TensorStats {
     }
 }
 
+/// A tensor's shape, for nodes that take one (GaussianNoise "like" a latent:
+/// ComfyUI's `prepare_noise` draws noise of the latent's shape).
+pub struct TensorShape;
+
+impl Node for TensorShape {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("TensorShape", "math")
+            .description(
+                "The shape of `x` as a list of integers (e.g. for GaussianNoise's `shape`).",
+            )
+            .input(InputSpec::tensor("x"))
+            .output(OutputSpec::new("shape", PortType::list(PortType::Int)))
+    }
+
+    fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+        Ok(vec![inputs.tensor("x")?.size().into()])
+    }
+}
+
 pub struct FloatAdd;
 
 impl Node for FloatAdd {

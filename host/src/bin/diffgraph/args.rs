@@ -32,6 +32,9 @@ pub enum Command {
     Nodes(NodesArgs),
     /// Show the libtorch build, the CUDA library state and the loaded plugins.
     Info(NodesArgs),
+    /// Print the native graph a ComfyUI workflow (API format, or a PNG carrying
+    /// one) becomes: its KSamplers as the denoising Loop they hide.
+    Convert(ConvertArgs),
     /// Run a graph, then re-run it whenever a plugin library is rebuilt or the
     /// graph file is edited, reusing every cached result that did not change.
     Watch(WatchArgs),
@@ -53,6 +56,33 @@ impl PluginArgs {
     }
 }
 
+/// ComfyUI model folders.
+#[derive(Args)]
+pub struct ModelArgs {
+    /// A model folder with ComfyUI's layout (checkpoints/, vae/, loras/,
+    /// embeddings/) where ComfyUI workflows' file names resolve; repeatable,
+    /// searched before $DIFFGRAPH_MODELS (colon-separated). The embedded demo
+    /// model is always the checkpoint `shapes-ldm`.
+    #[arg(long = "models", value_name = "DIR")]
+    pub models: Vec<PathBuf>,
+}
+
+impl ModelArgs {
+    pub fn folders(&self) -> diffgraph::comfy::ModelFolders {
+        diffgraph::comfy::ModelFolders::new(&self.models)
+    }
+}
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// The ComfyUI workflow (API-format JSON, or a PNG ComfyUI saved).
+    pub workflow: PathBuf,
+    #[arg(long = "set", value_name = "NODE.INPUT=VALUE")]
+    pub set: Vec<Override>,
+    #[command(flatten)]
+    pub models: ModelArgs,
+}
+
 /// What `run` and `watch` share: overrides, device, output folder, plugins.
 #[derive(Args)]
 pub struct ExecArgs {
@@ -67,6 +97,8 @@ pub struct ExecArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub plugins: PluginArgs,
+    #[command(flatten)]
+    pub models: ModelArgs,
 }
 
 #[derive(Args)]
@@ -96,6 +128,8 @@ pub struct ValidateArgs {
     pub set: Vec<Override>,
     #[command(flatten)]
     pub plugins: PluginArgs,
+    #[command(flatten)]
+    pub models: ModelArgs,
     /// Print errors as JSON.
     #[arg(long)]
     pub json: bool,

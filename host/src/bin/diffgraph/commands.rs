@@ -1,6 +1,7 @@
 //! `run`, `validate`, `nodes` and `info`: library calls and printing.
 use crate::args::{
-    NodesArgs, PluginArgs, RunArgs, ValidateArgs, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUN_FAILED,
+    ConvertArgs, NodesArgs, PluginArgs, RunArgs, ValidateArgs, EXIT_BAD_INPUT, EXIT_INTERRUPTED,
+    EXIT_RUN_FAILED,
 };
 use crate::progress;
 use diffgraph::plugin::discovery;
@@ -41,7 +42,13 @@ pub fn run(a: RunArgs) -> i32 {
         tch::set_num_threads(n.max(1));
     }
     let registry = load_plugins(&a.exec.plugins, a.quiet);
-    let checked = match diffgraph::load_graph(&a.graph, &a.exec.set, &registry, true) {
+    let checked = match diffgraph::load_graph_with(
+        &a.graph,
+        &a.exec.set,
+        &registry,
+        true,
+        &a.exec.models.folders(),
+    ) {
         Ok(c) => c,
         Err(e) => {
             print_graph_errors(&e, a.json);
@@ -87,7 +94,7 @@ pub fn run(a: RunArgs) -> i32 {
 pub fn validate(a: ValidateArgs) -> i32 {
     device::init();
     let registry = load_plugins(&a.plugins, a.json);
-    match diffgraph::load_graph(&a.graph, &a.set, &registry, true) {
+    match diffgraph::load_graph_with(&a.graph, &a.set, &registry, true, &a.models.folders()) {
         Ok(c) => {
             if a.json {
                 println!("{}", report::valid_json(&c));
@@ -102,6 +109,40 @@ pub fn validate(a: ValidateArgs) -> i32 {
         }
         Err(e) => {
             print_graph_errors(&e, a.json);
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+/// Prints the native graph of a ComfyUI workflow; a native graph is refused
+/// (it is already what `convert` would print).
+pub fn convert(a: ConvertArgs) -> i32 {
+    let models = a.models.folders();
+    let translated = diffgraph::read_graph_text(&a.workflow)
+        .and_then(|text| diffgraph::translate_comfy(&text, &a.set, &models).map(|t| (t, text)));
+    match translated {
+        Ok((Some(t), _)) => {
+            println!("{}", serde_json::to_string_pretty(&t.doc).expect("json"));
+            0
+        }
+        Ok((None, text)) => {
+            let what = match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(doc) => match diffgraph::comfy::detect(&doc) {
+                    diffgraph::comfy::Format::Other(what) => {
+                        diffgraph::comfy::not_a_graph(&what).to_string()
+                    }
+                    _ => "it is already a native diffgraph graph".into(),
+                },
+                Err(e) => format!("not valid JSON: {e}"),
+            };
+            eprintln!(
+                "error: {}: not a ComfyUI workflow: {what}",
+                a.workflow.display()
+            );
+            EXIT_BAD_INPUT
+        }
+        Err(e) => {
+            print_graph_errors(&e, false);
             EXIT_BAD_INPUT
         }
     }

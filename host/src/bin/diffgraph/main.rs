@@ -15,6 +15,7 @@ fn main() {
         Command::Validate(a) => commands::validate(a),
         Command::Nodes(a) => commands::nodes(a),
         Command::Info(a) => commands::info(a),
+        Command::Convert(a) => commands::convert(a),
         Command::Watch(a) => watch::watch(a),
     };
     std::process::exit(code)

@@ -59,6 +59,7 @@ pub fn watch(a: WatchArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
+    session.set_models(a.exec.models.folders());
 
     // Every generation, the first too, is loaded from a private copy.
     for file in dirs.iter().flat_map(PluginSource::files) {

@@ -1,0 +1,199 @@
+//! Model folders with ComfyUI's layout: each root holds `checkpoints/`,
+//! `vae/`, `loras/`, `embeddings/`, `upscale_models/`, and a workflow's
+//! `ckpt_name` (etc.) is a file name inside one of them (ComfyUI's
+//! `folder_paths.get_full_path`: the first root that has it wins).
+//!
+//! Roots come from `--models DIR` (repeatable) and then `$DIFFGRAPH_MODELS`
+//! (colon-separated); an entry that is a `.yaml` file is read as ComfyUI's
+//! `extra_model_paths.yaml` (`extra_paths`), so an existing ComfyUI
+//! install's models are used in place. The embedded demo model (`models/shapes-ldm` of the
+//! repository) is always the checkpoint `shapes-ldm` when no root has a file
+//! of that name, so that ComfyUI workflows run on a fresh clone.
+use std::path::{Path, PathBuf};
+
+/// The checkpoint name under which the embedded demo model is listed.
+pub const DEMO_CHECKPOINT: &str = "shapes-ldm";
+/// File endings ComfyUI lists in model folders that diffgraph can load.
+const MODEL_ENDINGS: &[&str] = &["safetensors", "sft"];
+
+/// Where models are looked up.
+#[derive(Clone, Debug, Default)]
+pub struct ModelFolders {
+    pub roots: Vec<PathBuf>,
+    /// Folders by kind from `extra_model_paths.yaml` files, searched after
+    /// the roots' own (ComfyUI's `add_model_folder_path`).
+    pub extra: Vec<(String, PathBuf)>,
+}
+
+impl ModelFolders {
+    /// `cli` roots first, then those of `$DIFFGRAPH_MODELS`.
+    pub fn new(cli: &[PathBuf]) -> ModelFolders {
+        let mut entries = cli.to_vec();
+        if let Some(env) = std::env::var_os("DIFFGRAPH_MODELS") {
+            entries.extend(std::env::split_paths(&env).filter(|p| !p.as_os_str().is_empty()));
+        }
+        let mut folders = ModelFolders::default();
+        for e in entries {
+            let yaml = e.extension().is_some_and(|x| x == "yaml" || x == "yml");
+            match std::fs::read_to_string(&e) {
+                Ok(text) if yaml && e.is_file() => {
+                    let dir = e.parent().unwrap_or(Path::new("."));
+                    folders.extra.extend(super::extra_paths::parse(&text, dir));
+                }
+                _ => folders.roots.push(e),
+            }
+        }
+        folders
+    }
+
+    /// The folders a file of `kind` (`checkpoints`, `vae`, ...) is searched in.
+    pub fn folders(&self, kind: &str) -> Vec<PathBuf> {
+        let extra = self.extra.iter().filter(|(k, _)| k == kind);
+        self.roots
+            .iter()
+            .map(|r| r.join(kind))
+            .chain(extra.map(|(_, p)| p.clone()))
+            .collect()
+    }
+
+    /// The path of `name` in the `kind` folders, or a message naming the
+    /// file and every folder searched. A single file may carry a sidecar
+    /// diffusers folder of the same stem (`NAME.safetensors` + `NAME/`)
+    /// giving what its shapes cannot tell; see `sidecar_config`.
+    pub fn resolve(&self, kind: &str, name: &str) -> Result<PathBuf, String> {
+        let rel = Path::new(name);
+        if name.is_empty()
+            || rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(format!(
+                "`{name}` is not a file name inside the {kind} folders"
+            ));
+        }
+        let folders = self.folders(kind);
+        if let Some(found) = folders.iter().map(|f| f.join(rel)).find(|p| p.exists()) {
+            return Ok(found);
+        }
+        if kind == "checkpoints" && name == DEMO_CHECKPOINT {
+            if let Some(demo) = demo_model() {
+                return Ok(demo);
+            }
+        }
+        let searched = if folders.is_empty() {
+            "no model folders are set (--models DIR or $DIFFGRAPH_MODELS)".to_string()
+        } else {
+            format!(
+                "searched {}",
+                folders
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let available = self.list(kind);
+        let available = if available.is_empty() {
+            String::new()
+        } else {
+            format!(" (available: {})", available.join(", "))
+        };
+        Err(format!(
+            "{kind} file `{name}` not found: {searched}{available}"
+        ))
+    }
+
+    /// The names a `kind` input offers (ComfyUI's choices): every loadable
+    /// file or diffusers folder in the folders, plus `shapes-ldm` for
+    /// checkpoints.
+    pub fn list(&self, kind: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for folder in self.folders(kind) {
+            let Ok(entries) = std::fs::read_dir(&folder) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let loadable = if path.is_dir() {
+                    path.join("model_index.json").exists()
+                } else {
+                    path.extension()
+                        .and_then(|x| x.to_str())
+                        .is_some_and(|x| MODEL_ENDINGS.contains(&x))
+                };
+                if loadable {
+                    names.push(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        if kind == "checkpoints" && demo_model().is_some() {
+            names.push(DEMO_CHECKPOINT.to_string());
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// For a single-file checkpoint `NAME.ext`, the diffusers folder `NAME/`
+/// next to it (with `model_index.json`), if any: the config `LoadCheckpoint`
+/// takes for what the weights' shapes cannot tell (ComfyUI's
+/// `CheckpointLoader` takes a config the same way).
+pub fn sidecar_config(checkpoint: &Path) -> Option<PathBuf> {
+    if checkpoint.is_dir() {
+        return None;
+    }
+    let folder = checkpoint.with_extension("");
+    folder.join("model_index.json").exists().then_some(folder)
+}
+
+/// The embedded demo model: `models/shapes-ldm` under the working directory,
+/// next to the executable's build tree (`target/<profile>/../../models`), or
+/// in the source tree this library was built from.
+fn demo_model() -> Option<PathBuf> {
+    let rel = Path::new("models").join(DEMO_CHECKPOINT);
+    let mut candidates = vec![rel.clone()];
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            candidates.push(dir.join("../..").join(&rel));
+            candidates.push(dir.join("../../..").join(&rel));
+        }
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&rel));
+    candidates
+        .into_iter()
+        .find(|p| p.join("model_index.json").exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_in_order_and_names_the_folders_searched() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(b.path().join("checkpoints")).unwrap();
+        std::fs::write(b.path().join("checkpoints/m.safetensors"), b"").unwrap();
+        let f = ModelFolders {
+            roots: vec![a.path().into(), b.path().into()],
+            extra: Vec::new(),
+        };
+        assert_eq!(
+            f.resolve("checkpoints", "m.safetensors").unwrap(),
+            b.path().join("checkpoints/m.safetensors")
+        );
+        assert_eq!(f.list("checkpoints")[0], "m.safetensors");
+        let err = f.resolve("checkpoints", "x.safetensors").unwrap_err();
+        assert!(err.contains("`x.safetensors` not found"), "{err}");
+        assert!(err.contains(&a.path().join("checkpoints").display().to_string()));
+        assert!(f.resolve("checkpoints", "../m.safetensors").is_err());
+        // The demo model is there without any folder.
+        let none = ModelFolders::default();
+        assert!(none.resolve("checkpoints", DEMO_CHECKPOINT).is_ok());
+        assert!(none
+            .list("checkpoints")
+            .contains(&DEMO_CHECKPOINT.to_string()));
+    }
+}

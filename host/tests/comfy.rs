@@ -1,0 +1,535 @@
+//! ComfyUI workflows run unchanged (`diffgraph::comfy`): ComfyUI's default
+//! API workflow (tests/fixtures/comfy/default-api-workflow.json, a copy of
+//! the one ComfyUI ships) on the embedded demo model and on a tiny
+//! checkpoint in a ComfyUI-style models folder, `convert`, and the errors a
+//! workflow gets (in its own node ids and input names).
+mod common;
+
+use common::shapes::analyse;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const WORKFLOW: &str = "tests/fixtures/comfy/default-api-workflow.json";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `diffgraph ARGS` from the repository root, without $DIFFGRAPH_* settings.
+fn diffgraph(args: &[&str]) -> Output {
+    Command::new(common::diffgraph_bin())
+        .args(args)
+        .current_dir(repo())
+        .env_remove("DIFFGRAPH_PLUGINS")
+        .env_remove("DIFFGRAPH_MODELS")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn refused(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+/// A models folder holding the tiny SD 1 fixture as the workflow's
+/// checkpoint, with its diffusers folder as the sidecar config.
+fn models_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpts = dir.path().join("checkpoints");
+    std::fs::create_dir_all(&ckpts).unwrap();
+    let fixtures = repo().join("tests/fixtures/sd");
+    std::os::unix::fs::symlink(
+        fixtures.join("sd1-tiny.safetensors"),
+        ckpts.join("v1-5-pruned-emaonly.safetensors"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(fixtures.join("sd1-tiny"), ckpts.join("v1-5-pruned-emaonly"))
+        .unwrap();
+    dir
+}
+
+#[test]
+fn the_default_workflow_draws_its_prompt_with_the_demo_model() {
+    let out = tempfile::tempdir().unwrap();
+    let stdout = ok(&diffgraph(&[
+        "run",
+        WORKFLOW,
+        "--quiet",
+        "--threads",
+        "1",
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+        "--set",
+        "5.width=64",
+        "--set",
+        "5.height=64",
+        "--set",
+        "6.text=a large red circle in the center on a white background",
+        "--set",
+        "7.text=",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]));
+    let png = out.path().join("ComfyUI.png");
+    assert_eq!(stdout.trim(), png.display().to_string());
+    let (colour, background, _) = analyse(&png);
+    assert_eq!((colour.as_str(), background.as_str()), ("red", "white"));
+}
+
+/// The workflow with a tiny checkpoint from `--models` gives exactly the
+/// image of the hand-written native graph its KSampler stands for.
+#[test]
+fn the_default_workflow_runs_a_checkpoint_from_a_models_folder_as_the_native_loop() {
+    let models = models_folder();
+    let out = tempfile::tempdir().unwrap();
+    let sets = [
+        "5.width=64",
+        "5.height=32",
+        "3.steps=4",
+        "3.seed=7",
+        "3.cfg=3.5",
+    ];
+    let mut args = vec!["run", WORKFLOW, "--quiet", "--threads", "1"];
+    args.extend(["--models", models.path().to_str().unwrap()]);
+    args.extend(["--out", out.path().to_str().unwrap()]);
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    ok(&diffgraph(&args));
+    let comfy = image::open(out.path().join("ComfyUI.png"))
+        .unwrap()
+        .to_rgb8();
+    // EmptyLatentImage is ComfyUI's [1, 4, h / 8, w / 8] whatever the VAE;
+    // the tiny fixture's VAE upsamples by 2, not 8.
+    assert_eq!(comfy.dimensions(), (16, 8));
+
+    let ckpt = models.path().join("checkpoints/v1-5-pruned-emaonly");
+    let native = serde_json::json!({ "nodes": {
+        "ckpt": { "type": "LoadCheckpoint", "inputs": {
+            "path": ckpt.with_extension("safetensors"), "config": ckpt } },
+        "pos": { "type": "CLIPTextEncode", "inputs": { "clip": ["ckpt", "clip"], "text": "masterpiece best quality girl" } },
+        "neg": { "type": "CLIPTextEncode", "inputs": { "clip": ["ckpt", "clip"], "text": "bad hands" } },
+        "sched": { "type": "Scheduler", "inputs": {
+            "sampler": "euler", "steps": 4, "schedule": "normal", "timestep_spacing": "linspace",
+            "config": ["ckpt", "scheduler_config"], "prediction_type": ["ckpt", "prediction_type"] } },
+        "noise": { "type": "GaussianNoise", "inputs": {
+            "seed": 7, "shape": [1, 4, 4, 8], "scale": ["sched", "init_noise_sigma"] } },
+        "loop": { "type": "Loop",
+            "inputs": { "over": ["sched", "timesteps"], "x": ["noise", "noise"], "state": ["sched", "state"] },
+            "body": {
+                "in": { "type": "ScaleModelInput", "inputs": { "state": ["loop", "state"], "sample": ["loop", "x"], "timestep": ["loop", "item"] } },
+                "unet": { "type": "UNetStep", "inputs": { "model": ["ckpt", "model"], "sample": ["in", "sample"], "timestep": ["loop", "item"],
+                    "cond": ["pos", "conditioning"], "uncond": ["neg", "conditioning"], "guidance_scale": 3.5 } },
+                "step": { "type": "SchedulerStep", "inputs": { "state": ["loop", "state"], "model_output": ["unet", "model_output"],
+                    "timestep": ["loop", "item"], "sample": ["loop", "x"] } } },
+            "next": { "x": ["step", "prev_sample"], "state": ["step", "state"] } },
+        "decode": { "type": "VAEDecode", "inputs": { "vae": ["ckpt", "vae"], "latent": ["loop", "x"] } },
+        "save": { "type": "SaveImage", "inputs": { "image": ["decode", "image"], "filename_prefix": "native" } }
+    }});
+    let graph = out.path().join("native.json");
+    std::fs::write(&graph, native.to_string()).unwrap();
+    ok(&diffgraph(&[
+        "run",
+        graph.to_str().unwrap(),
+        "--quiet",
+        "--threads",
+        "1",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]));
+    let native = image::open(out.path().join("native.png"))
+        .unwrap()
+        .to_rgb8();
+    assert!(
+        comfy == native,
+        "the workflow's image differs from the native loop's"
+    );
+    let pixels = comfy.as_raw();
+    assert!(pixels.iter().any(|&p| p != pixels[0]), "a flat image");
+}
+
+#[test]
+fn convert_prints_the_native_graph_with_the_ksampler_loop() {
+    let text = ok(&diffgraph(&[
+        "convert",
+        WORKFLOW,
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+        "--set",
+        "3.cfg=5",
+    ]));
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let nodes = &doc["nodes"];
+    assert_eq!(nodes["3"]["type"], "Loop");
+    assert_eq!(nodes["3:scheduler"]["inputs"]["sampler"], "euler");
+    let unet = &nodes["3"]["body"]["3:unet"];
+    assert_eq!(unet["type"], "UNetStep");
+    assert_eq!(unet["inputs"]["guidance_scale"], 5);
+    assert_eq!(
+        unet["inputs"]["uncond"],
+        serde_json::json!(["7", "conditioning"])
+    );
+    assert_eq!(
+        nodes["9"]["inputs"]["image"],
+        serde_json::json!(["8", "image"])
+    );
+    // What convert prints is a graph diffgraph validates as it is.
+    let registry = common::registry_with(&[
+        "diffgraph_nodes_core",
+        "diffgraph_nodes_sampling",
+        "diffgraph_nodes_sd",
+    ]);
+    let checked =
+        diffgraph::parse_graph(&text, &[], &registry, true).unwrap_or_else(|e| panic!("{e}"));
+    assert!(checked.graph.node("3:step").is_some());
+    // denoise 0.5 of 20 steps: the last 20 of a 40-step schedule.
+    let half = ok(&diffgraph(&[
+        "convert",
+        WORKFLOW,
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+        "--set",
+        "3.denoise=0.5",
+    ]));
+    let half: serde_json::Value = serde_json::from_str(&half).unwrap();
+    assert_eq!(half["nodes"]["3:scheduler"]["inputs"]["steps"], 40);
+    assert_eq!(half["nodes"]["3:start"]["type"], "AddNoise");
+    // A native graph is not converted.
+    assert!(refused(&diffgraph(&["convert", "graphs/demo.json"])).contains("already a native"));
+}
+
+#[test]
+fn an_unsupported_node_type_is_one_error_naming_it() {
+    let mut wf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join(WORKFLOW)).unwrap()).unwrap();
+    wf["10"] =
+        serde_json::json!({"class_type": "UpscaleModelLoader", "inputs": {"model_name": "x.pth"}});
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wf.json");
+    std::fs::write(&path, wf.to_string()).unwrap();
+    let err = refused(&diffgraph(&[
+        "validate",
+        path.to_str().unwrap(),
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+    ]));
+    assert!(err.contains("1 problem:"), "{err}");
+    assert!(
+        err.contains("node `10`: ComfyUI node type `UpscaleModelLoader` is not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_checkpoint_names_the_file_and_the_folders_searched() {
+    let models = tempfile::tempdir().unwrap();
+    let dir = models.path().to_str().unwrap();
+    let err = refused(&diffgraph(&["validate", WORKFLOW, "--models", dir]));
+    assert!(err.contains("node `4`, input `ckpt_name`"), "{err}");
+    assert!(
+        err.contains("`v1-5-pruned-emaonly.safetensors` not found"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{dir}/checkpoints")), "{err}");
+    assert!(err.contains("available: shapes-ldm"), "{err}");
+}
+
+#[test]
+fn errors_name_the_workflows_ids_and_inputs() {
+    let err = refused(&diffgraph(&[
+        "validate",
+        WORKFLOW,
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+        "--set",
+        "3.steps=0",
+        "--set",
+        "3.sampler_name=dpm_fast",
+        "--set",
+        "5.width=wide",
+        "--set",
+        "8.samples=[\"6\", 0]",
+    ]));
+    for line in [
+        "node `3`, input `steps`: value 0 smaller than min of 1",
+        "node `3`, input `sampler_name`: value not in list: \"dpm_fast\"",
+        "node `5`, input `width`: expected an int",
+        "node `8`, input `samples`: return type mismatch: expected LATENT",
+    ] {
+        assert!(err.contains(line), "{line}\n{err}");
+    }
+    // Neither format: says what the file looks like.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.json");
+    std::fs::write(&path, r#"{"prompt": {"3": {}}}"#).unwrap();
+    let err = refused(&diffgraph(&["validate", path.to_str().unwrap()]));
+    assert!(err.contains("ComfyUI API workflow"), "{err}");
+    assert!(err.contains("the fields `prompt`"), "{err}");
+}
+
+/// A PNG as ComfyUI's SaveImage writes it: the API workflow in a tEXt
+/// chunk `prompt` (CRC-32 as the PNG spec's annex D).
+fn png_with_prompt(prompt: &str) -> Vec<u8> {
+    let mut png = Vec::new();
+    image::RgbImage::new(2, 2)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let iend = png.len() - 12;
+    let mut chunk = b"tEXt".to_vec();
+    chunk.extend(b"prompt\0");
+    chunk.extend(prompt.bytes());
+    let crc = chunk.iter().fold(!0u32, |mut c, &b| {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+        c
+    });
+    let mut out = png[..iend].to_vec();
+    out.extend(((chunk.len() - 4) as u32).to_be_bytes());
+    out.extend(&chunk);
+    out.extend((!crc).to_be_bytes());
+    out.extend(&png[iend..]);
+    out
+}
+
+#[test]
+fn a_png_with_a_comfyui_prompt_is_a_workflow() {
+    let wf = std::fs::read_to_string(repo().join(WORKFLOW)).unwrap();
+    let png = png_with_prompt(&wf);
+    image::load_from_memory(&png).expect("still a valid PNG");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ComfyUI_00001_.png");
+    std::fs::write(&path, png).unwrap();
+    let out = ok(&diffgraph(&[
+        "validate",
+        path.to_str().unwrap(),
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+    ]));
+    assert!(out.contains("valid"), "{out}");
+}
+
+#[test]
+fn extra_model_paths_yaml_points_at_an_existing_install() {
+    let models = models_folder();
+    let yaml = models.path().join("extra_model_paths.yaml");
+    std::fs::write(
+        &yaml,
+        "comfyui:\n    base_path: ./\n    checkpoints: |\n        nowhere/\n        checkpoints/\n",
+    )
+    .unwrap();
+    let out = ok(&diffgraph(&[
+        "validate",
+        WORKFLOW,
+        "--models",
+        yaml.to_str().unwrap(),
+    ]));
+    assert!(out.contains("valid"), "{out}");
+}
+
+const UI_WORKFLOW: &str = "tests/fixtures/comfy/default-ui-workflow.json";
+
+/// The default workflow as ComfyUI's editor saves it gives the API
+/// workflow's image, byte for byte.
+#[test]
+fn the_ui_workflow_gives_the_api_workflows_image() {
+    let models = models_folder();
+    let out = tempfile::tempdir().unwrap();
+    for (wf, prefix) in [(WORKFLOW, "api"), (UI_WORKFLOW, "ui")] {
+        let set_prefix = format!("9.filename_prefix={prefix}");
+        ok(&diffgraph(&[
+            "run",
+            wf,
+            "--quiet",
+            "--threads",
+            "1",
+            "--models",
+            models.path().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--set",
+            "3.steps=2",
+            "--set",
+            "5.width=32",
+            "--set",
+            "5.height=32",
+            "--set",
+            &set_prefix,
+        ]));
+    }
+    let read = |p: &str| std::fs::read(out.path().join(p)).unwrap();
+    assert!(read("api.png") == read("ui.png"));
+}
+
+fn convert(path: &str) -> String {
+    ok(&diffgraph(&[
+        "convert",
+        path,
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+    ]))
+}
+
+/// PrimitiveNode values, Reroutes, Notes, muted and bypassed nodes as the
+/// frontend's graphToPrompt treats them: this variant of the default UI
+/// workflow converts to exactly the API workflow's graph.
+#[test]
+fn ui_primitives_reroutes_notes_muted_and_bypassed_nodes() {
+    let mut ui: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join(UI_WORKFLOW)).unwrap()).unwrap();
+    let node = |ui: &mut serde_json::Value, id: i64| -> serde_json::Value {
+        ui["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let set_node = |ui: &mut serde_json::Value, n: serde_json::Value| {
+        let nodes = ui["nodes"].as_array_mut().unwrap();
+        nodes.retain(|m| m["id"] != n["id"]);
+        nodes.push(n);
+    };
+    let links = |ui: &mut serde_json::Value| ui["links"].as_array_mut().unwrap().clone();
+    let mut all = links(&mut ui);
+    // The seed from a PrimitiveNode (the KSampler's own widget value is stale).
+    let mut ks = node(&mut ui, 3);
+    ks["widgets_values"][0] = serde_json::json!(1);
+    ks["inputs"].as_array_mut().unwrap().push(serde_json::json!(
+        {"name": "seed", "type": "INT", "link": 10, "widget": {"name": "seed"}}));
+    set_node(&mut ui, ks);
+    set_node(
+        &mut ui,
+        serde_json::json!({"id": 10, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+        "outputs": [{"name": "INT", "type": "INT", "links": [10]}], "widgets_values": [8566257, "fixed"]}),
+    );
+    all.push(serde_json::json!([10, 10, 0, 3, 4, "INT"]));
+    // The VAE through a Reroute; a Note; a muted SaveImage.
+    all.retain(|l| l[0] != 8);
+    all.push(serde_json::json!([8, 4, 2, 11, 0, "*"]));
+    all.push(serde_json::json!([11, 11, 0, 8, 1, "VAE"]));
+    let mut dec = node(&mut ui, 8);
+    dec["inputs"][1]["link"] = serde_json::json!(11);
+    set_node(&mut ui, dec);
+    set_node(
+        &mut ui,
+        serde_json::json!({"id": 11, "type": "Reroute", "mode": 0,
+        "inputs": [{"name": "", "type": "*", "link": 8}], "outputs": [{"name": "", "type": "VAE", "links": [11]}]}),
+    );
+    set_node(
+        &mut ui,
+        serde_json::json!({"id": 12, "type": "Note", "mode": 0, "inputs": [], "outputs": [],
+        "widgets_values": ["a note"]}),
+    );
+    set_node(
+        &mut ui,
+        serde_json::json!({"id": 13, "type": "SaveImage", "mode": 2,
+        "inputs": [{"name": "images", "type": "IMAGE", "link": 13}], "outputs": [], "widgets_values": ["muted"]}),
+    );
+    all.push(serde_json::json!([13, 8, 0, 13, 0, "IMAGE"]));
+    // A bypassed CLIPSetLastLayer before the positive prompt's encoder.
+    all.retain(|l| l[0] != 3);
+    all.push(serde_json::json!([3, 4, 1, 14, 0, "CLIP"]));
+    all.push(serde_json::json!([14, 14, 0, 6, 0, "CLIP"]));
+    let mut pos = node(&mut ui, 6);
+    pos["inputs"][0]["link"] = serde_json::json!(14);
+    set_node(&mut ui, pos);
+    set_node(
+        &mut ui,
+        serde_json::json!({"id": 14, "type": "CLIPSetLastLayer", "mode": 4,
+        "inputs": [{"name": "clip", "type": "CLIP", "link": 3}],
+        "outputs": [{"name": "CLIP", "type": "CLIP", "links": [14]}], "widgets_values": [-2]}),
+    );
+    ui["links"] = serde_json::Value::Array(all);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ui.json");
+    std::fs::write(&path, ui.to_string()).unwrap();
+    assert_eq!(convert(path.to_str().unwrap()), convert(WORKFLOW));
+
+    // A muted node's consumers lose that input.
+    let mut neg = node(&mut ui, 7);
+    neg["mode"] = serde_json::json!(2);
+    set_node(&mut ui, neg);
+    std::fs::write(&path, ui.to_string()).unwrap();
+    let err = refused(&diffgraph(&[
+        "convert",
+        path.to_str().unwrap(),
+        "--set",
+        "4.ckpt_name=shapes-ldm",
+    ]));
+    assert!(
+        err.contains("node `3`, input `negative`: required input missing"),
+        "{err}"
+    );
+}
+
+/// Every sampler_name x scheduler pair diffgraph offers runs, at full and at
+/// partial denoise (img2img's path: the scheduler's add_noise at its first
+/// timestep), and the karras pairs it lacks are refused before running.
+#[test]
+fn every_offered_sampler_and_scheduler_runs() {
+    use diffgraph::comfy::schema::{KARRAS_SAMPLERS, SAMPLERS, SCHEDULERS};
+    let models = models_folder();
+    let folders = diffgraph::comfy::ModelFolders::new(&[models.path().into()]);
+    let registry = common::registry_with(&[
+        "diffgraph_nodes_core",
+        "diffgraph_nodes_sampling",
+        "diffgraph_nodes_sd",
+    ]);
+    let text = std::fs::read_to_string(repo().join(WORKFLOW)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut exec = diffgraph::Executor::new(registry.clone());
+    exec.set_output_dir(out.path().to_string_lossy());
+    for sampler in SAMPLERS {
+        for scheduler in SCHEDULERS {
+            for denoise in ["1.0", "0.6"] {
+                let sets: Vec<diffgraph::graph::overrides::Override> = [
+                    format!("3.sampler_name={sampler}"),
+                    format!("3.scheduler={scheduler}"),
+                    format!("3.denoise={denoise}"),
+                    "3.steps=2".into(),
+                    "5.width=16".into(),
+                    "5.height=16".into(),
+                    format!("9.filename_prefix={sampler}_{scheduler}_{denoise}"),
+                ]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect();
+                let checked = diffgraph::parse_graph_with(&text, &sets, &registry, true, &folders);
+                if *scheduler == "karras" && !KARRAS_SAMPLERS.contains(sampler) {
+                    let e = checked.err().expect("refused");
+                    assert_eq!(e.0[0].input.as_deref(), Some("scheduler"), "{e}");
+                    continue;
+                }
+                let checked = checked.unwrap_or_else(|e| panic!("{sampler} {scheduler}: {e}"));
+                exec.run(&checked, None, &diffgraph::Silent)
+                    .unwrap_or_else(|e| panic!("{sampler} {scheduler} {denoise}: {e}"));
+            }
+            let read = |d: &str| {
+                std::fs::read(out.path().join(format!("{sampler}_{scheduler}_{d}.png"))).ok()
+            };
+            if let (Some(full), Some(part)) = (read("1.0"), read("0.6")) {
+                assert!(
+                    full != part,
+                    "{sampler} {scheduler}: denoise changes nothing"
+                );
+            }
+        }
+    }
+}

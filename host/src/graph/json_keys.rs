@@ -7,7 +7,7 @@
 //! iterative scanner (no recursion, so nesting depth costs no stack) that
 //! tracks the keys of every open object.
 use super::errors::{ErrorKind, GraphError};
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 /// One key seen twice in the same object.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,12 +69,11 @@ fn node_of_path(path: &str) -> Option<&str> {
     last_node
 }
 
-/// An object being scanned: its path and the keys seen so far with their line.
-struct Frame {
+/// An object being scanned: its path and the keys seen so far with their
+/// line (checked for repeats when the object closes: a sort, no hashing).
+struct Frame<'t> {
     path: String,
-    keys: HashMap<String, usize>,
-    /// The key whose value comes next (for the children's paths).
-    pending: Option<String>,
+    keys: Vec<(Cow<'t, str>, usize)>,
 }
 
 /// Finds every duplicate key in `text`, which must already be valid JSON.
@@ -93,8 +92,7 @@ pub fn duplicate_keys(text: &str) -> Vec<DuplicateKey> {
                 let path = child_path(&stack);
                 stack.push(Some(Frame {
                     path,
-                    keys: HashMap::new(),
-                    pending: None,
+                    keys: Vec::new(),
                 }));
                 expect_key = true;
             }
@@ -103,34 +101,33 @@ pub fn duplicate_keys(text: &str) -> Vec<DuplicateKey> {
                 expect_key = false;
             }
             b'}' | b']' => {
-                stack.pop();
+                if let Some(Some(frame)) = stack.pop() {
+                    report_repeats(frame, &mut out);
+                }
                 expect_key = false;
             }
             b',' => expect_key = matches!(stack.last(), Some(Some(_))),
             b'"' => {
                 let start = i;
+                let mut escaped = false;
                 i += 1;
                 while i < bytes.len() && bytes[i] != b'"' {
                     if bytes[i] == b'\\' {
+                        escaped = true;
                         i += 1;
                     }
                     i += 1;
                 }
                 if expect_key {
-                    let raw = &text[start..=i.min(bytes.len() - 1)];
-                    let key: String = serde_json::from_str(raw).unwrap_or_else(|_| raw.into());
+                    let end = i.min(bytes.len());
+                    let key: Cow<str> = if escaped {
+                        let raw = &text[start..(end + 1).min(bytes.len())];
+                        Cow::Owned(serde_json::from_str(raw).unwrap_or_else(|_| raw.into()))
+                    } else {
+                        Cow::Borrowed(&text[start + 1..end])
+                    };
                     if let Some(Some(frame)) = stack.last_mut() {
-                        if let Some(&first) = frame.keys.get(&key) {
-                            out.push(DuplicateKey {
-                                path: frame.path.clone(),
-                                key: key.clone(),
-                                first_line: first,
-                                second_line: line,
-                            });
-                        } else {
-                            frame.keys.insert(key.clone(), line);
-                        }
-                        frame.pending = Some(key);
+                        frame.keys.push((key, line));
                     }
                     expect_key = false;
                 }
@@ -139,15 +136,40 @@ pub fn duplicate_keys(text: &str) -> Vec<DuplicateKey> {
         }
         i += 1;
     }
+    out.sort_by_key(|d| d.second_line);
     out
+}
+
+/// Pushes each key of a closed object that appeared before in it.
+fn report_repeats(mut frame: Frame, out: &mut Vec<DuplicateKey>) {
+    if frame.keys.len() < 2 {
+        return;
+    }
+    // Stable: equal keys stay in line order.
+    frame.keys.sort_by(|a, b| a.0.cmp(&b.0));
+    for pair in frame.keys.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            let first = frame
+                .keys
+                .iter()
+                .find(|k| k.0 == pair[0].0)
+                .map_or(pair[0].1, |k| k.1);
+            out.push(DuplicateKey {
+                path: frame.path.clone(),
+                key: pair[1].0.to_string(),
+                first_line: first,
+                second_line: pair[1].1,
+            });
+        }
+    }
 }
 
 /// The path of a container opened now, from the key it is the value of.
 fn child_path(stack: &[Option<Frame>]) -> String {
     match stack.last() {
-        Some(Some(parent)) => match (&parent.pending, parent.path.is_empty()) {
-            (Some(k), true) => k.clone(),
-            (Some(k), false) => format!("{}.{k}", parent.path),
+        Some(Some(parent)) => match (parent.keys.last(), parent.path.is_empty()) {
+            (Some((k, _)), true) => k.to_string(),
+            (Some((k, _)), false) => format!("{}.{k}", parent.path),
             (None, _) => parent.path.clone(),
         },
         // Inside an array (or at the root): the array's own path is unknown
@@ -191,8 +213,9 @@ mod tests {
         let text = r#"{"a\"{": "}{,\"", "a\u0022{": 1, "b": ["{\"", {"c": 1, "c": 2}]}"#;
         let d = duplicate_keys(text);
         assert_eq!(d.len(), 2, "{d:?}");
-        assert_eq!(d[0].key, "a\"{");
-        assert_eq!(d[1].key, "c");
+        let mut keys: Vec<&str> = d.iter().map(|k| k.key.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, ["a\"{", "c"]);
         assert!(duplicate_keys(r#"{"a": {"a": 1}, "b": [{"a": 1}, {"a": 2}]}"#).is_empty());
     }
 }

@@ -228,8 +228,8 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(J::Null),
         any::<bool>().prop_map(J::Bool),
-        any::<i64>().prop_map(|i| J::from(i)),
-        any::<u64>().prop_map(|i| J::from(i)),
+        any::<i64>().prop_map(J::from),
+        any::<u64>().prop_map(J::from),
         any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
             .map(J::Number)
             .unwrap_or(J::Null)),

@@ -71,8 +71,7 @@ pub fn bounded(s: &str, max: usize) -> String {
         return s.to_string();
     }
     let mut out = String::new();
-    let mut shown = 0;
-    for (at, c) in s.char_indices() {
+    for (shown, (at, c)) in s.char_indices().enumerate() {
         if shown >= max {
             out.push_str(&format!("... ({} more bytes)", s.len() - at));
             break;
@@ -82,7 +81,6 @@ pub fn bounded(s: &str, max: usize) -> String {
         } else {
             out.push(c);
         }
-        shown += 1;
     }
     out
 }

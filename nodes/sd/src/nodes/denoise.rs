@@ -85,14 +85,16 @@ pub fn evaluate(
     })
 }
 
-/// A latent the denoisers can take: [B, C, H, W] with no zero dimension
-/// (libtorch's convolutions would abort on it, not return an error).
+/// A sample the denoisers can take: a batch dimension first and no zero
+/// dimension (libtorch's convolutions would abort on an empty one, not
+/// return an error). Families check their own layout (a U-Net's [B,C,H,W],
+/// a TorchScript model's [B, D]).
 pub fn check_sample(x: &Tensor) -> Result<(), NodeError> {
     let shape = x.size();
-    if shape.len() != 4 || shape.contains(&0) {
+    if shape.len() < 2 || shape.contains(&0) {
         return Err(format!(
-            "input `sample`: expected a latent [batch, channels, height, width] with no zero \
-             dimension, got shape {shape:?}"
+            "input `sample`: expected a batch of samples ([batch, ...], e.g. a latent \
+             [batch, channels, height, width]) with no zero dimension, got shape {shape:?}"
         )
         .into());
     }

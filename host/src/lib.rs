@@ -114,14 +114,7 @@ pub fn parse_graph_with(
     let graph = if overrides.is_empty() {
         graph::model::parse(text).map_err(|e| with_format_hint(text, e))?
     } else {
-        let mut doc: serde_json::Value = match serde_json::from_str(text) {
-            Ok(d) => d,
-            Err(_) => {
-                return Err(GraphErrors(
-                    graph::model::parse(text).err().unwrap_or_default(),
-                ))
-            }
-        };
+        let mut doc = graph::model::parse_document(text).map_err(GraphErrors)?;
         graph::overrides::apply(&mut doc, overrides)
             .map_err(|m| GraphErrors(vec![GraphError::new(graph::ErrorKind::InvalidGraph, m)]))?;
         graph::model::from_json(&doc).map_err(|e| with_format_hint(text, e))?

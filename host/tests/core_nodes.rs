@@ -318,10 +318,19 @@ fn save_image_rejects_bad_shapes_and_missing_files() {
         }}}}"#,
         p = missing.to_str().unwrap()
     );
-    let err = run_err(&mut exec, &graph);
+    // A missing input file is found by validation, before anything runs.
+    let Err(errs) = diffgraph::parse_graph(&graph, &[], &exec.registry, false) else {
+        panic!("a missing file must not validate")
+    };
+    assert_eq!(
+        errs.kinds(),
+        vec![diffgraph::graph::ErrorKind::FileNotFound],
+        "{errs}"
+    );
     assert!(
-        err.contains(&format!("cannot read image {}", missing.display())),
-        "{err}"
+        errs.to_string()
+            .contains(&format!("{:?}", missing.display().to_string())),
+        "{errs}"
     );
 }
 

@@ -13,17 +13,11 @@ fn registry() -> &'static Registry {
 
 /// Validates `text`; returns the errors (panics if it was valid).
 fn errors(text: &str) -> Vec<GraphError> {
-    match diffgraph::parse_graph(text, &[], registry(), true) {
-        Ok(_) => panic!("expected validation errors for {text}"),
-        Err(e) => e.0,
-    }
+    common::graph_errors(text, registry())
 }
 
 fn one(text: &str, kind: ErrorKind) -> GraphError {
-    let errs = errors(text);
-    let found: Vec<_> = errs.iter().filter(|e| e.kind == kind).cloned().collect();
-    assert_eq!(found.len(), 1, "expected one {kind:?} in {errs:#?}");
-    found[0].clone()
+    common::one_error(text, registry(), kind)
 }
 
 #[test]

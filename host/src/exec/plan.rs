@@ -1,14 +1,12 @@
 //! Planning: turns a validated graph into the steps to run, in dependency
-//! order (petgraph's toposort), keeping only what the targets need, with each
+//! order (a depth-first post-order), keeping only what the targets need, with each
 //! input compiled to a direct source and each node's constant part of its
 //! cache key hashed once.
 use crate::graph::model::LOOP_TYPE;
 use crate::graph::{CheckedGraph, Kind, Resolved};
 use crate::plugin::NodeType;
 use crate::value::Value;
-use petgraph::algo::toposort;
-use petgraph::graphmap::DiGraphMap;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -111,20 +109,8 @@ impl Plan {
             .map(|i| checked.next[i].iter().map(|r| src_in(Some(i), r)).collect())
             .collect();
 
-        let mut planner = Planner {
-            checked,
-            inputs: &inputs,
-            next: &next,
-            var_deps: vec![None; n],
-        };
-        for i in 0..n {
-            planner.var_deps(i);
-        }
-        let var_deps: Vec<BTreeSet<usize>> = planner
-            .var_deps
-            .into_iter()
-            .map(|v| v.unwrap_or_default())
-            .collect();
+        let inside = descendants(g);
+        let var_deps = var_deps(checked, &inputs, &next, &inside);
 
         let target_nodes: Vec<usize> = match targets {
             Some(ids) => ids
@@ -143,7 +129,7 @@ impl Plan {
 
         let mut steps: Vec<Option<Step>> = (0..n).map(|_| None).collect();
         for i in 0..n {
-            let body_deps = |k: usize| scope_deps(g, &inputs, &next, k);
+            let body_deps = |k: usize| scope_deps(g, &inputs, &next, &inside, k);
             let kind = match &checked.kinds[i] {
                 Kind::Plugin(t) => StepKind::Plugin(t.clone()),
                 Kind::Loop { carried } => {
@@ -169,7 +155,7 @@ impl Plan {
                         next: next[i].clone(),
                         invariant,
                         variant,
-                        free_refs: free_refs(g, &inputs, &next, i),
+                        free_refs: free_refs(g, &inputs, &next, &inside, i),
                     })
                 }
             };
@@ -203,7 +189,7 @@ impl Plan {
         for i in 0..n {
             steps[i].static_key = static_key(&steps, i);
         }
-        let order = ordered_needed(&top_targets, &|k| scope_deps(g, &inputs, &next, k))?;
+        let order = ordered_needed(&top_targets, &|k| scope_deps(g, &inputs, &next, &inside, k))?;
         Ok(Plan {
             steps,
             order,
@@ -243,11 +229,27 @@ fn top_rep(g: &crate::graph::Graph, node: usize) -> usize {
     rep_in(g, node, None).expect("every node is under the top level")
 }
 
+/// Per loop: every node in its body, nested bodies included (others: empty).
+/// Computed once, O(nodes × nesting depth), so that per-loop questions do not
+/// scan the whole graph (which made 20,000 chained loops quadratic).
+fn descendants(g: &crate::graph::Graph) -> Vec<Vec<usize>> {
+    let mut inside = vec![Vec::new(); g.nodes.len()];
+    for (b, node) in g.nodes.iter().enumerate() {
+        let mut scope = node.scope;
+        while let Some(l) = scope {
+            inside[l].push(b);
+            scope = g.nodes[l].scope;
+        }
+    }
+    inside
+}
+
 /// Outside nodes read by loop `l`'s body or `next`.
 fn free_refs(
     g: &crate::graph::Graph,
     inputs: &[Vec<Src>],
     next: &[Vec<Src>],
+    inside: &[Vec<usize>],
     l: usize,
 ) -> Vec<usize> {
     let mut out = BTreeSet::new();
@@ -261,7 +263,7 @@ fn free_refs(
         }
     };
     visit(&next[l]);
-    for b in (0..g.nodes.len()).filter(|&b| is_inside(g, b, l)) {
+    for &b in &inside[l] {
         visit(&inputs[b]);
         visit(&next[b]);
     }
@@ -273,6 +275,7 @@ fn scope_deps(
     g: &crate::graph::Graph,
     inputs: &[Vec<Src>],
     next: &[Vec<Src>],
+    inside: &[Vec<usize>],
     k: usize,
 ) -> Vec<usize> {
     let scope = g.nodes[k].scope;
@@ -285,7 +288,7 @@ fn scope_deps(
         .collect();
     if !g.nodes[k].body.is_empty() || g.nodes[k].type_name == LOOP_TYPE {
         deps.extend(
-            free_refs(g, inputs, next, k)
+            free_refs(g, inputs, next, inside, k)
                 .into_iter()
                 .filter_map(|f| rep_in(g, f, scope)),
         );
@@ -294,62 +297,111 @@ fn scope_deps(
     deps
 }
 
-/// The targets and everything they need, in dependency order.
+/// The targets and everything they need, in dependency order: a depth-first
+/// post-order with an explicit stack (no recursion, so a 10^6-node chain
+/// needs no thread stack), touching only the nodes reached.
 fn ordered_needed(
     targets: &[usize],
     deps: &dyn Fn(usize) -> Vec<usize>,
 ) -> Result<Vec<usize>, String> {
-    let mut dag = DiGraphMap::<usize, ()>::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut stack: Vec<usize> = targets.to_vec();
-    while let Some(k) = stack.pop() {
-        if !seen.insert(k) {
+    const OPEN: bool = false;
+    const DONE: bool = true;
+    let mut state: HashMap<usize, bool> = HashMap::new();
+    let mut order = Vec::new();
+    for &t in targets {
+        if state.contains_key(&t) {
             continue;
         }
-        dag.add_node(k);
-        for d in deps(k) {
-            dag.add_edge(d, k, ());
-            stack.push(d);
-        }
-    }
-    toposort(&dag, None).map_err(|c| format!("cycle through node #{}", c.node_id()))
-}
-
-struct Planner<'a> {
-    checked: &'a CheckedGraph,
-    inputs: &'a [Vec<Src>],
-    next: &'a [Vec<Src>],
-    var_deps: Vec<Option<BTreeSet<usize>>>,
-}
-
-impl Planner<'_> {
-    /// The loops whose variables node `i` reads, directly or through its inputs.
-    fn var_deps(&mut self, i: usize) -> BTreeSet<usize> {
-        if let Some(d) = &self.var_deps[i] {
-            return d.clone();
-        }
-        self.var_deps[i] = Some(BTreeSet::new()); // acyclic (validated); guards re-entry
-        let mut deps = BTreeSet::new();
-        let mut srcs: Vec<Src> = self.inputs[i].clone();
-        if matches!(self.checked.kinds[i], Kind::Loop { .. }) {
-            srcs.extend(self.next[i].iter().cloned());
-            for b in (0..self.inputs.len()).filter(|&b| is_inside(&self.checked.graph, b, i)) {
-                srcs.extend(self.inputs[b].iter().cloned());
-            }
-        }
-        for s in srcs {
-            match s {
-                Src::LoopVar { node, .. } => {
-                    deps.insert(node);
+        state.insert(t, OPEN);
+        let mut stack = vec![(t, deps(t), 0usize)];
+        while let Some((k, ds, at)) = stack.last_mut() {
+            if let Some(&d) = ds.get(*at) {
+                *at += 1;
+                match state.get(&d) {
+                    None => {
+                        state.insert(d, OPEN);
+                        let dd = deps(d);
+                        stack.push((d, dd, 0));
+                    }
+                    Some(&OPEN) => return Err(format!("cycle through node #{d}")),
+                    Some(_) => {}
                 }
-                Src::Out { node, .. } if node != i => deps.extend(self.var_deps(node)),
-                _ => {}
+                continue;
+            }
+            state.insert(*k, DONE);
+            order.push(*k);
+            stack.pop();
+        }
+    }
+    Ok(order)
+}
+
+/// Per node: the loops whose variables it reads, directly or through its
+/// inputs (a loop: through its body and `next` too). Sources are resolved
+/// before their readers with an explicit stack, never by recursion.
+fn var_deps(
+    checked: &CheckedGraph,
+    inputs: &[Vec<Src>],
+    next: &[Vec<Src>],
+    inside: &[Vec<usize>],
+) -> Vec<BTreeSet<usize>> {
+    let n = inputs.len();
+    let srcs_of = |i: usize| -> Vec<&Src> {
+        let mut srcs: Vec<&Src> = inputs[i].iter().collect();
+        if matches!(checked.kinds[i], Kind::Loop { .. }) {
+            srcs.extend(next[i].iter());
+            for &b in &inside[i] {
+                srcs.extend(inputs[b].iter());
             }
         }
-        deps.remove(&i);
-        self.var_deps[i] = Some(deps.clone());
-        deps
+        srcs
+    };
+    let mut done: Vec<Option<BTreeSet<usize>>> = vec![None; n];
+    let mut open = vec![false; n];
+    for root in 0..n {
+        let mut stack = vec![root];
+        while let Some(&i) = stack.last() {
+            if done[i].is_some() {
+                stack.pop();
+                continue;
+            }
+            let srcs = srcs_of(i);
+            if !open[i] {
+                // acyclic (validated); `open` guards re-entry all the same
+                open[i] = true;
+                let before = stack.len();
+                for s in &srcs {
+                    if let Src::Out { node, .. } = s {
+                        if *node != i && done[*node].is_none() && !open[*node] {
+                            stack.push(*node);
+                        }
+                    }
+                }
+                if stack.len() > before {
+                    continue;
+                }
+            }
+            let mut deps = BTreeSet::new();
+            for s in srcs {
+                match s {
+                    Src::LoopVar { node, .. } => {
+                        deps.insert(*node);
+                    }
+                    Src::Out { node, .. } if *node != i => {
+                        if let Some(d) = &done[*node] {
+                            deps.extend(d.iter().copied());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            deps.remove(&i);
+            done[i] = Some(deps);
+            open[i] = false;
+            stack.pop();
+        }
     }
+    done.into_iter().map(Option::unwrap_or_default).collect()
 }
 
 /// Hashes a value into a cache key.

@@ -2,7 +2,7 @@
 //! the cache, and iterates loops over their bodies.
 use super::cache::{NodeResult, SharedCache};
 use super::events::{Event, Observer};
-use super::outcome::{RunError, RunOutcome};
+use super::outcome::{clean_node_message, RunError, RunOutcome};
 use super::plan::{LoopPlan, Plan, Src, Step, StepKind};
 use crate::plugin::ffi::{CallEnv, CallFailure};
 use crate::value::Value;
@@ -184,11 +184,11 @@ impl Run<'_> {
             .opened
             .call(t.index, &inputs, &env)
             .map_err(|f| match f {
-                CallFailure::Error(message) => fail(message),
+                CallFailure::Error(message) => fail(clean_node_message(&message)),
                 CallFailure::Panic(message) => RunError::Panic {
                     node: step.id.to_string(),
                     type_name: step.type_name.to_string(),
-                    message,
+                    message: clean_node_message(&message),
                 },
             })?;
         let outs = &t.schema.outputs;
@@ -214,9 +214,20 @@ impl Run<'_> {
 
     fn run_loop(&mut self, i: usize, l: &LoopPlan) -> Result<Vec<Value>, RunError> {
         let step = &self.plan.steps[i];
-        let items: Vec<Value> = match self.value(&step.inputs[0]) {
-            Value::List(items) => items.to_vec(),
-            Value::Int(n) => (0..*n).map(Value::Int).collect(),
+        // Iterated lazily: a count is never materialised (`over` = 10^12 runs
+        // until interrupted instead of allocating 10^12 values).
+        let items: Items = match self.value(&step.inputs[0]) {
+            Value::List(items) => Items::List(items.clone()),
+            Value::Int(n) if *n < 0 => {
+                return Err(RunError::Node {
+                    node: step.id.to_string(),
+                    type_name: step.type_name.to_string(),
+                    message: format!(
+                        "`over` is a count of iterations and cannot be negative, got {n}"
+                    ),
+                })
+            }
+            Value::Int(n) => Items::Count(*n as usize),
             other => {
                 return Err(RunError::Node {
                     node: step.id.to_string(),
@@ -234,7 +245,15 @@ impl Run<'_> {
         }
         let total = items.len();
         let was_recording = self.recording;
-        for (k, item) in items.into_iter().enumerate() {
+        for k in 0..total {
+            // Body nodes check the flag before they run; a loop with no
+            // per-iteration node checks it here.
+            if l.variant.is_empty() && self.env.interrupt.load(Ordering::Relaxed) {
+                return Err(RunError::Interrupted {
+                    node: step.id.to_string(),
+                });
+            }
+            let item = items.get(k);
             let vars = &mut self.loop_vars[i];
             vars.clear();
             vars.append(&mut carried);
@@ -255,6 +274,27 @@ impl Run<'_> {
         self.loop_vars[i].clear();
         carried.extend([Value::None, Value::None]); // item and index: body-only
         Ok(carried)
+    }
+}
+
+/// What a loop iterates: a list's items, or the indices of a count.
+enum Items {
+    List(std::sync::Arc<[Value]>),
+    Count(usize),
+}
+
+impl Items {
+    fn len(&self) -> usize {
+        match self {
+            Items::List(l) => l.len(),
+            Items::Count(n) => *n,
+        }
+    }
+    fn get(&self, k: usize) -> Value {
+        match self {
+            Items::List(l) => l[k].clone(),
+            Items::Count(_) => Value::Int(k as i64),
+        }
     }
 }
 

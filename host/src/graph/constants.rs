@@ -34,6 +34,19 @@ fn fits(ty: &PortType, v: &Json) -> bool {
     }
 }
 
+/// An integer in `v` (or in a list of ints) beyond i64 where `ty` wants ints:
+/// JSON allows it and serde_json reads it as a u64, so `fits` alone would let
+/// 2^64 - 1 through to fail inside the node as "a float".
+fn beyond_i64(ty: &PortType, v: &Json) -> Option<String> {
+    match (ty, v) {
+        (PortType::Int, Json::Number(n)) if n.is_u64() && !n.is_i64() => Some(n.to_string()),
+        (PortType::List(inner), Json::Array(items)) => {
+            items.iter().find_map(|i| beyond_i64(inner, i))
+        }
+        _ => None,
+    }
+}
+
 /// Checks one constant input; pushes every problem found.
 pub fn check_constant(node: &str, spec: &InputSpec, v: &Json, errors: &mut Vec<GraphError>) {
     let err = |kind, msg: String| GraphError::new(kind, msg).node(node).input(&spec.name);
@@ -48,6 +61,29 @@ pub fn check_constant(node: &str, spec: &InputSpec, v: &Json, errors: &mut Vec<G
             )
             .expected(format!("a link [\"node\", \"output\"] of type {}", spec.ty))
             .received(format!("{} constant", json_kind(v))),
+        );
+        return;
+    }
+    if let Some(big) = beyond_i64(&spec.ty, v) {
+        let declared = spec
+            .max
+            .map(|m| format!(" (declared maximum {m})"))
+            .unwrap_or_default();
+        errors.push(
+            err(
+                ErrorKind::ValueBiggerThanMax,
+                format!("integer out of range: ints are 64-bit signed{declared}"),
+            )
+            .expected(format!(
+                "an int in {}..={}",
+                spec.min
+                    .map(|m| m.to_string())
+                    .unwrap_or(i64::MIN.to_string()),
+                spec.max
+                    .map(|m| m.to_string())
+                    .unwrap_or(i64::MAX.to_string())
+            ))
+            .received(big),
         );
         return;
     }

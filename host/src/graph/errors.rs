@@ -12,7 +12,11 @@ pub enum ErrorKind {
     /// JSON, but not shaped like a graph (missing `nodes`, a node without `type`, ...).
     InvalidGraph,
     DuplicateNodeId,
+    /// A key given twice in one JSON object (both lines named).
+    DuplicateKey,
     UnknownNodeType,
+    /// A plain type name several plugins provide (write `plugin/Type`).
+    AmbiguousNodeType,
     RequiredInputMissing,
     UnknownInput,
     /// A link to a node id that does not exist (or is not visible from here).
@@ -24,6 +28,8 @@ pub enum ErrorKind {
     ValueBiggerThanMax,
     ValueNotInList,
     Cycle,
+    /// A file input (a checkpoint, an image) names a path that does not exist.
+    FileNotFound,
     MalformedLoop,
     NoOutputs,
 }
@@ -47,13 +53,45 @@ pub struct GraphError {
     pub column: Option<usize>,
 }
 
+/// The most characters of a user's string that an error quotes (node ids,
+/// input names, received values).
+pub const QUOTE_MAX: usize = 120;
+/// The most characters of a whole message (which may embed several quotes).
+pub const MESSAGE_MAX: usize = 1000;
+
+/// A user's string made safe to print: control characters (newlines, ANSI
+/// escape sequences' ESC, NUL, ...) escaped as `\u{1b}` etc., and anything
+/// past `max` characters cut, saying how much was left out. Every field of a
+/// [`GraphError`] goes through it, so a 50 MB string or a terminal escape in
+/// a node id never reaches the terminal whole or raw.
+pub fn bounded(s: &str, max: usize) -> String {
+    let clean =
+        |c: char| c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}');
+    if s.len() <= max && !s.chars().any(clean) {
+        return s.to_string();
+    }
+    let mut out = String::new();
+    for (shown, (at, c)) in s.char_indices().enumerate() {
+        if shown >= max {
+            out.push_str(&format!("... ({} more bytes)", s.len() - at));
+            break;
+        }
+        if clean(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl GraphError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> GraphError {
         GraphError {
             kind,
             node: None,
             input: None,
-            message: message.into(),
+            message: bounded(&message.into(), MESSAGE_MAX),
             expected: None,
             received: None,
             line: None,
@@ -61,19 +99,19 @@ impl GraphError {
         }
     }
     pub fn node(mut self, id: &str) -> Self {
-        self.node = Some(id.to_string());
+        self.node = Some(bounded(id, QUOTE_MAX));
         self
     }
     pub fn input(mut self, name: &str) -> Self {
-        self.input = Some(name.to_string());
+        self.input = Some(bounded(name, QUOTE_MAX));
         self
     }
     pub fn expected(mut self, what: impl Into<String>) -> Self {
-        self.expected = Some(what.into());
+        self.expected = Some(bounded(&what.into(), MESSAGE_MAX));
         self
     }
     pub fn received(mut self, what: impl Into<String>) -> Self {
-        self.received = Some(what.into());
+        self.received = Some(bounded(&what.into(), QUOTE_MAX));
         self
     }
 }

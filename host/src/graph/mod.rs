@@ -2,6 +2,7 @@
 pub mod constants;
 mod cycles;
 pub mod errors;
+pub mod json_keys;
 mod loop_checks;
 pub mod model;
 pub mod overrides;

@@ -101,13 +101,26 @@ const NODE_KEYS: &[&str] = &["type", "inputs", "body", "next", "title", "comment
 
 /// Parses graph text; collects every structural problem it can find.
 pub fn parse(text: &str) -> Result<Graph, Vec<GraphError>> {
+    let json = parse_document(text)?;
+    from_json(&json)
+}
+
+/// Graph text to JSON: a leading UTF-8 byte order mark is skipped (editors on
+/// Windows write one), and keys given twice in one object are errors naming
+/// both lines (serde_json alone would keep the last silently).
+pub fn parse_document(text: &str) -> Result<Json, Vec<GraphError>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let json: Json = serde_json::from_str(text).map_err(|e| {
         let mut err = GraphError::new(ErrorKind::MalformedJson, format!("not valid JSON: {e}"));
         err.line = Some(e.line());
         err.column = Some(e.column());
         vec![err]
     })?;
-    from_json(&json)
+    let duplicates = super::json_keys::duplicate_keys(text);
+    if !duplicates.is_empty() {
+        return Err(duplicates.iter().map(|d| d.to_error()).collect());
+    }
+    Ok(json)
 }
 
 /// Builds a graph from already-parsed JSON (after `--set` overrides).
@@ -135,14 +148,23 @@ pub fn from_json(json: &Json) -> Result<Graph, Vec<GraphError>> {
             );
         }
     }
-    match root.get("nodes").and_then(|n| n.as_object()) {
-        Some(nodes) => {
+    match root.get("nodes") {
+        Some(Json::Object(nodes)) => {
             parse_scope(nodes, None, &mut graph, &mut errors);
         }
         None => errors.push(GraphError::new(
             ErrorKind::InvalidGraph,
             "missing the `nodes` object",
         )),
+        Some(other) => errors.push(
+            GraphError::new(
+                ErrorKind::InvalidGraph,
+                "`nodes` must be an object keyed by node id, e.g. \
+                 {\"nodes\": {\"noise\": {\"type\": \"GaussianNoise\", \"inputs\": {...}}}}",
+            )
+            .expected("an object of id: node")
+            .received(json_kind(other)),
+        ),
     }
     if errors.is_empty() {
         Ok(graph)
@@ -204,7 +226,17 @@ fn parse_node(
     }
     // `class_type` is accepted as ComfyUI's name for `type`.
     let type_name = match obj.get("type").or_else(|| obj.get("class_type")) {
-        Some(Json::String(t)) => t.clone(),
+        Some(Json::String(t)) if !t.trim().is_empty() => t.clone(),
+        Some(Json::String(_)) => {
+            errors.push(
+                err(ErrorKind::InvalidGraph, "empty `type`".into())
+                    .expected(
+                        "a node type name such as \"GaussianNoise\" (`diffgraph nodes` lists them)",
+                    )
+                    .received("\"\""),
+            );
+            String::new()
+        }
         other => {
             errors.push(
                 err(ErrorKind::InvalidGraph, "missing `type`".into())

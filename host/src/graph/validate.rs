@@ -5,7 +5,7 @@ use super::constants::{check_constant, const_type};
 use super::errors::{ErrorKind, GraphError, GraphErrors};
 use super::model::{Graph, Input, Link, OutputRef, LOOP_INDEX, LOOP_ITEM, LOOP_OVER};
 use super::resolved::Resolved;
-use crate::plugin::{NodeType, Registry};
+use crate::plugin::{Lookup, NodeType, Registry};
 use crate::value::Value;
 use diffgraph_sdk::PortType;
 use std::sync::Arc;
@@ -59,13 +59,20 @@ pub fn validate(
                 .filter(|k| k != LOOP_OVER)
                 .collect();
             Some(Kind::Loop { carried })
-        } else if let Some(t) = registry.get(&node.type_name) {
-            Some(Kind::Plugin(t.clone()))
         } else {
-            if !node.type_name.is_empty() {
-                errors.push(unknown_type(&node.id, &node.type_name, registry));
+            match registry.lookup(&node.type_name) {
+                Ok(t) => Some(Kind::Plugin(t.clone())),
+                Err(Lookup::Ambiguous(all)) => {
+                    errors.push(ambiguous_type(&node.id, &node.type_name, all));
+                    None
+                }
+                Err(Lookup::Unknown) => {
+                    if !node.type_name.is_empty() {
+                        errors.push(unknown_type(&node.id, &node.type_name, registry));
+                    }
+                    None
+                }
             }
-            None
         });
     }
     let mut v = Validator {
@@ -128,10 +135,36 @@ pub fn validate(
     })
 }
 
+/// A plain type name several plugins provide: name them all, and the
+/// qualified names that pick one.
+fn ambiguous_type(id: &str, type_name: &str, all: &[Arc<NodeType>]) -> GraphError {
+    let providers: Vec<String> = all
+        .iter()
+        .map(|t| format!("`{}` ({})", t.library.name, t.library.path.display()))
+        .collect();
+    let choices: Vec<String> = all
+        .iter()
+        .map(|t| format!("\"{}\"", t.qualified_name()))
+        .collect();
+    GraphError::new(
+        ErrorKind::AmbiguousNodeType,
+        format!(
+            "node type `{type_name}` is provided by several plugins: {}; write the plugin's name before it",
+            providers.join(" and ")
+        ),
+    )
+    .node(id)
+    .expected(format!("one of {}", choices.join(", ")))
+    .received(type_name)
+}
+
 fn unknown_type(id: &str, type_name: &str, registry: &Registry) -> GraphError {
+    // Suggestions only for names of a plausible length (string similarity
+    // is quadratic: a 50 MB name must not stall validation).
     let mut close: Vec<(f64, &str)> = registry
         .type_names()
         .chain([super::model::LOOP_TYPE])
+        .filter(|_| type_name.len() <= 200)
         .map(|k| {
             (
                 strsim::jaro_winkler(&k.to_lowercase(), &type_name.to_lowercase()),
@@ -180,17 +213,65 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    /// Output names and types of node `i` (memoised; loops derive theirs from
-    /// their inputs, so this recurses, guarded against cycles).
+    /// Output names and types of node `i` (memoised). Loops derive theirs
+    /// from their inputs' types, so a chain of loops is a chain of
+    /// dependencies: they are resolved with an explicit stack (sources
+    /// first), never by recursion, so a 10^5-loop chain needs no thread
+    /// stack. A node met again while open is on a cycle (reported by
+    /// `find_cycles`) and reads as untyped.
     pub(super) fn outputs_of(&mut self, i: usize) -> Vec<(String, PortType)> {
         if let Some(t) = &self.output_types[i] {
             return t.clone();
         }
         if self.visiting[i] {
-            return Vec::new(); // a cycle; reported by find_cycles
+            return Vec::new();
         }
-        self.visiting[i] = true;
-        let outs = match &self.kinds[i] {
+        let mut stack = vec![i];
+        while let Some(&j) = stack.last() {
+            if self.output_types[j].is_some() {
+                stack.pop();
+                continue;
+            }
+            if !self.visiting[j] {
+                self.visiting[j] = true;
+                let before = stack.len();
+                for d in self.loop_sources(j) {
+                    if self.output_types[d].is_none() && !self.visiting[d] {
+                        stack.push(d);
+                    }
+                }
+                if stack.len() > before {
+                    continue;
+                }
+            }
+            let outs = self.compute_outputs(j);
+            self.visiting[j] = false;
+            self.output_types[j] = Some(outs);
+            stack.pop();
+        }
+        self.output_types[i].clone().unwrap_or_default()
+    }
+
+    /// The nodes a loop's output types come from (its `over` and carried
+    /// inputs' sources); none for plugin nodes.
+    fn loop_sources(&self, i: usize) -> Vec<usize> {
+        let graph = self.graph;
+        if !matches!(self.kinds[i], Some(Kind::Loop { .. })) {
+            return Vec::new();
+        }
+        graph.nodes[i]
+            .inputs
+            .iter()
+            .filter_map(|(_, inp)| match inp {
+                Input::Link(l) => graph.by_id.get(&l.node).copied(),
+                Input::Const(_) => None,
+            })
+            .collect()
+    }
+
+    /// Node `i`'s outputs, its sources' already known (see `outputs_of`).
+    fn compute_outputs(&mut self, i: usize) -> Vec<(String, PortType)> {
+        match &self.kinds[i] {
             None => Vec::new(),
             Some(Kind::Plugin(t)) => t
                 .schema
@@ -219,10 +300,7 @@ impl Validator<'_> {
                 outs.push((LOOP_INDEX.into(), PortType::Int));
                 outs
             }
-        };
-        self.visiting[i] = false;
-        self.output_types[i] = Some(outs.clone());
-        outs
+        }
     }
 
     pub(super) fn type_of_input(&mut self, input: &Input) -> PortType {
@@ -302,7 +380,8 @@ impl Validator<'_> {
     }
 
     fn check_inputs(&mut self, i: usize) -> Vec<Resolved> {
-        let node = self.graph.nodes[i].clone();
+        let graph = self.graph;
+        let node = &graph.nodes[i];
         match self.kinds[i].clone() {
             None => Vec::new(),
             Some(Kind::Plugin(t)) => {
@@ -328,6 +407,9 @@ impl Validator<'_> {
                         Some(Input::Const(v)) => {
                             let before = self.errors.len();
                             check_constant(&node.id, spec, v, &mut self.errors);
+                            if spec.file {
+                                check_file(&node.id, &spec.name, v, &mut self.errors);
+                            }
                             if self.errors.len() > before {
                                 return Resolved::Absent;
                             }
@@ -382,9 +464,32 @@ impl Validator<'_> {
                     })
                     .collect()
             }
-            Some(Kind::Loop { carried }) => self.check_loop_inputs(i, &node, &carried),
+            Some(Kind::Loop { carried }) => self.check_loop_inputs(i, node, &carried),
         }
     }
+}
+
+/// A file input (`InputSpec::file`) given as a constant must exist before
+/// anything runs: "valid" promises the run will not stop at a missing
+/// checkpoint after minutes of work upstream.
+fn check_file(node: &str, input: &str, v: &serde_json::Value, errors: &mut Vec<GraphError>) {
+    let Some(path) = v.as_str() else { return };
+    if std::path::Path::new(path).exists() {
+        return;
+    }
+    let cwd = std::env::current_dir()
+        .map(|d| format!(" (relative paths are read from {})", d.display()))
+        .unwrap_or_default();
+    errors.push(
+        GraphError::new(
+            ErrorKind::FileNotFound,
+            format!("no file or folder at this path{cwd}"),
+        )
+        .node(node)
+        .input(input)
+        .expected("an existing file or folder")
+        .received(format!("{path:?}")),
+    );
 }
 
 fn output_index(outs: &[(String, PortType)], r: &OutputRef) -> Option<usize> {

@@ -44,11 +44,28 @@ impl std::fmt::Display for LoadError {
     }
 }
 
-/// Every node type the host knows, by type name.
+/// Every node type the host knows. Each is registered under its qualified
+/// name `plugin/Type`, always, and under its plain name `Type` when exactly
+/// one plugin provides it. A plain name two plugins provide is *ambiguous*:
+/// both stay loaded, nothing is replaced, and a graph using the plain name
+/// gets an error naming both libraries and the qualified names to write
+/// instead. This does not depend on the order libraries load in.
 #[derive(Default, Clone)]
 pub struct Registry {
+    /// Plain names with exactly one provider.
     types: BTreeMap<String, Arc<NodeType>>,
+    /// `plugin/Type` for every type.
+    qualified: BTreeMap<String, Arc<NodeType>>,
+    /// Plain names with several providers (sorted by plugin name).
+    ambiguous: BTreeMap<String, Vec<Arc<NodeType>>>,
     libraries: Vec<Arc<PluginLibrary>>,
+}
+
+/// Why a type name did not resolve.
+pub enum Lookup<'a> {
+    Unknown,
+    /// Several plugins provide this plain name.
+    Ambiguous(&'a [Arc<NodeType>]),
 }
 
 impl Registry {
@@ -56,25 +73,65 @@ impl Registry {
         Registry::default()
     }
 
+    /// The type called `type_name`: `plugin/Type`, or a plain name that one
+    /// plugin provides.
     pub fn get(&self, type_name: &str) -> Option<&Arc<NodeType>> {
-        self.types.get(type_name)
+        self.types
+            .get(type_name)
+            .or_else(|| self.qualified.get(type_name))
     }
 
+    /// Like [`Registry::get`], saying why a name does not resolve.
+    pub fn lookup(&self, type_name: &str) -> Result<&Arc<NodeType>, Lookup<'_>> {
+        if let Some(t) = self.get(type_name) {
+            return Ok(t);
+        }
+        match self.ambiguous.get(type_name) {
+            Some(all) => Err(Lookup::Ambiguous(all)),
+            None => Err(Lookup::Unknown),
+        }
+    }
+
+    /// Every type once (ambiguous ones too), by plain then plugin name.
     pub fn types(&self) -> impl Iterator<Item = &Arc<NodeType>> {
-        self.types.values()
+        let mut all: Vec<&Arc<NodeType>> = self.qualified.values().collect();
+        all.sort_by(|a, b| {
+            (&a.schema.type_name, &a.library.name).cmp(&(&b.schema.type_name, &b.library.name))
+        });
+        all.into_iter()
     }
 
+    /// The names a graph can use unambiguously (plain names with one
+    /// provider; the qualified names of the others).
     pub fn type_names(&self) -> impl Iterator<Item = &str> {
-        self.types.keys().map(|s| s.as_str())
+        let ambiguous = self
+            .qualified
+            .iter()
+            .filter(|(_, t)| self.ambiguous.contains_key(&t.schema.type_name));
+        self.types
+            .keys()
+            .map(|s| s.as_str())
+            .chain(ambiguous.map(|(k, _)| k.as_str()))
+    }
+
+    /// Plain names provided by more than one plugin, with their providers.
+    pub fn clashes(&self) -> impl Iterator<Item = (&str, &[Arc<NodeType>])> {
+        self.ambiguous
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
     }
 
     pub fn libraries(&self) -> &[Arc<PluginLibrary>] {
         &self.libraries
     }
 
-    /// Loads one plugin library. Its node types replace same-named types of an
-    /// earlier library with the same plugin name (a reload); a clash with
-    /// another plugin's type is refused. Returns the library.
+    /// Loads one plugin library. Loading a plugin again from the same path
+    /// replaces its earlier generation (a reload). Refused as a whole: a
+    /// library whose plugin name another library (another path) already
+    /// has (a plugin calling itself `core` does not replace the core
+    /// plugin), and one listing a node type twice. A type name another
+    /// plugin also provides is not refused: see [`Registry`]. Returns the
+    /// library.
     pub fn load_file(&mut self, path: &Path) -> Result<Arc<PluginLibrary>, LoadError> {
         self.load_file_from(path, path)
     }
@@ -94,16 +151,31 @@ impl Registry {
         let hs = ffi::open_library(open).map_err(fail)?;
         let schemas: Vec<NodeSchema> = serde_json::from_str(&hs.schema_json)
             .map_err(|e| fail(format!("its node metadata is not valid: {e}")))?;
+        if let Some(other) = self
+            .libraries
+            .iter()
+            .find(|l| l.name == hs.plugin_name && l.path != path)
+        {
+            return Err(fail(format!(
+                "its plugin name `{}` is already taken by {}; plugin names are unique \
+                 (a library cannot replace another plugin by taking its name)",
+                hs.plugin_name,
+                other.path.display()
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
         for s in &schemas {
-            if let Some(existing) = self.types.get(&s.type_name) {
-                if existing.library.name != hs.plugin_name {
-                    return Err(fail(format!(
-                        "node type `{}` is already provided by plugin `{}` ({})",
-                        s.type_name,
-                        existing.library.name,
-                        existing.library.path.display()
-                    )));
-                }
+            if !seen.insert(s.type_name.as_str()) {
+                return Err(fail(format!(
+                    "it lists node type `{}` twice; each type name once per plugin",
+                    s.type_name
+                )));
+            }
+            if s.type_name.is_empty() || s.type_name.contains('/') {
+                return Err(fail(format!(
+                    "node type name {:?} is empty or contains `/` (reserved for `plugin/Type`)",
+                    s.type_name
+                )));
             }
         }
         let library = Arc::new(PluginLibrary {
@@ -113,18 +185,48 @@ impl Registry {
             opened: hs.library,
         });
         // A reload drops the old generation's types that the new one no longer has.
-        self.types.retain(|_, t| t.library.name != library.name);
+        self.qualified.retain(|_, t| t.library.name != library.name);
         for (index, schema) in schemas.into_iter().enumerate() {
             let t = NodeType {
                 schema,
                 library: library.clone(),
                 index: index as u32,
             };
-            self.types.insert(t.schema.type_name.clone(), Arc::new(t));
+            self.qualified.insert(t.qualified_name(), Arc::new(t));
         }
         self.libraries.retain(|l| l.name != library.name);
         self.libraries.push(library.clone());
+        self.index_plain_names();
         Ok(library)
+    }
+
+    /// Rebuilds the plain-name index from the qualified one.
+    fn index_plain_names(&mut self) {
+        let mut by_plain: BTreeMap<String, Vec<Arc<NodeType>>> = BTreeMap::new();
+        for t in self.qualified.values() {
+            by_plain
+                .entry(t.schema.type_name.clone())
+                .or_default()
+                .push(t.clone());
+        }
+        self.types.clear();
+        self.ambiguous.clear();
+        for (name, mut providers) in by_plain {
+            if providers.len() == 1 {
+                self.types.insert(name, providers.remove(0));
+            } else {
+                providers.sort_by(|a, b| a.library.name.cmp(&b.library.name));
+                self.ambiguous.insert(name, providers);
+            }
+        }
+    }
+}
+
+impl NodeType {
+    /// `plugin/Type`: always accepted in graphs, and the way to pick one of
+    /// two plugins providing the same type name.
+    pub fn qualified_name(&self) -> String {
+        format!("{}/{}", self.library.name, self.schema.type_name)
     }
 }
 

@@ -51,3 +51,23 @@ pub fn diffgraph_bin() -> PathBuf {
     );
     p
 }
+
+/// Validates `text` against `registry`; returns the errors (panics if it was valid).
+pub fn graph_errors(text: &str, registry: &Registry) -> Vec<diffgraph::GraphError> {
+    match diffgraph::parse_graph(text, &[], registry, true) {
+        Ok(_) => panic!("expected validation errors for {:.300}", text),
+        Err(e) => e.0,
+    }
+}
+
+/// The one error of `kind` that `text` has (panics unless exactly one).
+pub fn one_error(
+    text: &str,
+    registry: &Registry,
+    kind: diffgraph::graph::ErrorKind,
+) -> diffgraph::GraphError {
+    let errs = graph_errors(text, registry);
+    let found: Vec<_> = errs.iter().filter(|e| e.kind == kind).cloned().collect();
+    assert_eq!(found.len(), 1, "expected one {kind:?} in {errs:#?}");
+    found[0].clone()
+}

@@ -15,9 +15,10 @@ impl Node for SaveImage {
         NodeSchema::new("SaveImage", "image")
             .description(
                 "Writes each image of the batch as a PNG in the output folder: `{prefix}.png` for a \
-                 single image, `{prefix}_{i}.png` otherwise. Pixels are converted like diffusers' \
+                 single image, `{prefix}_{i}.png` otherwise; an existing file is never replaced (the \
+                 next free `{name}_00001_.png` counter name is used, as ComfyUI numbers). Pixels are converted like diffusers' \
                  numpy_to_pil: clamp to [0,1], times 255, round half to even, to u8. Files appear \
-                 atomically (written to a temporary file, then renamed).",
+                 atomically and survive a crash (temporary file, fsync, rename, folder fsync).",
             )
             .output_node()
             .input(InputSpec::new("image", PortType::Image).doc("[B,C,H,W] or [C,H,W], C = 1 or 3, values in [0,1]"))
@@ -62,8 +63,8 @@ impl Node for SaveImage {
                 .f_contiguous()?
                 .f_flatten(0, -1)?;
             let bytes = Vec::<u8>::try_from(&hwc)?;
-            write_png_atomically(&path, &bytes, w, h, color)?;
-            paths.push(path.to_string_lossy().into_owned());
+            let written = write_png_atomically(&path, &bytes, w, h, color)?;
+            paths.push(written.to_string_lossy().into_owned());
         }
         Ok(vec![paths.into()])
     }
@@ -89,30 +90,25 @@ fn with_suffix(base: &Path, suffix: String) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Encodes into a temporary file in the target folder and renames it into
-/// place, so readers never see a half-written PNG; on error the temporary
-/// file is removed when it is dropped.
+/// Encodes the PNG through `atomic_write` (exclusive temporary file, fsync,
+/// published without replacing anything, folder fsync). Returns the path
+/// written: `path`, or its next counter name when `path` exists.
 fn write_png_atomically(
     path: &Path,
     bytes: &[u8],
     w: u32,
     h: u32,
     color: ExtendedColorType,
-) -> Result<(), NodeError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let fail =
-        |e: &dyn std::fmt::Display| NodeError::new(format!("cannot write {}: {e}", path.display()));
-    let tmp = crate::paths::temp_file_in(dir, ".png.tmp").map_err(|e| fail(&e))?;
-    {
-        let mut writer = BufWriter::new(tmp.as_file());
+) -> Result<PathBuf, NodeError> {
+    let written = crate::atomic_write::write_new(path, |file, _| {
+        let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+        let mut writer = BufWriter::new(file);
         PngEncoder::new(&mut writer)
             .write_image(bytes, w, h, color)
             .map_err(|e| fail(&e))?;
-        writer.flush().map_err(|e| fail(&e))?;
-    }
-    tmp.as_file().sync_all().map_err(|e| fail(&e))?;
-    tmp.persist(path).map_err(|e| fail(&e.error))?;
-    Ok(())
+        writer.flush().map_err(|e| fail(&e))
+    })?;
+    Ok(written)
 }
 
 pub struct LoadImage;

@@ -4,6 +4,7 @@
 //! and tensor files, and small tensor math. Each concern lives in its own
 //! module; this file only exports them to the host.
 #![deny(unsafe_code)]
+mod atomic_write;
 mod constants;
 mod image_io;
 mod math;

@@ -31,18 +31,6 @@ pub fn output_path(output_dir: &Path, input: &str, name: &str) -> Result<PathBuf
     Ok(path)
 }
 
-/// A temporary file next to where an output goes, renamed into place once
-/// complete (so readers never see a half-written file). Hidden, and created
-/// with the usual 0644 mode (tempfile's default 0600 would survive the rename).
-pub fn temp_file_in(dir: &Path, suffix: &str) -> std::io::Result<tempfile::NamedTempFile> {
-    use std::os::unix::fs::PermissionsExt;
-    tempfile::Builder::new()
-        .prefix(".diffgraph-")
-        .suffix(suffix)
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)
-}
-
 #[cfg(test)]
 mod tests {
     use super::output_path;

@@ -2,13 +2,14 @@
 //! and say what was expected.
 use diffgraph_sdk::prelude::*;
 
-/// Reads a LIST<INT> shape input, refusing negative dimensions up front (libtorch's
+/// Reads a LIST<INT> shape input, refusing zero and negative dimensions up front (libtorch's
 /// own message for them does not say which input was wrong).
 pub fn shape_input(inputs: &Inputs, name: &str) -> Result<Vec<i64>, NodeError> {
     let shape = inputs.int_list(name)?;
-    if shape.iter().any(|&d| d < 0) {
+    if shape.iter().any(|&d| d <= 0) {
         return Err(format!(
-            "input `{name}`: expected non-negative dimensions, got shape {shape:?}"
+            "input `{name}`: expected positive dimensions (a 0 makes an empty batch that \
+             would run to the end and produce nothing), got shape {shape:?}"
         )
         .into());
     }
@@ -30,6 +31,12 @@ pub fn image_bchw(name: &str, t: &Tensor) -> Result<Tensor, NodeError> {
         _ => return Err(expected()),
     };
     let s = batched.size();
+    if s[0] == 0 {
+        return Err(format!(
+            "input `{name}`: the batch is empty (shape {shape:?}): there is no image to use"
+        )
+        .into());
+    }
     if !(s[1] == 1 || s[1] == 3) || s[2] == 0 || s[3] == 0 {
         return Err(expected());
     }

@@ -1,7 +1,6 @@
 //! Tensors in .safetensors files: saving one under a key, loading one back.
 use crate::paths::output_path;
 use diffgraph_sdk::prelude::*;
-use std::path::Path;
 
 pub struct SaveTensor;
 
@@ -10,8 +9,9 @@ impl Node for SaveTensor {
         NodeSchema::new("SaveTensor", "tensor")
             .description(
                 "Writes the tensor (moved to the CPU, made contiguous, dtype kept) under `key` in a \
-                 .safetensors file in the output folder. The file appears atomically: it is \
-                 written to a temporary file in the same folder and then renamed.",
+                 .safetensors file in the output folder. The file appears atomically and \
+                 survives a crash (temporary file, fsync, rename, folder fsync); an existing file is never \
+                 replaced (the next free `{name}_00001_.safetensors` counter name is used).",
             )
             .output_node()
             .input(InputSpec::tensor("tensor"))
@@ -29,22 +29,23 @@ impl Node for SaveTensor {
             .tensor("tensor")?
             .f_to_device(Device::Cpu)?
             .f_contiguous()?;
+        if tensor.numel() == 0 {
+            return Err(format!(
+                "input `tensor`: the tensor is empty (shape {:?}): nothing to save",
+                tensor.size()
+            )
+            .into());
+        }
         let key = inputs.str("key")?;
         if key.is_empty() {
             return Err("input `key`: expected a non-empty tensor name".into());
         }
         let path = output_path(ctx.output_dir(), "filename", inputs.str("filename")?)?;
-        let fail = |e: &dyn std::fmt::Display| {
-            NodeError::new(format!("cannot write {}: {e}", path.display()))
-        };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        // A temporary path that is removed if anything below fails.
-        let tmp = crate::paths::temp_file_in(dir, ".safetensors.tmp")
-            .map_err(|e| fail(&e))?
-            .into_temp_path();
-        Tensor::write_safetensors(&[(key, &tensor)], &tmp).map_err(|e| fail(&e))?;
-        tmp.persist(&path).map_err(|e| fail(&e.error))?;
-        Ok(vec![path.to_string_lossy().into_owned().into()])
+        let written = crate::atomic_write::write_new(&path, |_, tmp| {
+            Tensor::write_safetensors(&[(key, &tensor)], tmp)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        })?;
+        Ok(vec![written.to_string_lossy().into_owned().into()])
     }
 }
 

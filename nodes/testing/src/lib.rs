@@ -173,9 +173,26 @@ impl Node for Sink {
     }
 }
 
+/// Sleeps `ms` milliseconds without checking the interrupt flag: a node
+/// that ignores a first Ctrl-C, for the binary's second-Ctrl-C exit.
+struct Sleep;
+impl Node for Sleep {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("Sleep", "testing")
+            .input(InputSpec::int("ms").range(0.0, 600_000.0))
+            .output(OutputSpec::new("ms", PortType::Int))
+    }
+    fn run(&self, _: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+        let ms = inputs.int("ms")?;
+        std::thread::sleep(std::time::Duration::from_millis(ms as u64));
+        Ok(vec![Value::Int(ms)])
+    }
+}
+
 export_plugin!(
     "testing",
     [
+        Sleep,
         Count,
         Panic,
         PassTensor,

@@ -59,7 +59,9 @@ pub fn run(a: RunArgs) -> i32 {
     exec.set_device(device);
     exec.set_output_dir(a.exec.out.to_string_lossy());
     let flag = exec.interrupt_flag();
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    let _ = ctrlc::set_handler(crate::interrupt::handler(move || {
+        flag.store(true, Ordering::Relaxed)
+    }));
     let observer = progress::observer_for(a.quiet, checked.top_level_ids());
     let profile = report::Profile::new(observer.as_ref());
     let result = exec.run(&checked, None, &profile);

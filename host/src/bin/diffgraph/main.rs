@@ -3,6 +3,7 @@
 //! `diffgraph` library (discovery, validation, execution, reports).
 mod args;
 mod commands;
+mod interrupt;
 mod progress;
 mod watch;
 

@@ -120,10 +120,10 @@ pub fn watch(a: WatchArgs) -> i32 {
 
     let interrupt = session.exec.interrupt_flag();
     let stop_tx = tx.clone();
-    let _ = ctrlc::set_handler(move || {
+    let _ = ctrlc::set_handler(crate::interrupt::handler(move || {
         interrupt.store(true, Ordering::Relaxed);
         let _ = stop_tx.send(Msg::Stop);
-    });
+    }));
 
     if let Err(e) = session.reload_graph() {
         p.event(

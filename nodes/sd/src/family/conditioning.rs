@@ -176,19 +176,42 @@ impl Conditioning {
                 .into());
             }
         }
-        cond.map(|i, c| Ok(Tensor::cat(&[u[i].expect("checked above"), c], 0)))
+        cond.map(|i, c| {
+            let u = u[i].expect("checked above");
+            // Prompt and negative prompt from different text encoders (768
+            // vs 1024 features, 77 vs 64 tokens) cannot share a batch: say
+            // so before libtorch's `cat` would.
+            if u.size().get(1..) != c.size().get(1..) {
+                return Err(format!(
+                    "inputs `{}` and `{}` give {} of different shapes ({:?} and {:?}): \
+                     were they encoded with different checkpoints?",
+                    port(i, "cond"),
+                    port(i, "uncond"),
+                    FIELDS[i].0,
+                    c.size(),
+                    u.size()
+                )
+                .into());
+            }
+            Ok(Tensor::f_cat(&[u, c], 0)?)
+        })
     }
 }
 
 /// A tensor of batch 1 serves every sample of the batch.
 pub fn expand(c: &Tensor, batch: i64, name: &str) -> Result<Tensor, NodeError> {
     let n = c.size().first().copied().unwrap_or(0);
+    if c.dim() == 0 {
+        return Err(NodeError::new(format!(
+            "input `{name}`: expected a tensor with a batch dimension, got a scalar"
+        )));
+    }
     if n == batch {
         Ok(c.shallow_clone())
     } else if n == 1 {
         let mut shape = c.size();
         shape[0] = batch;
-        Ok(c.expand(&shape, false))
+        Ok(c.f_expand(&shape, false)?)
     } else {
         Err(NodeError::new(format!("input `{name}`: batch of {n} does not match the sample's batch of {batch} (give 1 or {batch})")))
     }

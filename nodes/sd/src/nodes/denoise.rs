@@ -57,21 +57,22 @@ pub fn evaluate(
     }
     let skip_uncond = guidance.is_some_and(|g| g.scale == 1.0);
     let d = &model.denoiser;
+    check_sample(x)?;
     let (batch, kind) = (x.size()[0], d.kind());
-    let input = x.to_kind(kind);
+    let input = x.f_to_kind(kind)?;
     let cond = cond.for_batch(batch, kind, "cond")?;
     let (out_c, out_u) = match uncond {
         Some(u) if !skip_uncond => {
             let u = u.for_batch(batch, kind, "uncond")?;
             let both = d.predict(
-                &Tensor::cat(&[&input, &input], 0),
+                &Tensor::f_cat(&[&input, &input], 0)?,
                 t,
                 &Conditioning::cat(&u, &cond)?,
             )?;
-            let halves = both.to_kind(Kind::Float).chunk(2, 0);
+            let halves = both.f_to_kind(Kind::Float)?.f_chunk(2, 0)?;
             (halves[1].shallow_clone(), Some(halves[0].shallow_clone()))
         }
-        _ => (d.predict(&input, t, &cond)?.to_kind(Kind::Float), None),
+        _ => (d.predict(&input, t, &cond)?.f_to_kind(Kind::Float)?, None),
     };
     let model_output = match (guidance, &out_u) {
         (Some(g), Some(u)) => mix(model, &out_c, u, g)?,
@@ -82,6 +83,22 @@ pub fn evaluate(
         cond: out_c,
         model_output,
     })
+}
+
+/// A sample the denoisers can take: a batch dimension first and no zero
+/// dimension (libtorch's convolutions would abort on an empty one, not
+/// return an error). Families check their own layout (a U-Net's [B,C,H,W],
+/// a TorchScript model's [B, D]).
+pub fn check_sample(x: &Tensor) -> Result<(), NodeError> {
+    let shape = x.size();
+    if shape.len() < 2 || shape.contains(&0) {
+        return Err(format!(
+            "input `sample`: expected a batch of samples ([batch, ...], e.g. a latent \
+             [batch, channels, height, width]) with no zero dimension, got shape {shape:?}"
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// The guided output. For learned-variance models only the prediction

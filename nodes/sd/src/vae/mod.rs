@@ -231,12 +231,14 @@ impl Vae {
 
     fn check_input(&self, x: &Tensor, channels: i64, what: &str) -> Result<Tensor, String> {
         let size = x.size();
-        if size.len() != 4 || size[1] != channels || size[2] < 1 || size[3] < 1 {
+        if size.len() != 4 || size[1] != channels || size.iter().any(|&d| d < 1) {
             return Err(format!(
-                "VAE {what}: expected a [B, {channels}, H, W] tensor, got {size:?}"
+                "VAE {what}: expected a [B, {channels}, H, W] tensor with no zero dimension, got {size:?}"
             ));
         }
-        Ok(x.to_kind(self.kind).to_device(self.device))
+        x.f_to_kind(self.kind)
+            .and_then(|x| x.f_to_device(self.device))
+            .map_err(|e| format!("VAE {what}: {e}"))
     }
 
     /// `AutoencoderKL.decode(z)`: post_quant_conv then the decoder, on

@@ -1,0 +1,101 @@
+//! Scale, measured (not asserted): chains of 10^3..10^6 AddInt nodes in both
+//! id orders and 10^3..10^5 chained Loops, each stage timed (parse,
+//! validate, plan, run) in µs/node, with the resident memory each stage adds
+//! in bytes/node (VmRSS from /proc/self/status; the structures of earlier
+//! stages are kept alive, so the deltas add up to what a run holds).
+//! Run: `cargo bench -p diffgraph --bench scale` (MAX=100000 to stop early).
+#[path = "../tests/common/chains.rs"]
+mod chains;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use diffgraph::{Executor, Registry, Silent};
+use std::time::Instant;
+
+/// Resident memory in bytes.
+fn rss() -> i64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn measure(label: &str, text: &str, nodes: usize, registry: &Registry) {
+    let per = |s: f64| s * 1e6 / nodes as f64;
+    let bytes = |b: i64| b as f64 / nodes as f64;
+    let m0 = rss();
+    let t = Instant::now();
+    let graph = diffgraph::graph::model::parse(text).expect("parses");
+    let (t_parse, m1) = (t.elapsed().as_secs_f64(), rss());
+    let t = Instant::now();
+    let checked = diffgraph::graph::validate(graph, registry, true).expect("valid");
+    let (t_validate, m2) = (t.elapsed().as_secs_f64(), rss());
+    let t = Instant::now();
+    let plan = diffgraph::exec::Plan::new(&checked, None).expect("plans");
+    let (t_plan, m3) = (t.elapsed().as_secs_f64(), rss());
+    let mut exec = Executor::new(registry.clone());
+    let t = Instant::now();
+    exec.run_plan(&plan, &Silent).expect("runs");
+    let (t_run, m4) = (t.elapsed().as_secs_f64(), rss());
+    println!(
+        "{label:<28} {nodes:>9} | {:>6.2} {:>6.2} {:>6.2} {:>6.2} | {:>6.2} | {:>6.0} {:>6.0} {:>6.0} {:>6.0}",
+        per(t_parse),
+        per(t_validate),
+        per(t_plan),
+        per(t_run),
+        per(t_parse + t_validate),
+        bytes(m1 - m0),
+        bytes(m2 - m1),
+        bytes(m3 - m2),
+        bytes(m4 - m3),
+    );
+    drop((plan, checked, exec));
+}
+
+fn main() {
+    let registry = common::registry_with(&["diffgraph_testnodes"]);
+    let max: usize = std::env::var("MAX")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1_000_000);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "diffgraph scale (release build; load average: {})",
+        load.trim()
+    );
+    println!(
+        "{:<28} {:>9} | {:>6} {:>6} {:>6} {:>6} | {:>6} | {:>6} {:>6} {:>6} {:>6}",
+        "graph", "nodes", "parse", "valid", "plan", "run", "p+v", "parse", "valid", "plan", "run"
+    );
+    println!(
+        "{:<38} | µs/node{:>22} | µs/node | bytes/node (resident memory added)",
+        "", ""
+    );
+    for n in [1_000, 10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|&n| n <= max)
+    {
+        for reverse in [false, true] {
+            let text = chains::add_chain(n, reverse);
+            let label = format!(
+                "AddInt chain, ids {}",
+                if reverse { "descending" } else { "ascending" }
+            );
+            measure(&label, &text, n + 1, &registry);
+        }
+    }
+    for n in [1_000, 10_000, 100_000].into_iter().filter(|&n| n <= max) {
+        for reverse in [false, true] {
+            let text = chains::loop_chain(n, reverse);
+            let label = format!(
+                "Loop chain, ids {}",
+                if reverse { "descending" } else { "ascending" }
+            );
+            // Each loop is two nodes (the loop and its body's AddInt).
+            measure(&label, &text, 2 * n + 1, &registry);
+        }
+    }
+}

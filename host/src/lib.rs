@@ -22,6 +22,7 @@ pub mod plugin;
 pub mod report;
 pub mod value;
 pub mod watch;
+pub mod worker;
 
 pub use exec::{Event, Executor, Observer, RunError, RunOutcome, SharedCache, Silent};
 pub use graph::{CheckedGraph, GraphError, GraphErrors};

@@ -4,6 +4,8 @@
 mod args;
 mod commands;
 mod progress;
+#[cfg(feature = "server")]
+mod server;
 mod watch;
 
 use args::{Cli, Command};
@@ -16,6 +18,10 @@ fn main() {
         Command::Nodes(a) => commands::nodes(a),
         Command::Info(a) => commands::info(a),
         Command::Watch(a) => watch::watch(a),
+        #[cfg(feature = "server")]
+        Command::Serve(a) => server::serve(a),
+        #[cfg(feature = "server")]
+        Command::Worker(a) => server::worker(a),
     };
     std::process::exit(code)
 }

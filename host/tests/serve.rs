@@ -20,12 +20,18 @@ fn types(msgs: &[Json]) -> Vec<&str> {
 fn comfyui_example_clients_run_the_demo_graph() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let demo: Json = serde_json::from_str(&std::fs::read_to_string(repo_root().join("graphs/demo.json")).unwrap()).unwrap();
+    let demo: Json = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("graphs/demo.json")).unwrap(),
+    )
+    .unwrap();
 
     // basic_api_example.py: POST {"prompt": ...} to /prompt.
     let (s, r) = server.post("/prompt", &json!({ "prompt": demo }));
     assert_eq!(s, 200, "{r}");
-    assert!(r["prompt_id"].is_string() && r["number"].is_i64() && r["node_errors"] == json!({}), "{r}");
+    assert!(
+        r["prompt_id"].is_string() && r["number"].is_i64() && r["node_errors"] == json!({}),
+        "{r}"
+    );
     let first = r["prompt_id"].as_str().unwrap().to_string();
 
     // websockets_api_example.py: socket first, then the prompt with client_id.
@@ -34,20 +40,43 @@ fn comfyui_example_clients_run_the_demo_graph() {
     assert_eq!(hello["type"], "status");
     assert_eq!(hello["data"]["sid"], "client-a");
     assert!(hello["data"]["status"]["exec_info"]["queue_remaining"].is_u64());
-    let id = server.queue(&demo, Some("client-a"));
+    // Another seed: the model and the prompts come from the cache, the sampler runs.
+    let mut demo2 = demo.clone();
+    demo2["nodes"]["noise"]["inputs"]["seed"] = 7.into();
+    let id = server.queue(&demo2, Some("client-a"));
     let msgs = ws.until_done(&id);
-    let mine: Vec<&Json> = msgs.iter().filter(|m| m["data"]["prompt_id"] == id.as_str()).collect();
+    let mine: Vec<&Json> = msgs
+        .iter()
+        .filter(|m| m["data"]["prompt_id"] == id.as_str())
+        .collect();
     let kinds: Vec<&str> = mine.iter().map(|m| m["type"].as_str().unwrap()).collect();
     assert_eq!(kinds.first(), Some(&"execution_start"), "{kinds:?}");
-    assert!(kinds.contains(&"execution_cached"), "the second run reuses the loaded model: {kinds:?}");
-    let steps: Vec<u64> = mine.iter().filter(|m| m["type"] == "progress").map(|m| {
-        assert_eq!(m["data"]["max"], 20);
-        assert_eq!(m["data"]["node"], "denoise");
-        m["data"]["value"].as_u64().unwrap()
-    }).collect();
-    assert_eq!(steps, (1..=20).collect::<Vec<_>>(), "one progress message per sampler step");
-    let executed = mine.iter().find(|m| m["type"] == "executed").expect("executed");
-    let images = executed["data"]["output"]["images"].as_array().unwrap().clone();
+    assert!(
+        kinds.contains(&"execution_cached"),
+        "the second run reuses the loaded model: {kinds:?}"
+    );
+    let steps: Vec<u64> = mine
+        .iter()
+        .filter(|m| m["type"] == "progress")
+        .map(|m| {
+            assert_eq!(m["data"]["max"], 20);
+            assert_eq!(m["data"]["node"], "denoise");
+            m["data"]["value"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=20).collect::<Vec<_>>(),
+        "one progress message per sampler step"
+    );
+    let executed = mine
+        .iter()
+        .find(|m| m["type"] == "executed")
+        .expect("executed");
+    let images = executed["data"]["output"]["images"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(images[0]["type"], "output");
     assert_eq!(kinds[kinds.len() - 2..], ["execution_success", "executing"]);
 
@@ -58,7 +87,12 @@ fn comfyui_example_clients_run_the_demo_graph() {
         assert_eq!(h["status"]["completed"], true);
         for (_, out) in h["outputs"].as_object().unwrap() {
             for img in out["images"].as_array().unwrap() {
-                let q = format!("/view?filename={}&subfolder={}&type={}", img["filename"].as_str().unwrap(), img["subfolder"].as_str().unwrap(), img["type"].as_str().unwrap());
+                let q = format!(
+                    "/view?filename={}&subfolder={}&type={}",
+                    img["filename"].as_str().unwrap(),
+                    img["subfolder"].as_str().unwrap(),
+                    img["type"].as_str().unwrap()
+                );
                 let (s, head, bytes) = server.request("GET", &q, &[], b"");
                 assert_eq!(s, 200);
                 assert!(head.contains("content-type: image/png"));
@@ -77,7 +111,10 @@ fn comfyui_example_clients_run_the_demo_graph() {
     let id = server.queue(&api, None);
     let h = server.wait_history(&id, Duration::from_secs(60));
     assert_eq!(h["status"]["status_str"], "success", "{h}");
-    assert_eq!(h["prompt"][2], api, "the history keeps the prompt as submitted");
+    assert_eq!(
+        h["prompt"][2], api,
+        "the history keeps the prompt as submitted"
+    );
 
     // The informational endpoints, bare and under /api.
     for prefix in ["", "/api"] {
@@ -85,13 +122,28 @@ fn comfyui_example_clients_run_the_demo_graph() {
         assert_eq!(s, 200);
         let save = &info["SaveImage"];
         assert_eq!(save["input"]["required"]["image"][0], "IMAGE");
-        assert_eq!(save["input"]["required"]["filename_prefix"][1]["default"], "diffgraph");
+        assert_eq!(
+            save["input"]["required"]["filename_prefix"][1]["default"],
+            "diffgraph"
+        );
         assert_eq!(save["output_node"], true);
-        assert_eq!(save["input_order"]["required"], json!(["image", "filename_prefix"]));
+        assert_eq!(
+            save["input_order"]["required"],
+            json!(["image", "filename_prefix"])
+        );
         let sched = &info["Scheduler"]["input"];
-        let sampler = sched["required"]["sampler"].as_array().or(sched["optional"]["sampler"].as_array()).expect("sampler input");
-        assert!(sampler[0].as_array().unwrap().iter().any(|c| c == "ddim"), "choices as a list: {sampler:?}");
-        assert_eq!(info["GaussianNoise"]["input"]["required"]["seed"][1]["min"], 0.0);
+        let sampler = sched["required"]["sampler"]
+            .as_array()
+            .or(sched["optional"]["sampler"].as_array())
+            .expect("sampler input");
+        assert!(
+            sampler[0].as_array().unwrap().iter().any(|c| c == "ddim"),
+            "choices as a list: {sampler:?}"
+        );
+        assert_eq!(
+            info["GaussianNoise"]["input"]["required"]["seed"][1]["min"],
+            0.0
+        );
         assert_eq!(info["GaussianNoise"]["output_name"], json!(["noise"]));
         let (s, one) = server.get(&format!("{prefix}/object_info/AddInt"));
         assert_eq!(s, 200);
@@ -100,10 +152,27 @@ fn comfyui_example_clients_run_the_demo_graph() {
         let (s, stats) = server.get(&format!("{prefix}/system_stats"));
         assert_eq!(s, 200);
         assert!(stats["system"]["ram_total"].as_u64().unwrap() > 0 && stats["devices"].is_array());
-        assert_eq!(server.get(&format!("{prefix}/features")).1["max_upload_size"], 32 << 20);
+        assert_eq!(
+            server.get(&format!("{prefix}/features")).1["max_upload_size"],
+            32 << 20
+        );
         assert!(server.get(&format!("{prefix}/embeddings")).1.is_array());
-        assert!(server.get(&format!("{prefix}/models")).1.as_array().unwrap().iter().any(|m| m == "shapes-ldm"));
-        assert!(server.get(&format!("{prefix}/models/shapes-ldm")).1.as_array().unwrap().len() > 1);
+        assert!(server
+            .get(&format!("{prefix}/models"))
+            .1
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "shapes-ldm"));
+        assert!(
+            server
+                .get(&format!("{prefix}/models/shapes-ldm"))
+                .1
+                .as_array()
+                .unwrap()
+                .len()
+                > 1
+        );
     }
 }
 
@@ -148,14 +217,19 @@ fn load_interrupt_delete_and_clear() {
             })
         })
         .collect();
-    let valid: Vec<String> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let valid: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     assert_eq!(valid.len(), 64);
     // Every valid prompt: exactly one execution_success, seen on the socket.
     let mut successes: HashMap<String, usize> = HashMap::new();
     while successes.len() < valid.len() {
         let m = ws.next();
         if m["type"] == "execution_success" {
-            *successes.entry(m["data"]["prompt_id"].as_str().unwrap().to_string()).or_default() += 1;
+            *successes
+                .entry(m["data"]["prompt_id"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
         assert_ne!(m["type"], "execution_error", "{m}");
     }
@@ -166,7 +240,11 @@ fn load_interrupt_delete_and_clear() {
         let h = &history[id];
         assert_eq!(h["status"]["status_str"], "success", "{id}: {h}");
         let img = &h["outputs"]["save"]["images"][0];
-        let q = format!("/view?filename={}&subfolder={}&type=output", img["filename"].as_str().unwrap(), img["subfolder"].as_str().unwrap());
+        let q = format!(
+            "/view?filename={}&subfolder={}&type=output",
+            img["filename"].as_str().unwrap(),
+            img["subfolder"].as_str().unwrap()
+        );
         let (s, _, bytes) = server.request("GET", &q, &[], b"");
         assert_eq!(s, 200, "{q}");
         image::load_from_memory(&bytes).expect("a PNG");
@@ -178,8 +256,14 @@ fn load_interrupt_delete_and_clear() {
     let deleted = server.queue(&image_graph(1, "deleted"), None);
     let kept = server.queue(&image_graph(2, "kept"), None);
     let (_, q) = server.get("/queue");
-    assert_eq!(q["queue_pending"].as_array().unwrap().len() + q["queue_running"].as_array().unwrap().len(), 3);
-    assert_eq!(server.post("/queue", &json!({ "delete": [deleted] })).1["deleted"], 1);
+    assert_eq!(
+        q["queue_pending"].as_array().unwrap().len() + q["queue_running"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(
+        server.post("/queue", &json!({ "delete": [deleted] })).1["deleted"],
+        1
+    );
     loop {
         let m = ws.next();
         if m["type"] == "progress" && m["data"]["prompt_id"] == long.as_str() {
@@ -190,15 +274,29 @@ fn load_interrupt_delete_and_clear() {
     }
     let (s, r) = server.post("/interrupt", &json!({ "prompt_id": long }));
     assert_eq!((s, r["interrupted"].as_str()), (200, Some(long.as_str())));
-    assert_eq!(server.wait_history(&long, Duration::from_secs(30))["status"]["status_str"], "error");
+    assert_eq!(
+        server.wait_history(&long, Duration::from_secs(30))["status"]["status_str"],
+        "error"
+    );
     let msgs = server.wait_history(&long, Duration::from_secs(1))["status"]["messages"].clone();
-    assert!(msgs.as_array().unwrap().iter().any(|m| m[0] == "execution_interrupted"), "{msgs}");
-    assert_eq!(server.wait_history(&kept, Duration::from_secs(30))["status"]["status_str"], "success");
+    assert!(
+        msgs.as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m[0] == "execution_interrupted"),
+        "{msgs}"
+    );
+    assert_eq!(
+        server.wait_history(&kept, Duration::from_secs(30))["status"]["status_str"],
+        "success"
+    );
     assert_eq!(server.get(&format!("/history/{deleted}")).1, json!({}));
 
     // Clear: queued jobs go, the running one stays.
     let long = server.queue(&sleep_graph(100, 20), None);
-    let queued: Vec<String> = (0..3).map(|i| server.queue(&image_graph(i, "cleared"), None)).collect();
+    let queued: Vec<String> = (0..3)
+        .map(|i| server.queue(&image_graph(i, "cleared"), None))
+        .collect();
     server.post("/queue", &json!({ "clear": true }));
     let (_, q) = server.get("/queue");
     assert_eq!(q["queue_pending"], json!([]), "{q}");
@@ -209,7 +307,10 @@ fn load_interrupt_delete_and_clear() {
         assert_eq!(server.get(&format!("/history/{id}")).1, json!({}));
     }
     // History delete and clear.
-    assert_eq!(server.post("/history", &json!({ "delete": [kept] })).1["deleted"], 1);
+    assert_eq!(
+        server.post("/history", &json!({ "delete": [kept] })).1["deleted"],
+        1
+    );
     server.post("/history", &json!({ "clear": true }));
     assert_eq!(server.get("/history").1, json!({}));
 }
@@ -222,24 +323,45 @@ fn crashing_nodes_fail_their_job_and_the_server_goes_on() {
     let server = Server::start(dir.path(), &[]);
     let mut ws = server.ws("crash");
     ws.next();
-    for (mode, how) in [("abort", "SIGABRT"), ("segfault", "SIGSEGV"), ("stack_overflow", "killed by signal"), ("exit", "exited with status 3")] {
+    for (mode, how) in [
+        ("abort", "SIGABRT"),
+        ("segfault", "SIGSEGV"),
+        ("stack_overflow", "killed by signal"),
+        ("exit", "exited with status 3"),
+    ] {
         let id = server.queue(&crash_graph(mode), Some("crash"));
         let msgs = ws.until_done(&id);
-        let err = msgs.iter().find(|m| m["type"] == "execution_error").unwrap_or_else(|| panic!("{mode}: {:?}", types(&msgs)));
+        let err = msgs
+            .iter()
+            .find(|m| m["type"] == "execution_error")
+            .unwrap_or_else(|| panic!("{mode}: {:?}", types(&msgs)));
         assert_eq!(err["data"]["node_id"], "boom", "{err}");
         assert_eq!(err["data"]["node_type"], "Crash");
         let text = err["data"]["exception_message"].as_str().unwrap();
-        assert!(text.contains(how) && text.contains("`boom`"), "{mode}: {text}");
+        assert!(
+            text.contains(how) && text.contains("`boom`"),
+            "{mode}: {text}"
+        );
         let ok = server.queue(&image_graph(7, "after_crash"), Some("crash"));
         let msgs = ws.until_done(&ok);
-        assert!(types(&msgs).contains(&"execution_success"), "{mode}: {:?}", types(&msgs));
+        assert!(
+            types(&msgs).contains(&"execution_success"),
+            "{mode}: {:?}",
+            types(&msgs)
+        );
     }
     // A caught panic stays in-process: an ordinary execution_error.
     let id = server.queue(&json!({ "nodes": { "p": { "type": "Panic", "inputs": {} }, "o": { "type": "Sink", "inputs": { "x": ["p", "never"] } } } }), Some("crash"));
     let msgs = ws.until_done(&id);
-    let err = msgs.iter().find(|m| m["type"] == "execution_error").unwrap();
+    let err = msgs
+        .iter()
+        .find(|m| m["type"] == "execution_error")
+        .unwrap();
     assert_eq!(err["data"]["node_id"], "p");
-    assert!(err["data"]["exception_message"].as_str().unwrap().contains("panicked"));
+    assert!(err["data"]["exception_message"]
+        .as_str()
+        .unwrap()
+        .contains("panicked"));
 }
 
 /// SIGKILL with jobs queued and one running: after a restart the queued
@@ -253,7 +375,9 @@ fn sigkill_and_restart_keep_the_queue_and_the_history() {
     let mut ws = server.ws("k");
     ws.next();
     let long = server.queue(&sleep_graph(300, 20), None);
-    let queued: Vec<String> = (0..3).map(|i| server.queue(&image_graph(10 + i, "after_restart"), None)).collect();
+    let queued: Vec<String> = (0..3)
+        .map(|i| server.queue(&image_graph(10 + i, "after_restart"), None))
+        .collect();
     // The bounded queue: one more fits (5 = 1 running + 4), then 503.
     server.queue(&image_graph(20, "last"), None);
     let (s, r) = server.post("/prompt", &json!({ "prompt": image_graph(21, "refused") }));
@@ -267,7 +391,10 @@ fn sigkill_and_restart_keep_the_queue_and_the_history() {
     }
     server.kill();
     let server = Server::start(dir.path(), &[]);
-    assert_eq!(server.wait_history(&done, Duration::from_secs(5))["status"]["status_str"], "success");
+    assert_eq!(
+        server.wait_history(&done, Duration::from_secs(5))["status"]["status_str"],
+        "success"
+    );
     // The re-queued long job runs again first; interrupt it.
     let mut ws = server.ws("k2");
     ws.next();
@@ -279,10 +406,20 @@ fn sigkill_and_restart_keep_the_queue_and_the_history() {
     }
     server.post("/interrupt", &json!({}));
     for id in &queued {
-        assert_eq!(server.wait_history(id, Duration::from_secs(60))["status"]["status_str"], "success");
+        assert_eq!(
+            server.wait_history(id, Duration::from_secs(60))["status"]["status_str"],
+            "success"
+        );
     }
     let h = server.wait_history(&long, Duration::from_secs(30));
-    assert!(h["status"]["messages"].as_array().unwrap().iter().any(|m| m[0] == "execution_interrupted"), "{h}");
+    assert!(
+        h["status"]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m[0] == "execution_interrupted"),
+        "{h}"
+    );
 }
 
 /// Bearer tokens; paths confined to their folders; body limits; uploads
@@ -292,15 +429,51 @@ fn security_tokens_paths_and_limits() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    let server = Server::start(dir.path(), &["--auth-token-file", token_file.to_str().unwrap(), "--max-body-mb", "1"]);
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--auth-token-file",
+            token_file.to_str().unwrap(),
+            "--max-body-mb",
+            "1",
+        ],
+    );
     // Tokens.
-    assert_eq!(server.request("GET", "/queue", &[("Authorization", "Bearer wrong")], b"").0, 401);
-    assert_eq!(server.request("GET", "/api/object_info", &[("Authorization", "Basic x")], b"").0, 401);
+    assert_eq!(
+        server
+            .request("GET", "/queue", &[("Authorization", "Bearer wrong")], b"")
+            .0,
+        401
+    );
+    assert_eq!(
+        server
+            .request(
+                "GET",
+                "/api/object_info",
+                &[("Authorization", "Basic x")],
+                b""
+            )
+            .0,
+        401
+    );
     assert_eq!(server.get("/queue").0, 200);
-    assert_eq!(server.request("GET", "/queue?token=s3cret-token", &[("Authorization", "none")], b"").0, 200);
+    assert_eq!(
+        server
+            .request(
+                "GET",
+                "/queue?token=s3cret-token",
+                &[("Authorization", "none")],
+                b""
+            )
+            .0,
+        200
+    );
     let stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let url = format!("ws://127.0.0.1:{}/ws?clientId=x", server.port);
-    assert!(tungstenite::client(url.as_str(), stream).is_err(), "a socket without the token is refused");
+    assert!(
+        tungstenite::client(url.as_str(), stream).is_err(),
+        "a socket without the token is refused"
+    );
     server.ws("x").next();
 
     // Uploads: a PNG is stored (renamed, not overwritten, the second time).
@@ -310,11 +483,26 @@ fn security_tokens_paths_and_limits() {
         let (s, _, b) = server.request("POST", "/upload/image", &[("Content-Type", ct)], body);
         (s, serde_json::from_slice::<Json>(&b).unwrap())
     };
-    assert_eq!(up(&ct, &body), (200, json!({ "name": "cat.png", "subfolder": "pets", "type": "input" })));
+    assert_eq!(
+        up(&ct, &body),
+        (
+            200,
+            json!({ "name": "cat.png", "subfolder": "pets", "type": "input" })
+        )
+    );
     assert_eq!(up(&ct, &body).1["name"], "cat (1).png");
-    let (s, _, got) = server.request("GET", "/view?filename=cat.png&subfolder=pets&type=input", &[], b"");
+    let (s, _, got) = server.request(
+        "GET",
+        "/view?filename=cat.png&subfolder=pets&type=input",
+        &[],
+        b"",
+    );
     assert_eq!((s, got), (200, png.clone()));
-    for (name, fields) in [("../evil.png", vec![]), ("ok.png", vec![("subfolder", "../../x")]), ("ok.png", vec![("subfolder", "/tmp")])] {
+    for (name, fields) in [
+        ("../evil.png", vec![]),
+        ("ok.png", vec![("subfolder", "../../x")]),
+        ("ok.png", vec![("subfolder", "/tmp")]),
+    ] {
         let (ct, body) = multipart(name, &png, &fields);
         let (s, r) = up(&ct, &body);
         assert_eq!(s, 403, "{name} {fields:?}: {r}");
@@ -327,7 +515,11 @@ fn security_tokens_paths_and_limits() {
     // /view confinement: .., absolute, a symlink out of the folder.
     std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
     std::os::unix::fs::symlink(dir.path(), dir.path().join("output/link")).unwrap();
-    std::os::unix::fs::symlink(dir.path().join("secret.txt"), dir.path().join("output/file_link.png")).unwrap();
+    std::os::unix::fs::symlink(
+        dir.path().join("secret.txt"),
+        dir.path().join("output/file_link.png"),
+    )
+    .unwrap();
     for q in [
         "filename=secret.txt&subfolder=..&type=output",
         "filename=../secret.txt&type=input",
@@ -339,20 +531,39 @@ fn security_tokens_paths_and_limits() {
     ] {
         let (s, _, b) = server.request("GET", &format!("/view?{q}"), &[], b"");
         assert!(s == 403 || s == 400, "{q}: {s}");
-        assert!(serde_json::from_slice::<Json>(&b).unwrap()["error"]["type"].is_string(), "{q}");
+        assert!(
+            serde_json::from_slice::<Json>(&b).unwrap()["error"]["type"].is_string(),
+            "{q}"
+        );
         assert!(!String::from_utf8_lossy(&b).contains("secret\""));
     }
     assert_eq!(server.get("/view?filename=missing.png").0, 404);
 
     // Body limits and malformed requests: 4xx with JSON, never a 500.
     let big = vec![b' '; (1 << 20) + 10];
-    let (s, _, b) = server.request("POST", "/prompt", &[("Content-Type", "application/json")], &big);
+    let (s, _, b) = server.request(
+        "POST",
+        "/prompt",
+        &[("Content-Type", "application/json")],
+        &big,
+    );
     assert_eq!(s, 413);
     assert!(serde_json::from_slice::<Json>(&b).is_ok());
     let (ct, body) = multipart("big.png", &vec![0u8; (1 << 20) + 10], &[]);
     assert_eq!(up(&ct, &body).0, 413);
-    for (path, body) in [("/prompt", "{not json"), ("/prompt", "[1,2]"), ("/prompt", "{\"prompt\": 5}"), ("/queue", "{\"delete\": 5}"), ("/history", "{\"delete\": \"x\"}")] {
-        let (s, _, b) = server.request("POST", path, &[("Content-Type", "application/json")], body.as_bytes());
+    for (path, body) in [
+        ("/prompt", "{not json"),
+        ("/prompt", "[1,2]"),
+        ("/prompt", "{\"prompt\": 5}"),
+        ("/queue", "{\"delete\": 5}"),
+        ("/history", "{\"delete\": \"x\"}"),
+    ] {
+        let (s, _, b) = server.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
         assert!((400..500).contains(&s), "{path} {body}: {s}");
         assert!(serde_json::from_slice::<Json>(&b).is_ok(), "{path} {body}");
     }

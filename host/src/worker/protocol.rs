@@ -25,7 +25,11 @@ pub enum Reply {
     Event { job: String, event: Json },
     /// The job finished: `report::outcome_json`, plus `files`: for each
     /// target node, the files it reported writing.
-    Done { job: String, outcome: Json, files: Json },
+    Done {
+        job: String,
+        outcome: Json,
+        files: Json,
+    },
     /// The job failed inside the worker (validation, a node error, a caught
     /// panic, an interrupt): `report::run_error_fields` or graph errors.
     Failed {

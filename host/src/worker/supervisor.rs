@@ -58,7 +58,9 @@ fn send(stdin: &Mutex<Option<ChildStdin>>, req: &Request) -> bool {
     };
     let mut line = serde_json::to_string(req).expect("requests serialise");
     line.push('\n');
-    pipe.write_all(line.as_bytes()).and_then(|_| pipe.flush()).is_ok()
+    pipe.write_all(line.as_bytes())
+        .and_then(|_| pipe.flush())
+        .is_ok()
 }
 
 struct Running {

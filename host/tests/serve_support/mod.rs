@@ -21,7 +21,10 @@ pub struct Server {
 
 /// The repository root (the demo graph reads `models/shapes-ldm` from there).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 impl Server {
@@ -39,10 +42,18 @@ impl Server {
             .arg(&input)
             .arg("--models")
             .arg(repo_root().join("models"));
-        for p in ["diffgraph_nodes_core", "diffgraph_testnodes", "diffgraph_nodes_sd", "diffgraph_nodes_sampling", "diffgraph_nodes_guidance"] {
+        for p in [
+            "diffgraph_nodes_core",
+            "diffgraph_testnodes",
+            "diffgraph_nodes_sd",
+            "diffgraph_nodes_sampling",
+            "diffgraph_nodes_guidance",
+        ] {
             cmd.arg("--plugins").arg(common::plugin_path(p));
         }
-        cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("start diffgraph serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -54,9 +65,24 @@ impl Server {
                 }
             }
         });
-        let port = rx.recv_timeout(Duration::from_secs(60)).expect("the server says where it listens within 60 s");
-        let token = extra.iter().position(|a| *a == "--auth-token-file").map(|i| std::fs::read_to_string(extra[i + 1]).unwrap().trim().to_string());
-        Server { child, port, dir: dir.to_path_buf(), token }
+        let port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server says where it listens within 60 s");
+        let token = extra
+            .iter()
+            .position(|a| *a == "--auth-token-file")
+            .map(|i| {
+                std::fs::read_to_string(extra[i + 1])
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            });
+        Server {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            token,
+        }
     }
 
     pub fn output(&self) -> PathBuf {
@@ -64,12 +90,21 @@ impl Server {
     }
 
     /// One request; returns (status, headers lowercased, body).
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
         if let Some(t) = &self.token {
-            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            {
                 head.push_str(&format!("Authorization: Bearer {t}\r\n"));
             }
         }
@@ -82,26 +117,48 @@ impl Server {
         let _ = s.write_all(body);
         let mut raw = Vec::new();
         let _ = s.read_to_end(&mut raw);
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response");
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a complete response");
         let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
         let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        assert!(!head.contains("transfer-encoding: chunked"), "unexpected chunked reply");
+        assert!(
+            !head.contains("transfer-encoding: chunked"),
+            "unexpected chunked reply"
+        );
         (status, head, raw[split + 4..].to_vec())
     }
 
     pub fn get(&self, path: &str) -> (u16, Json) {
         let (s, _, b) = self.request("GET", path, &[], b"");
-        (s, serde_json::from_slice(&b).unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&b)})))
+        (
+            s,
+            serde_json::from_slice(&b)
+                .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&b)})),
+        )
     }
 
     pub fn post(&self, path: &str, body: &Json) -> (u16, Json) {
-        let (s, _, b) = self.request("POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes());
-        (s, serde_json::from_slice(&b).unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&b)})))
+        let (s, _, b) = self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        (
+            s,
+            serde_json::from_slice(&b)
+                .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&b)})),
+        )
     }
 
     /// `POST /prompt` with a graph; the prompt id (panics unless accepted).
     pub fn queue(&self, prompt: &Json, client_id: Option<&str>) -> String {
-        let (s, r) = self.post("/prompt", &json!({ "prompt": prompt, "client_id": client_id }));
+        let (s, r) = self.post(
+            "/prompt",
+            &json!({ "prompt": prompt, "client_id": client_id }),
+        );
         assert_eq!(s, 200, "{r}");
         r["prompt_id"].as_str().unwrap().to_string()
     }
@@ -114,7 +171,10 @@ impl Server {
             if r["exec_info"]["queue_remaining"] == 0 {
                 return;
             }
-            assert!(t.elapsed() < limit, "the queue did not drain within {limit:?}");
+            assert!(
+                t.elapsed() < limit,
+                "the queue did not drain within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -134,9 +194,18 @@ impl Server {
 
     pub fn ws(&self, client_id: &str) -> Ws {
         let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let token = self.token.as_ref().map(|t| format!("&token={t}")).unwrap_or_default();
-        let url = format!("ws://127.0.0.1:{}/ws?clientId={client_id}{token}", self.port);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let token = self
+            .token
+            .as_ref()
+            .map(|t| format!("&token={t}"))
+            .unwrap_or_default();
+        let url = format!(
+            "ws://127.0.0.1:{}/ws?clientId={client_id}{token}",
+            self.port
+        );
         let (socket, _) = tungstenite::client(url.as_str(), stream).expect("websocket handshake");
         Ws { socket }
     }
@@ -161,7 +230,11 @@ impl Ws {
     /// The next text message as JSON (binary frames skipped).
     pub fn next(&mut self) -> Json {
         loop {
-            match self.socket.read().expect("a websocket message within the timeout") {
+            match self
+                .socket
+                .read()
+                .expect("a websocket message within the timeout")
+            {
                 tungstenite::Message::Text(t) => return serde_json::from_str(&t).unwrap(),
                 _ => continue,
             }
@@ -174,7 +247,9 @@ impl Ws {
         let mut seen = Vec::new();
         loop {
             let m = self.next();
-            let done = m["type"] == "executing" && m["data"]["node"].is_null() && m["data"]["prompt_id"] == prompt_id;
+            let done = m["type"] == "executing"
+                && m["data"]["node"].is_null()
+                && m["data"]["prompt_id"] == prompt_id;
             seen.push(m);
             if done {
                 return seen;
@@ -212,7 +287,10 @@ pub fn multipart(filename: &str, data: &[u8], fields: &[(&str, &str)]) -> (Strin
     let boundary = "diffgraphtestboundary7MA4YWxk";
     let mut body = Vec::new();
     for (k, v) in fields {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
     }
     body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\nContent-Type: image/png\r\n\r\n").as_bytes());
     body.extend_from_slice(data);

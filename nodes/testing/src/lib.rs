@@ -199,7 +199,12 @@ impl Node for Crash {
         NodeSchema::new("Crash", "testing")
             .description("Kills its process when run (abort, segfault, stack overflow or exit)")
             .input(InputSpec::new("x", PortType::Any).optional())
-            .input(InputSpec::string("mode").choices(&["abort", "segfault", "stack_overflow", "exit"]))
+            .input(InputSpec::string("mode").choices(&[
+                "abort",
+                "segfault",
+                "stack_overflow",
+                "exit",
+            ]))
             .output(OutputSpec::new("never", PortType::Int))
             .output_node()
     }

@@ -22,7 +22,8 @@ pub fn json_body(body: std::result::Result<Bytes, BytesRejection>) -> Result<Jso
     if bytes.is_empty() {
         return Ok(json!({}));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad("invalid_json", format!("the body is not JSON: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad("invalid_json", format!("the body is not JSON: {e}")))
 }
 
 fn internal(e: String) -> ApiError {
@@ -38,11 +39,23 @@ fn new_id() -> String {
     for w in &mut words {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
         *w = h.finish();
     }
     let hex = format!("{:016x}{:016x}", words[0], words[1]);
-    format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
 }
 
 pub async fn post_prompt(
@@ -58,7 +71,11 @@ pub async fn post_prompt(
         Ok(a) => a,
         Err(e) => return Ok((StatusCode::BAD_REQUEST, Json(e)).into_response()),
     };
-    let mut extra = body.get("extra_data").cloned().filter(Json_::is_object).unwrap_or(json!({}));
+    let mut extra = body
+        .get("extra_data")
+        .cloned()
+        .filter(Json_::is_object)
+        .unwrap_or(json!({}));
     let client_id = body
         .get("client_id")
         .and_then(Json_::as_str)
@@ -70,7 +87,12 @@ pub async fn post_prompt(
     let front = body.get("front").and_then(Json_::as_bool).unwrap_or(false);
     let id = match body.get("prompt_id").and_then(Json_::as_str) {
         Some(id) if !id.is_empty() && id.len() <= 128 => id.to_string(),
-        Some(_) => return Err(ApiError::bad("invalid_prompt_id", "prompt_id must be 1 to 128 characters")),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "invalid_prompt_id",
+                "prompt_id must be 1 to 128 characters",
+            ))
+        }
         None => new_id(),
     };
     let mut job = Job {
@@ -91,12 +113,24 @@ pub async fn post_prompt(
         if queued >= state.max_queue {
             let e = prompt::prompt_error(
                 "queue_full",
-                &format!("the queue is full ({} jobs, --max-queue {}); retry later", queued, state.max_queue),
+                &format!(
+                    "the queue is full ({} jobs, --max-queue {}); retry later",
+                    queued, state.max_queue
+                ),
             );
-            return Ok((StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], Json(e)).into_response());
+            return Ok((
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                Json(e),
+            )
+                .into_response());
         }
         if db.contains(&id).map_err(internal)? {
-            return Err(ApiError(StatusCode::CONFLICT, "duplicate_prompt_id".into(), format!("prompt_id {id} exists")));
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                "duplicate_prompt_id".into(),
+                format!("prompt_id {id} exists"),
+            ));
         }
         job.number = db.insert(&job, front).map_err(internal)?;
     }
@@ -112,12 +146,20 @@ pub async fn get_prompt(State(state): State<Arc<AppState>>) -> Json<Json_> {
 pub async fn get_queue(State(state): State<Arc<AppState>>) -> Result<Json<Json_>> {
     let (running, pending) = state.db().queue().map_err(internal)?;
     let items = |jobs: Vec<Job>| jobs.iter().map(Job::queue_item).collect::<Vec<_>>();
-    Ok(Json(json!({ "queue_running": items(running), "queue_pending": items(pending) })))
+    Ok(Json(
+        json!({ "queue_running": items(running), "queue_pending": items(pending) }),
+    ))
 }
 
 fn id_list(v: &Json_) -> Result<Vec<String>> {
-    let list = v.as_array().ok_or_else(|| ApiError::bad("invalid_delete", "`delete` must be a list of prompt ids"))?;
-    Ok(list.iter().filter_map(Json_::as_str).map(str::to_string).collect())
+    let list = v
+        .as_array()
+        .ok_or_else(|| ApiError::bad("invalid_delete", "`delete` must be a list of prompt ids"))?;
+    Ok(list
+        .iter()
+        .filter_map(Json_::as_str)
+        .map(str::to_string)
+        .collect())
 }
 
 /// `{"clear": true}` and/or `{"delete": [ids]}` on the queued jobs.
@@ -145,39 +187,62 @@ pub async fn interrupt(
 ) -> Result<Json<Json_>> {
     let body = json_body(body)?;
     let wanted = body.get("prompt_id").and_then(Json_::as_str);
-    let running = state.running.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let running = state
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let hit = match (&running, wanted) {
         (Some(_), None) => true,
         (Some(r), Some(w)) => r == w,
         (None, _) => false,
     };
     if hit {
-        if let Some(i) = state.interrupter.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(i) = state
+            .interrupter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             i.interrupt();
         }
     }
-    Ok(Json(json!({ "interrupted": if hit { running } else { None } })))
+    Ok(Json(
+        json!({ "interrupted": if hit { running } else { None } }),
+    ))
 }
 
 pub async fn get_history(
     State(state): State<Arc<AppState>>,
-    query: std::result::Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    query: std::result::Result<
+        Query<HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Result<Json<Json_>> {
     let Query(q) = query.map_err(|e| ApiError::bad("invalid_query", e.body_text()))?;
     let max = match q.get("max_items") {
         None => None,
-        Some(m) => Some(m.parse::<usize>().map_err(|_| ApiError::bad("invalid_query", "max_items must be a count"))?),
+        Some(m) => Some(
+            m.parse::<usize>()
+                .map_err(|_| ApiError::bad("invalid_query", "max_items must be a count"))?,
+        ),
     };
     let jobs = state.db().history(None, max).map_err(internal)?;
     Ok(Json(history_map(&jobs)))
 }
 
 fn history_map(jobs: &[Job]) -> Json_ {
-    let map: Map<String, Json_> = jobs.iter().map(|j| (j.id.clone(), j.history_entry())).collect();
+    let map: Map<String, Json_> = jobs
+        .iter()
+        .map(|j| (j.id.clone(), j.history_entry()))
+        .collect();
     Json_::Object(map)
 }
 
-pub async fn get_history_one(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Json_>> {
+pub async fn get_history_one(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Json_>> {
     let jobs = state.db().history(Some(&id), None).map_err(internal)?;
     Ok(Json(history_map(&jobs)))
 }

@@ -127,8 +127,11 @@ impl Db {
             [messages.to_string()],
         )
         .map_err(err)?;
-        conn.execute("UPDATE jobs SET state = 'queued' WHERE state = 'running'", [])
-            .map_err(err)?;
+        conn.execute(
+            "UPDATE jobs SET state = 'queued' WHERE state = 'running'",
+            [],
+        )
+        .map_err(err)?;
         Ok((Db { conn }, requeue, failed))
     }
 
@@ -222,7 +225,13 @@ impl Db {
     }
 
     /// Records how a job ended (`success`, `error`, `interrupted`).
-    pub fn finish(&self, id: &str, state: &str, outputs: &Json, messages: &Json) -> Result<(), String> {
+    pub fn finish(
+        &self,
+        id: &str,
+        state: &str,
+        outputs: &Json,
+        messages: &Json,
+    ) -> Result<(), String> {
         self.conn
             .execute(
                 "UPDATE jobs SET state = ?2, outputs = ?3, messages = ?4, finished = strftime('%s','now') WHERE id = ?1",
@@ -243,7 +252,9 @@ impl Db {
     /// Removes queued jobs: those in `ids`, or all with None. Returns how many.
     pub fn delete_queued(&self, ids: Option<&[String]>) -> Result<usize, String> {
         match ids {
-            None => self.conn.execute("DELETE FROM jobs WHERE state = 'queued'", []),
+            None => self
+                .conn
+                .execute("DELETE FROM jobs WHERE state = 'queued'", []),
             Some(ids) => ids.iter().try_fold(0, |n, id| {
                 self.conn
                     .execute("DELETE FROM jobs WHERE state = 'queued' AND id = ?1", [id])
@@ -274,7 +285,9 @@ impl Db {
     pub fn delete_history(&self, ids: Option<&[String]>) -> Result<usize, String> {
         let done = "state IN ('success', 'error', 'interrupted')";
         match ids {
-            None => self.conn.execute(&format!("DELETE FROM jobs WHERE {done}"), []),
+            None => self
+                .conn
+                .execute(&format!("DELETE FROM jobs WHERE {done}"), []),
             Some(ids) => ids.iter().try_fold(0, |n, id| {
                 self.conn
                     .execute(&format!("DELETE FROM jobs WHERE {done} AND id = ?1"), [id])

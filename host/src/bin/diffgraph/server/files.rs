@@ -17,7 +17,11 @@ use std::sync::Arc;
 type Result<T> = std::result::Result<T, ApiError>;
 
 fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::FORBIDDEN, "forbidden_path".into(), message.into())
+    ApiError(
+        StatusCode::FORBIDDEN,
+        "forbidden_path".into(),
+        message.into(),
+    )
 }
 
 /// `output`, `input` or `temp`.
@@ -26,7 +30,10 @@ fn base<'a>(state: &'a AppState, kind: &str) -> Result<&'a Path> {
         "" | "output" => Ok(&state.output),
         "input" => Ok(&state.input),
         "temp" => Ok(&state.temp),
-        other => Err(ApiError::bad("invalid_type", format!("type `{other}` is not output, input or temp"))),
+        other => Err(ApiError::bad(
+            "invalid_type",
+            format!("type `{other}` is not output, input or temp"),
+        )),
     }
 }
 
@@ -34,21 +41,32 @@ fn base<'a>(state: &'a AppState, kind: &str) -> Result<&'a Path> {
 pub fn join_confined(base: &Path, subfolder: &str, filename: &str) -> Result<PathBuf> {
     let plain = |s: &str| {
         let p = Path::new(s);
-        !s.contains('\0') && !s.contains('\\') && p.components().all(|c| matches!(c, Component::Normal(_)))
+        !s.contains('\0')
+            && !s.contains('\\')
+            && p.components().all(|c| matches!(c, Component::Normal(_)))
     };
-    let name_ok = !filename.is_empty() && plain(filename) && Path::new(filename).components().count() == 1;
+    let name_ok =
+        !filename.is_empty() && plain(filename) && Path::new(filename).components().count() == 1;
     if !name_ok {
         return Err(forbidden(format!("`{filename}` is not a plain file name")));
     }
     if !subfolder.is_empty() && !plain(subfolder) {
-        return Err(forbidden(format!("subfolder `{subfolder}` leaves its folder")));
+        return Err(forbidden(format!(
+            "subfolder `{subfolder}` leaves its folder"
+        )));
     }
     Ok(base.join(subfolder).join(filename))
 }
 
 /// Refuses a path whose real location (symlinks resolved) is outside `base`.
 fn inside(base: &Path, path: &Path) -> Result<PathBuf> {
-    let real = std::fs::canonicalize(path).map_err(|_| ApiError(StatusCode::NOT_FOUND, "not_found".into(), "no such file".into()))?;
+    let real = std::fs::canonicalize(path).map_err(|_| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found".into(),
+            "no such file".into(),
+        )
+    })?;
     if real.starts_with(base) {
         Ok(real)
     } else {
@@ -57,7 +75,12 @@ fn inside(base: &Path, path: &Path) -> Result<PathBuf> {
 }
 
 fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("png") => "image/png",
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("webp") => "image/webp",
@@ -67,8 +90,11 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-fn query(q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>) -> Result<HashMap<String, String>> {
-    q.map(|Query(q)| q).map_err(|e| ApiError::bad("invalid_query", e.body_text()))
+fn query(
+    q: std::result::Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad("invalid_query", e.body_text()))
 }
 
 /// `GET /view?filename=&subfolder=&type=`.
@@ -82,12 +108,19 @@ pub async fn view(
     let path = join_confined(base, get("subfolder"), get("filename"))?;
     let real = inside(base, &path)?;
     if !real.is_file() {
-        return Err(ApiError(StatusCode::NOT_FOUND, "not_found".into(), "no such file".into()));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found".into(),
+            "no such file".into(),
+        ));
     }
     let bytes = std::fs::read(&real).map_err(|e| ApiError::internal(e.to_string()))?;
     let disposition = format!("filename=\"{}\"", get("filename").replace('"', ""));
     Ok((
-        [(header::CONTENT_TYPE, content_type(&real).to_string()), (header::CONTENT_DISPOSITION, disposition)],
+        [
+            (header::CONTENT_TYPE, content_type(&real).to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
         bytes,
     )
         .into_response())
@@ -96,9 +129,19 @@ pub async fn view(
 /// `POST /upload/image` (multipart: `image`, `overwrite`, `subfolder`,
 /// `type`). The bytes must decode as an image; an existing name is kept
 /// and the upload renamed `name (1).png` unless `overwrite` is true.
-pub async fn upload_image(State(state): State<Arc<AppState>>, multipart: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>) -> Result<Json<Json_>> {
-    let mut multipart = multipart.map_err(|e| ApiError(e.status(), "bad_multipart".into(), e.body_text()))?;
-    let (mut file, mut name, mut overwrite, mut subfolder, mut kind) = (None, String::new(), false, String::new(), "input".to_string());
+pub async fn upload_image(
+    State(state): State<Arc<AppState>>,
+    multipart: std::result::Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Json<Json_>> {
+    let mut multipart =
+        multipart.map_err(|e| ApiError(e.status(), "bad_multipart".into(), e.body_text()))?;
+    let (mut file, mut name, mut overwrite, mut subfolder, mut kind) = (
+        None,
+        String::new(),
+        false,
+        String::new(),
+        "input".to_string(),
+    );
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(f)) => f,
@@ -109,7 +152,10 @@ pub async fn upload_image(State(state): State<Arc<AppState>>, multipart: std::re
         if field_name == "image" {
             name = field.file_name().unwrap_or_default().to_string();
         }
-        let data = field.bytes().await.map_err(|e| ApiError(e.status(), "bad_multipart".into(), e.body_text()))?;
+        let data = field
+            .bytes()
+            .await
+            .map_err(|e| ApiError(e.status(), "bad_multipart".into(), e.body_text()))?;
         let text = || String::from_utf8_lossy(&data).trim().to_string();
         match field_name.as_str() {
             "image" => file = Some(data.clone()),
@@ -123,7 +169,11 @@ pub async fn upload_image(State(state): State<Arc<AppState>>, multipart: std::re
         return Err(ApiError::bad("no_image", "the form has no `image` file"));
     };
     if image::load_from_memory(&data).is_err() {
-        return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image".into(), format!("`{name}` is not an image this server reads (PNG)")));
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not_an_image".into(),
+            format!("`{name}` is not an image this server reads (PNG)"),
+        ));
     }
     let base = base(&state, &kind)?.to_path_buf();
     let mut path = join_confined(&base, &subfolder, &name)?;
@@ -144,8 +194,12 @@ pub async fn upload_image(State(state): State<Arc<AppState>>, multipart: std::re
     }
     // Written beside, then renamed: never a half-written file under the name.
     let tmp = dir.join(format!(".{name}.upload"));
-    std::fs::write(&tmp, &data).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(Json(json!({ "name": name, "subfolder": subfolder, "type": kind })))
+    std::fs::write(&tmp, &data)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(
+        json!({ "name": name, "subfolder": subfolder, "type": kind }),
+    ))
 }
 
 fn split_name(name: &str) -> (&str, &str) {
@@ -169,12 +223,18 @@ fn entries(dir: &Path) -> Vec<String> {
 
 /// `GET /models`: the folders under `--models`.
 pub async fn model_folders(State(state): State<Arc<AppState>>) -> Json<Json_> {
-    let dirs: Vec<String> = entries(&state.models).into_iter().filter(|n| state.models.join(n).is_dir()).collect();
+    let dirs: Vec<String> = entries(&state.models)
+        .into_iter()
+        .filter(|n| state.models.join(n).is_dir())
+        .collect();
     Json(dirs.into())
 }
 
 /// `GET /models/{folder}`: what that folder holds.
-pub async fn models_in(State(state): State<Arc<AppState>>, UrlPath(folder): UrlPath<String>) -> Result<Json<Json_>> {
+pub async fn models_in(
+    State(state): State<Arc<AppState>>,
+    UrlPath(folder): UrlPath<String>,
+) -> Result<Json<Json_>> {
     let path = join_confined(&state.models, "", &folder)?;
     let models = std::fs::canonicalize(&state.models).unwrap_or(state.models.clone());
     let real = inside(&models, &path)?;
@@ -183,6 +243,9 @@ pub async fn models_in(State(state): State<Arc<AppState>>, UrlPath(folder): UrlP
 
 /// `GET /embeddings`: files under `<models>/embeddings`, without extension.
 pub async fn embeddings(State(state): State<Arc<AppState>>) -> Json<Json_> {
-    let names: Vec<String> = entries(&state.models.join("embeddings")).iter().map(|n| split_name(n).0.to_string()).collect();
+    let names: Vec<String> = entries(&state.models.join("embeddings"))
+        .iter()
+        .map(|n| split_name(n).0.to_string())
+        .collect();
     Json(names.into())
 }

@@ -88,7 +88,11 @@ pub async fn object_info_one(
 ) -> Result<Json<Json_>, ApiError> {
     match state.registry.get(&name) {
         Some(t) => Ok(Json(json!({ name: node_info(&t.schema) }))),
-        None => Err(ApiError(StatusCode::NOT_FOUND, "unknown_node_type".into(), format!("no node type `{name}`"))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "unknown_node_type".into(),
+            format!("no node type `{name}`"),
+        )),
     }
 }
 

@@ -38,7 +38,11 @@ impl ApiError {
         ApiError(StatusCode::BAD_REQUEST, kind.into(), message.into())
     }
     pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal".into(), message.into())
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal".into(),
+            message.into(),
+        )
     }
 }
 
@@ -99,14 +103,20 @@ pub fn serve(a: ServeArgs) -> i32 {
                 return EXIT_BAD_INPUT;
             }
         };
-        let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let local = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         // Tests and scripts wait for this line (the port may be 0: any free one).
         println!("listening on http://{local}");
         let app = router(state);
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        match axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        match axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -142,7 +152,13 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(routes())
         .nest("/api", routes())
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not_found".into(), "no such endpoint".into()) })
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "not_found".into(),
+                "no such endpoint".into(),
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
@@ -159,15 +175,20 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "));
-    let query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("token="))
-    });
+    let query = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
     let given = header.or(query).unwrap_or_default();
     if constant_time_eq(given.as_bytes(), token.as_bytes()) {
         next.run(req).await
     } else {
-        ApiError(StatusCode::UNAUTHORIZED, "unauthorized".into(), "a valid bearer token is required".into()).into_response()
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized".into(),
+            "a valid bearer token is required".into(),
+        )
+        .into_response()
     }
 }
 

@@ -57,10 +57,20 @@ pub fn check(prompt: &Json, registry: &Registry) -> Result<(Accepted, CheckedGra
                 .graph
                 .nodes
                 .iter()
-                .filter(|n| registry.get(&n.type_name).is_some_and(|t| t.schema.output_node))
+                .filter(|n| {
+                    registry
+                        .get(&n.type_name)
+                        .is_some_and(|t| t.schema.output_node)
+                })
                 .map(|n| n.id.clone())
                 .collect();
-            Ok((Accepted { graph: text, outputs }, checked))
+            Ok((
+                Accepted {
+                    graph: text,
+                    outputs,
+                },
+                checked,
+            ))
         }
         Err(errors) => Err(errors_json(&errors, &graph)),
     }
@@ -115,9 +125,9 @@ fn errors_json(errors: &GraphErrors, graph: &Json) -> Json {
             }
         };
         let class = graph["nodes"][node]["type"].clone();
-        let entry = node_errors
-            .entry(node.clone())
-            .or_insert_with(|| json!({ "errors": [], "dependent_outputs": [], "class_type": class }));
+        let entry = node_errors.entry(node.clone()).or_insert_with(
+            || json!({ "errors": [], "dependent_outputs": [], "class_type": class }),
+        );
         if let Some(list) = entry["errors"].as_array_mut() {
             list.push(item);
         }

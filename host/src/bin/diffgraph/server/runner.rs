@@ -20,13 +20,18 @@ pub fn spawn(state: Arc<AppState>) {
         .name("job-runner".into())
         .spawn(move || {
             let mut supervisor = Supervisor::new(state.worker.clone());
-            *state.interrupter.lock().unwrap_or_else(|p| p.into_inner()) = Some(supervisor.interrupter());
+            *state.interrupter.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(supervisor.interrupter());
             // Start the worker early: the first job should not pay for it.
             if let Err(e) = supervisor.start() {
                 eprintln!("warning: {e}");
             }
             loop {
-                let next = state.db.lock().unwrap_or_else(|p| p.into_inner()).take_next();
+                let next = state
+                    .db
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take_next();
                 match next {
                     Ok(Some(job)) => run_job(&state, &mut supervisor, job),
                     Ok(None) => {
@@ -69,12 +74,21 @@ impl Messages<'_> {
 fn run_job(state: &AppState, supervisor: &mut Supervisor, job: Job) {
     *state.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(job.id.clone());
     state.send_status();
-    let mut msgs = Messages { state, job: &job, kept: Vec::new() };
+    let mut msgs = Messages {
+        state,
+        job: &job,
+        kept: Vec::new(),
+    };
     // Progress and `executing` are for the graph's top-level nodes (loop
     // bodies run once per step; the loop node carries the progress).
     let (top, types) = match diffgraph::parse_graph(&job.graph, &[], &state.registry, true) {
         Ok(c) => {
-            let types = c.graph.nodes.iter().map(|n| (n.id.clone(), Json::from(n.type_name.clone()))).collect::<Map<_, _>>();
+            let types = c
+                .graph
+                .nodes
+                .iter()
+                .map(|n| (n.id.clone(), Json::from(n.type_name.clone())))
+                .collect::<Map<_, _>>();
             (c.top_level_ids(), types)
         }
         Err(_) => (HashSet::new(), Map::new()),
@@ -97,32 +111,53 @@ fn run_job(state: &AppState, supervisor: &mut Supervisor, job: Job) {
             _ => {}
         }
     });
-    let type_of = |n: &Option<String>| n.as_ref().and_then(|n| types.get(n)).cloned().unwrap_or(Json::Null);
+    let type_of = |n: &Option<String>| {
+        n.as_ref()
+            .and_then(|n| types.get(n))
+            .cloned()
+            .unwrap_or(Json::Null)
+    };
     let (final_state, outputs) = match end {
         JobEnd::Done { files, .. } => {
             let outputs = image_outputs(&state.output, &files);
             for (node, output) in outputs.as_object().into_iter().flatten() {
-                msgs.send("executed", json!({ "node": node, "display_node": node, "output": output }));
+                msgs.send(
+                    "executed",
+                    json!({ "node": node, "display_node": node, "output": output }),
+                );
             }
             msgs.send("execution_success", json!({}));
             ("success", outputs)
         }
-        JobEnd::Failed { node, interrupted: true, .. } => {
-            msgs.send("execution_interrupted", json!({ "node_id": node, "node_type": type_of(&node), "executed": executed }));
+        JobEnd::Failed {
+            node,
+            interrupted: true,
+            ..
+        } => {
+            msgs.send(
+                "execution_interrupted",
+                json!({ "node_id": node, "node_type": type_of(&node), "executed": executed }),
+            );
             ("interrupted", json!({}))
         }
         JobEnd::Failed { node, error, .. } => {
-            msgs.send("execution_error", json!({
-                "node_id": node, "node_type": type_of(&node), "executed": executed,
-                "exception_message": error, "exception_type": "NodeError", "traceback": [],
-                "current_inputs": {}, "current_outputs": {},
-            }));
+            msgs.send(
+                "execution_error",
+                json!({
+                    "node_id": node, "node_type": type_of(&node), "executed": executed,
+                    "exception_message": error, "exception_type": "NodeError", "traceback": [],
+                    "current_inputs": {}, "current_outputs": {},
+                }),
+            );
             ("error", json!({}))
         }
         JobEnd::Crashed { node, how } => {
             let (id, ty) = node.map_or((None, None), |(i, t)| (Some(i), Some(t)));
             let message = match &id {
-                Some(n) => format!("the worker process died while node `{n}` ({}) ran: {how}; it was restarted", ty.clone().unwrap_or_default()),
+                Some(n) => format!(
+                    "the worker process died while node `{n}` ({}) ran: {how}; it was restarted",
+                    ty.clone().unwrap_or_default()
+                ),
                 None => format!("the worker process died: {how}; it was restarted"),
             };
             eprintln!("job {}: {message}", job.id);
@@ -134,12 +169,21 @@ fn run_job(state: &AppState, supervisor: &mut Supervisor, job: Job) {
             ("error", json!({}))
         }
     };
-    if let Err(e) = state.db().finish(&job.id, final_state, &outputs, &Json::Array(msgs.kept.clone())) {
+    if let Err(e) = state.db().finish(
+        &job.id,
+        final_state,
+        &outputs,
+        &Json::Array(msgs.kept.clone()),
+    ) {
         eprintln!("error: job {}: {e}", job.id);
     }
     *state.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
     // ComfyUI's end-of-prompt marker, after the history is written.
-    state.send(job.client_id.as_deref(), "executing", json!({ "node": null, "prompt_id": job.id }));
+    state.send(
+        job.client_id.as_deref(),
+        "executing",
+        json!({ "node": null, "prompt_id": job.id }),
+    );
     state.send_status();
 }
 
@@ -157,7 +201,10 @@ fn image_outputs(output_dir: &Path, files: &Json) -> Json {
                 let real = std::fs::canonicalize(f).ok()?;
                 let rel = real.strip_prefix(output_dir).ok()?;
                 let filename = rel.file_name()?.to_string_lossy().to_string();
-                let subfolder = rel.parent().map(|p| p.to_string_lossy().to_string()).unwrap_or_default();
+                let subfolder = rel
+                    .parent()
+                    .map(|p| p.to_string_lossy().to_string())
+                    .unwrap_or_default();
                 Some(json!({ "filename": filename, "subfolder": subfolder, "type": "output" }))
             })
             .collect();

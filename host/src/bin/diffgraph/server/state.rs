@@ -54,7 +54,10 @@ impl AppState {
                     .map_err(|e| format!("--auth-token-file {}: {e}", f.display()))?;
                 let t = t.trim().to_string();
                 if t.is_empty() {
-                    return Err(format!("--auth-token-file {}: the file is empty", f.display()));
+                    return Err(format!(
+                        "--auth-token-file {}: the file is empty",
+                        f.display()
+                    ));
                 }
                 Some(t)
             }
@@ -66,10 +69,16 @@ impl AppState {
         }
         let (db, requeued, failed) = super::db::Db::open(&output.join("diffgraph-server.sqlite3"))?;
         if !requeued.is_empty() {
-            eprintln!("re-queued {} job(s) that were running when the server stopped", requeued.len());
+            eprintln!(
+                "re-queued {} job(s) that were running when the server stopped",
+                requeued.len()
+            );
         }
         if !failed.is_empty() {
-            eprintln!("marked {} job(s) failed: the server stopped twice while they ran", failed.len());
+            eprintln!(
+                "marked {} job(s) failed: the server stopped twice while they ran",
+                failed.len()
+            );
         }
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
         let mut args: Vec<std::ffi::OsString> = vec!["worker".into()];
@@ -78,11 +87,14 @@ impl AppState {
             args.push(std::path::absolute(p).unwrap_or(p.clone()).into());
         }
         args.push("--device".into());
-        args.push(match a.device {
-            DeviceRequest::Cpu => "cpu".to_string(),
-            DeviceRequest::Cuda(n) => format!("cuda:{n}"),
-            DeviceRequest::Auto => "auto".to_string(),
-        }.into());
+        args.push(
+            match a.device {
+                DeviceRequest::Cpu => "cpu".to_string(),
+                DeviceRequest::Cuda(n) => format!("cuda:{n}"),
+                DeviceRequest::Auto => "auto".to_string(),
+            }
+            .into(),
+        );
         args.push("--out".into());
         args.push(output.clone().into());
         Ok(AppState {

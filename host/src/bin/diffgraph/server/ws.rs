@@ -18,7 +18,15 @@ pub async fn handler(
         .get("clientId")
         .filter(|c| !c.is_empty() && c.len() <= 128)
         .cloned()
-        .unwrap_or_else(|| format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)));
+        .unwrap_or_else(|| {
+            format!(
+                "{:x}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            )
+        });
     ws.on_upgrade(move |socket| client(socket, state, sid))
 }
 

@@ -144,34 +144,33 @@ impl Supervisor {
         let sent = send(&self.stdin.stdin, &request);
         let mut current: Option<(String, String)> = None;
         let running = self.running.as_mut().expect("started");
-        while sent {
-            match read_reply(&mut running.stdout) {
-                Some(Reply::Event { job: j, event }) if j == job => {
+        while let Some(reply) = sent.then(|| read_reply(&mut running.stdout)).flatten() {
+            match reply {
+                Reply::Event { job: j, event } if j == job => {
                     if event["event"] == "node_start" {
                         let s = |k: &str| event[k].as_str().unwrap_or_default().to_string();
                         current = Some((s("node"), s("type")));
                     }
                     on_event(&event);
                 }
-                Some(Reply::Done {
+                Reply::Done {
                     job: j,
                     outcome,
                     files,
-                }) if j == job => return JobEnd::Done { outcome, files },
-                Some(Reply::Failed {
+                } if j == job => return JobEnd::Done { outcome, files },
+                Reply::Failed {
                     job: j,
                     node,
                     error,
                     interrupted,
-                }) if j == job => {
+                } if j == job => {
                     return JobEnd::Failed {
                         node,
                         error,
                         interrupted,
                     }
                 }
-                Some(_) => continue,
-                None => break,
+                _ => continue,
             }
         }
         // The pipe closed: the worker died (or could not be written to).

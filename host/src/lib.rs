@@ -19,6 +19,7 @@ pub mod device;
 pub mod exec;
 pub mod graph;
 pub mod plugin;
+pub mod pngtext;
 pub mod report;
 pub mod value;
 pub mod watch;
@@ -38,20 +39,31 @@ const _: fn() = || {
     send_sync::<CheckedGraph>();
 };
 
-/// Reads, overrides and validates a graph file.
+/// Reads, overrides and validates a graph file: JSON, or a PNG carrying its
+/// graph (`pngtext`).
 pub fn load_graph(
     path: &std::path::Path,
     overrides: &[graph::overrides::Override],
     registry: &Registry,
     require_outputs: bool,
 ) -> Result<CheckedGraph, GraphErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        GraphErrors(vec![GraphError::new(
-            graph::ErrorKind::InvalidGraph,
-            format!("cannot read {}: {e}", path.display()),
-        )])
-    })?;
+    let text = read_graph_text(path)
+        .map_err(|m| GraphErrors(vec![GraphError::new(graph::ErrorKind::InvalidGraph, m)]))?;
     parse_graph(&text, overrides, registry, require_outputs)
+}
+
+/// A graph file's text; for a `.png`, the graph embedded in it.
+pub fn read_graph_text(path: &std::path::Path) -> Result<String, String> {
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let is_png = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if is_png {
+        let bytes = std::fs::read(path).map_err(cannot)?;
+        pngtext::embedded_graph(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    } else {
+        std::fs::read_to_string(path).map_err(cannot)
+    }
 }
 
 /// Parses, overrides and validates graph text.

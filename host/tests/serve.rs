@@ -98,6 +98,14 @@ fn comfyui_example_clients_run_the_demo_graph() {
                 assert!(head.contains("content-type: image/png"));
                 let png = image::load_from_memory(&bytes).expect("a PNG");
                 assert_eq!((png.width(), png.height()), (64, 64));
+                // The image carries the graph that made it.
+                let text = diffgraph::pngtext::read(&bytes).unwrap();
+                let (key, graph) = &text[0];
+                assert_eq!(key, "diffgraph");
+                let graph: Json = serde_json::from_str(graph).unwrap();
+                // Both jobs write demo.png (SaveImage has no counter yet): the
+                // file holds the second job's image and graph.
+                assert_eq!(graph["nodes"]["noise"]["inputs"]["seed"], 7);
             }
         }
     }
@@ -115,6 +123,19 @@ fn comfyui_example_clients_run_the_demo_graph() {
         h["prompt"][2], api,
         "the history keeps the prompt as submitted"
     );
+    let img = &h["outputs"]["3"]["images"][0];
+    let (_, _, bytes) = server.request(
+        "GET",
+        &format!("/view?filename={}", img["filename"].as_str().unwrap()),
+        &[],
+        b"",
+    );
+    let text = diffgraph::pngtext::read(&bytes).unwrap();
+    assert_eq!(
+        text[0].0, "prompt",
+        "ComfyUI's key for an API-format prompt"
+    );
+    assert_eq!(serde_json::from_str::<Json>(&text[0].1).unwrap(), api);
 
     // The informational endpoints, bare and under /api.
     for prefix in ["", "/api"] {
@@ -572,4 +593,52 @@ fn security_tokens_paths_and_limits() {
     // No CORS headers: other origins cannot read replies from a browser.
     let (_, head, _) = server.request("GET", "/queue", &[("Origin", "http://evil.example")], b"");
     assert!(!head.contains("access-control-allow-origin"));
+}
+
+/// `run` writes the graph (overrides applied) into its PNGs, and
+/// `run image.png` re-runs it: the same pixels.
+#[test]
+fn run_embeds_its_graph_and_reruns_it_from_a_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("g.json");
+    std::fs::write(&graph, image_graph(5, "first").to_string()).unwrap();
+    let run = |args: &[&str], out: &str| {
+        let o = std::process::Command::new(common::diffgraph_bin())
+            .arg("run")
+            .args(args)
+            .args([
+                "-q",
+                "--plugins",
+                common::plugin_path("diffgraph_nodes_core")
+                    .to_str()
+                    .unwrap(),
+                "--out",
+            ])
+            .arg(dir.path().join(out))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let first = run(&[graph.to_str().unwrap(), "--set", "noise.seed=9"], "a");
+    let text = diffgraph::pngtext::read(&std::fs::read(&first).unwrap()).unwrap();
+    let embedded: Json = serde_json::from_str(&text[0].1).unwrap();
+    assert_eq!(
+        embedded["nodes"]["noise"]["inputs"]["seed"], 9,
+        "overrides applied"
+    );
+    let second = run(&[&first], "b");
+    assert_ne!(first, second);
+    let pixels = |p: &str| image::open(p).unwrap().to_rgb8().into_raw();
+    assert_eq!(pixels(&first), pixels(&second));
+    // A PNG without a graph is refused clearly.
+    let plain = dir.path().join("plain.png");
+    std::fs::write(&plain, png_bytes()).unwrap();
+    let o = std::process::Command::new(common::diffgraph_bin())
+        .arg("run")
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("carries no graph"));
 }

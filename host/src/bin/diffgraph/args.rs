@@ -79,7 +79,7 @@ pub struct ExecArgs {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The graph file (JSON).
+    /// The graph file (JSON), or a PNG that carries its graph (written by `run` or `serve`).
     pub graph: PathBuf,
     #[command(flatten)]
     pub exec: ExecArgs,

@@ -109,7 +109,7 @@ fn memory() -> (u64, u64) {
     (field("MemTotal:"), field("MemAvailable:"))
 }
 
-pub async fn system_stats() -> Json<Json_> {
+pub async fn system_stats(State(state): State<Arc<AppState>>) -> Json<Json_> {
     let (total, free) = memory();
     Json(json!({
         "system": {
@@ -122,8 +122,10 @@ pub async fn system_stats() -> Json<Json_> {
             "embedded_python": false,
             "argv": std::env::args().collect::<Vec<_>>(),
         },
+        // The worker's device as requested; memory figures are not measured.
         "devices": [{
-            "name": "cpu", "type": "cpu", "index": null,
+            "name": state.device, "type": state.device.split(':').next().unwrap_or("cpu"),
+            "index": state.device.split(':').nth(1).and_then(|i| i.parse::<u32>().ok()),
             "vram_total": 0, "vram_free": 0, "torch_vram_total": 0, "torch_vram_free": 0,
         }],
     }))

@@ -1,9 +1,9 @@
 //! What `POST /prompt` accepts: diffgraph's native graph (an object with
-//! `nodes`) or ComfyUI's API format (`{id: {class_type, inputs}}`, taken
-//! as it is: node types and input names must be diffgraph's until the
-//! ComfyUI workflow translation exists). Validation errors come back in
-//! ComfyUI's `{error, node_errors}` shape.
-use diffgraph::graph::ErrorKind;
+//! `nodes`) or ComfyUI's API format (`graph::comfy_api`: node types and
+//! input names must be diffgraph's until the ComfyUI workflow translation
+//! exists). Validation errors come back in ComfyUI's `{error, node_errors}`
+//! shape.
+use diffgraph::graph::{comfy_api, ErrorKind};
 use diffgraph::{CheckedGraph, GraphErrors, Registry};
 use serde_json::{json, Map, Value as Json};
 
@@ -13,43 +13,9 @@ pub struct Accepted {
     pub outputs: Vec<String>,
 }
 
-/// The native graph for a submitted prompt.
-pub fn native(prompt: &Json) -> Result<Json, String> {
-    let Some(obj) = prompt.as_object() else {
-        return Err("the prompt must be a JSON object".into());
-    };
-    if obj.contains_key("nodes") {
-        return Ok(prompt.clone());
-    }
-    let mut nodes = Map::new();
-    for (id, node) in obj {
-        let Some(class) = node.get("class_type").and_then(Json::as_str) else {
-            return Err(format!(
-                "node `{id}` has no `class_type` (a prompt is a native graph with `nodes`, or ComfyUI's API format)"
-            ));
-        };
-        let inputs: Map<String, Json> = node
-            .get("inputs")
-            .and_then(Json::as_object)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), api_input(v))).collect())
-            .unwrap_or_default();
-        nodes.insert(id.clone(), json!({ "type": class, "inputs": inputs }));
-    }
-    Ok(json!({ "nodes": nodes }))
-}
-
-/// ComfyUI wraps list constants as `{"__value__": [...]}`; diffgraph's
-/// constant wrapper is `{"value": ...}`. Links `["id", index]` are the same.
-fn api_input(v: &Json) -> Json {
-    match v.get("__value__") {
-        Some(inner) if v.as_object().is_some_and(|o| o.len() == 1) => json!({ "value": inner }),
-        _ => v.clone(),
-    }
-}
-
 /// Validates a prompt against the node types; errors in ComfyUI's shape.
 pub fn check(prompt: &Json, registry: &Registry) -> Result<(Accepted, CheckedGraph), Json> {
-    let graph = native(prompt).map_err(|m| prompt_error("invalid_prompt", &m))?;
+    let graph = comfy_api::to_native(prompt).map_err(|m| prompt_error("invalid_prompt", &m))?;
     let text = graph.to_string();
     match diffgraph::parse_graph(&text, &[], registry, true) {
         Ok(checked) => {

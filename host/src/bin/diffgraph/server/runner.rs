@@ -3,6 +3,8 @@
 //! ComfyUI's WebSocket messages, and records the outcome in the history.
 use super::db::Job;
 use super::state::AppState;
+use diffgraph::graph::comfy_api;
+use diffgraph::pngtext;
 use diffgraph::worker::{JobEnd, Supervisor};
 use serde_json::{json, Map, Value as Json};
 use std::collections::HashSet;
@@ -119,6 +121,7 @@ fn run_job(state: &AppState, supervisor: &mut Supervisor, job: Job) {
     };
     let (final_state, outputs) = match end {
         JobEnd::Done { files, .. } => {
+            embed_graph(&job, &files);
             let outputs = image_outputs(&state.output, &files);
             for (node, output) in outputs.as_object().into_iter().flatten() {
                 msgs.send(
@@ -213,4 +216,36 @@ fn image_outputs(output_dir: &Path, files: &Json) -> Json {
         }
     }
     Json::Object(map)
+}
+
+/// Writes the job's graph into every PNG it produced, as ComfyUI does: the
+/// API-format prompt under `prompt` (a native graph under `diffgraph`), and
+/// each `extra_data.extra_pnginfo` entry (ComfyUI's `workflow`) under its key.
+fn embed_graph(job: &Job, files: &Json) {
+    let prompt = job.prompt.to_string();
+    let mut entries: Vec<(String, String)> = vec![if comfy_api::is_native(&job.prompt) {
+        (pngtext::NATIVE_KEY.into(), job.graph.clone())
+    } else {
+        (pngtext::PROMPT_KEY.into(), prompt)
+    }];
+    for (k, v) in job.extra["extra_pnginfo"].as_object().into_iter().flatten() {
+        entries.push((k.clone(), v.to_string()));
+    }
+    let entries: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let pngs = files
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(_, l)| l.as_array().into_iter().flatten());
+    for f in pngs
+        .filter_map(Json::as_str)
+        .filter(|f| f.ends_with(".png"))
+    {
+        if let Err(e) = pngtext::add_to_file(Path::new(f), &entries) {
+            eprintln!("warning: job {}: {e}", job.id);
+        }
+    }
 }

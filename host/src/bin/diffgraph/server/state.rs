@@ -32,6 +32,8 @@ pub struct AppState {
     pub temp: PathBuf,
     pub models: PathBuf,
     pub token: Option<String>,
+    /// `--device` as given (cpu, cuda:N, auto), for `/system_stats`.
+    pub device: String,
     pub max_queue: usize,
     pub max_body: usize,
 }
@@ -86,15 +88,13 @@ impl AppState {
             args.push("--plugins".into());
             args.push(std::path::absolute(p).unwrap_or(p.clone()).into());
         }
+        let device = match a.device {
+            DeviceRequest::Cpu => "cpu".to_string(),
+            DeviceRequest::Cuda(n) => format!("cuda:{n}"),
+            DeviceRequest::Auto => "auto".to_string(),
+        };
         args.push("--device".into());
-        args.push(
-            match a.device {
-                DeviceRequest::Cpu => "cpu".to_string(),
-                DeviceRequest::Cuda(n) => format!("cuda:{n}"),
-                DeviceRequest::Auto => "auto".to_string(),
-            }
-            .into(),
-        );
+        args.push(device.clone().into());
         args.push("--out".into());
         args.push(output.clone().into());
         Ok(AppState {
@@ -110,6 +110,7 @@ impl AppState {
             temp,
             models,
             token,
+            device,
             max_queue: a.max_queue,
             max_body: a.max_body_mb.saturating_mul(1 << 20),
         })

@@ -28,8 +28,11 @@ fn crc32(parts: &[&[u8]]) -> u32 {
     !crc
 }
 
-/// The chunks of a PNG: (type, data, start offset of the chunk).
-fn chunks(png: &[u8]) -> Result<Vec<([u8; 4], &[u8], usize)>, String> {
+/// One chunk: its type, its data, and where the chunk starts in the file.
+type Chunk<'a> = ([u8; 4], &'a [u8], usize);
+
+/// The chunks of a PNG, up to and including `IEND`.
+fn chunks(png: &[u8]) -> Result<Vec<Chunk<'_>>, String> {
     if !png.starts_with(SIGNATURE) {
         return Err("not a PNG file".into());
     }

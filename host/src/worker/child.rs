@@ -4,8 +4,23 @@ use super::protocol::{Reply, Request};
 use crate::exec::{Event, Observer};
 use crate::{report, Executor, RunError};
 use std::io::{BufRead, Write};
-use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Which job runs, and which job an interrupt was asked for. The request is
+/// kept until its job starts (or another job does), so an interrupt that
+/// arrives before its job started, or just before the executor cleared its
+/// flag at the start of a run, is not lost, and one for another job never
+/// stops the running one.
+#[derive(Default)]
+struct Jobs {
+    running: Option<String>,
+    asked: Option<String>,
+}
 
 /// Writes replies, one flushed line each, so that the parent has seen a
 /// `node_start` before the node runs (and can name it if the process dies).
@@ -25,10 +40,17 @@ impl<W: Write> Replies<W> {
 struct JobObserver<'a, W: Write> {
     job: &'a str,
     replies: &'a Replies<W>,
+    jobs: &'a Mutex<Jobs>,
+    flag: &'a AtomicBool,
 }
 
 impl<W: Write> Observer for JobObserver<'_, W> {
     fn event(&self, e: &Event) {
+        // The executor clears its flag as a run starts: raise it again.
+        if matches!(e, Event::RunStart { .. }) && lock(self.jobs).asked.as_deref() == Some(self.job)
+        {
+            self.flag.store(true, Ordering::Relaxed);
+        }
         self.replies.send(&Reply::Event {
             job: self.job.to_string(),
             event: report::event_json(e),
@@ -53,6 +75,8 @@ where
         node_types: exec.registry.types().count(),
     });
     let interrupt = exec.interrupt_flag();
+    let jobs: Arc<Mutex<Jobs>> = Arc::default();
+    let reader_jobs = jobs.clone();
     let (jobs_tx, jobs_rx) = mpsc::channel::<(String, String)>();
     // Requests are read on their own thread so that an interrupt reaches a
     // running job.
@@ -65,7 +89,13 @@ where
                         break;
                     }
                 }
-                Ok(Request::Interrupt) => interrupt.store(true, Ordering::Relaxed),
+                Ok(Request::Interrupt { job }) => {
+                    let mut j = lock(&reader_jobs);
+                    if j.running.as_deref() == Some(job.as_str()) {
+                        interrupt.store(true, Ordering::Relaxed);
+                    }
+                    j.asked = Some(job);
+                }
                 Err(e) => eprintln!("worker: ignoring a request that is not one ({e}): {line}"),
             }
         }
@@ -74,12 +104,36 @@ where
         }
     });
     for (job, graph) in jobs_rx {
-        let reply = run_job(&mut exec, &job, &graph, &replies);
+        let asked_first = {
+            let mut j = lock(&jobs);
+            if j.asked.as_deref() != Some(job.as_str()) {
+                j.asked = None; // for an earlier job: stale
+            }
+            j.running = Some(job.clone());
+            j.asked.is_some()
+        };
+        let reply = if asked_first {
+            Reply::Failed {
+                job: job.clone(),
+                node: None,
+                error: "interrupted before it started".into(),
+                interrupted: true,
+            }
+        } else {
+            run_job(&mut exec, &job, &graph, &replies, &jobs)
+        };
+        *lock(&jobs) = Jobs::default();
         replies.send(&reply);
     }
 }
 
-fn run_job<W: Write>(exec: &mut Executor, job: &str, graph: &str, replies: &Replies<W>) -> Reply {
+fn run_job<W: Write>(
+    exec: &mut Executor,
+    job: &str,
+    graph: &str,
+    replies: &Replies<W>,
+    jobs: &Mutex<Jobs>,
+) -> Reply {
     let checked = match crate::parse_graph(graph, &[], &exec.registry, true) {
         Ok(c) => c,
         Err(e) => {
@@ -91,7 +145,13 @@ fn run_job<W: Write>(exec: &mut Executor, job: &str, graph: &str, replies: &Repl
             }
         }
     };
-    let observer = JobObserver { job, replies };
+    let flag = exec.interrupt_flag();
+    let observer = JobObserver {
+        job,
+        replies,
+        jobs,
+        flag: &flag,
+    };
     match exec.run(&checked, None, &observer) {
         Ok(outcome) => {
             let files = outcome

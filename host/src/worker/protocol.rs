@@ -10,8 +10,10 @@ use serde_json::Value as Json;
 pub enum Request {
     /// Validate and run `graph` (native graph JSON text) as job `job`.
     Run { job: String, graph: String },
-    /// Stop the running job before its next node or loop iteration.
-    Interrupt,
+    /// Stop job `job` before its next node or loop iteration; if it has
+    /// not started yet, as soon as it starts. An interrupt for a job that
+    /// already ended is forgotten when the next job starts.
+    Interrupt { job: String },
 }
 
 /// Worker to parent.

@@ -46,8 +46,9 @@ pub struct Interrupter {
 }
 
 impl Interrupter {
-    pub fn interrupt(&self) {
-        send(&self.stdin, &Request::Interrupt);
+    /// Interrupts job `job`: now if it runs, as it starts if it is on its way.
+    pub fn interrupt(&self, job: &str) {
+        send(&self.stdin, &Request::Interrupt { job: job.into() });
     }
 }
 

@@ -197,14 +197,10 @@ pub async fn interrupt(
         (Some(r), Some(w)) => r == w,
         (None, _) => false,
     };
-    if hit {
-        if let Some(i) = state
-            .interrupter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            i.interrupt();
+    if let (true, Some(job)) = (hit, &running) {
+        let interrupter = state.interrupter.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = interrupter.as_ref() {
+            i.interrupt(job);
         }
     }
     Ok(Json(

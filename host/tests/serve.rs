@@ -721,7 +721,6 @@ fn worker_interrupts_reach_their_job_only() {
     send(json!({ "op": "interrupt", "job": "gone" }));
     send(run("d", &sleep_graph(3, 1)));
     wait("d", "done");
-    drop(send);
     drop(writer);
     worker.join().unwrap();
 }

@@ -1,4 +1,5 @@
 //! Graph files: the format (`model`), and validation before anything runs.
+pub mod comfy_api;
 pub mod constants;
 mod cycles;
 pub mod errors;

@@ -173,26 +173,74 @@ impl Node for Sink {
     }
 }
 
-/// Sleeps `ms` milliseconds without checking the interrupt flag: a node
-/// that ignores a first Ctrl-C, for the binary's second-Ctrl-C exit.
+/// Sleeps `ms` milliseconds without checking the interrupt flag, then
+/// passes `x` through: a job of known length (server tests: interrupting,
+/// queueing behind a running job) and a node that ignores a first Ctrl-C.
 struct Sleep;
 impl Node for Sleep {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("Sleep", "testing")
-            .input(InputSpec::int("ms").range(0.0, 600_000.0))
+            .description("Sleeps `ms` milliseconds, then passes x through")
+            .input(InputSpec::new("x", PortType::Any).optional())
+            .input(InputSpec::int("ms").default(10).range(0.0, 600_000.0))
+            .output(OutputSpec::new("x", PortType::Any))
             .output(OutputSpec::new("ms", PortType::Int))
     }
     fn run(&self, _: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let ms = inputs.int("ms")?;
         std::thread::sleep(std::time::Duration::from_millis(ms as u64));
-        Ok(vec![Value::Int(ms)])
+        Ok(vec![inputs.get("x")?.to_owned_value()?, Value::Int(ms)])
     }
+}
+
+/// Ends the whole process the way a broken native library would, for the
+/// worker-isolation tests (`diffgraph serve`): `abort`, `segfault` (a real
+/// invalid read), `stack_overflow` (unbounded recursion) or `exit` (status 3).
+struct Crash;
+impl Node for Crash {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("Crash", "testing")
+            .description("Kills its process when run (abort, segfault, stack overflow or exit)")
+            .input(InputSpec::new("x", PortType::Any).optional())
+            .input(InputSpec::string("mode").choices(&[
+                "abort",
+                "segfault",
+                "stack_overflow",
+                "exit",
+            ]))
+            .output(OutputSpec::new("never", PortType::Int))
+            .output_node()
+    }
+    fn run(&self, _: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+        match inputs.str("mode")? {
+            "abort" => std::process::abort(),
+            "exit" => std::process::exit(3),
+            "stack_overflow" => Ok(vec![Value::Int(recurse(1) as i64)]),
+            _ => Ok(vec![Value::Int(segfault() as i64)]),
+        }
+    }
+}
+
+/// Recursion with a frame the optimiser cannot drop.
+fn recurse(n: u64) -> u64 {
+    let frame = std::hint::black_box([n; 512]);
+    if frame[0] == 0 {
+        return 0;
+    }
+    recurse(frame[7].wrapping_add(1)).wrapping_add(frame[3])
+}
+
+/// Reads address 0: the fixture's one purpose is to crash like C code does.
+#[allow(unsafe_code)]
+fn segfault() -> u8 {
+    let null = std::hint::black_box(std::ptr::null::<u8>());
+    // SAFETY: none; this is the crash under test (a SIGSEGV by design).
+    unsafe { std::ptr::read_volatile(null) }
 }
 
 export_plugin!(
     "testing",
     [
-        Sleep,
         Count,
         Panic,
         PassTensor,
@@ -202,6 +250,8 @@ export_plugin!(
         ReadCounter,
         Liar,
         Fail,
-        Sink
+        Sink,
+        Sleep,
+        Crash
     ]
 );

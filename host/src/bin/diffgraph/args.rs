@@ -38,6 +38,14 @@ pub enum Command {
     /// Run a graph, then re-run it whenever a plugin library is rebuilt or the
     /// graph file is edited, reusing every cached result that did not change.
     Watch(WatchArgs),
+    /// Serve ComfyUI's HTTP and WebSocket API: a job queue persisted in
+    /// SQLite, jobs run in a supervised worker process that keeps models loaded.
+    #[cfg(feature = "server")]
+    Serve(crate::server::ServeArgs),
+    /// Internal: the worker process `serve` starts (JSON lines on stdin/stdout).
+    #[cfg(feature = "server")]
+    #[command(hide = true)]
+    Worker(crate::server::WorkerArgs),
 }
 
 #[derive(Args)]
@@ -46,7 +54,7 @@ pub struct PluginArgs {
     /// Default: $DIFFGRAPH_PLUGINS (colon-separated), else the libdiffgraph_nodes_*
     /// libraries next to this executable.
     #[arg(long = "plugins", value_name = "DIR")]
-    plugins: Vec<PathBuf>,
+    pub plugins: Vec<PathBuf>,
 }
 
 impl PluginArgs {
@@ -103,7 +111,7 @@ pub struct ExecArgs {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The graph file (JSON).
+    /// The graph file (JSON), or a PNG that carries its graph (written by `run` or `serve`).
     pub graph: PathBuf,
     #[command(flatten)]
     pub exec: ExecArgs,

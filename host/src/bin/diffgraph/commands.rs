@@ -70,6 +70,7 @@ pub fn run(a: RunArgs) -> i32 {
     }
     match result {
         Ok(outcome) => {
+            embed_graph(&a, &report::output_files(&outcome));
             if a.json {
                 println!("{}", report::outcome_json(&outcome));
             } else {
@@ -89,6 +90,31 @@ pub fn run(a: RunArgs) -> i32 {
             } else {
                 EXIT_RUN_FAILED
             }
+        }
+    }
+}
+
+/// Writes the graph that ran (overrides applied) into every PNG the run
+/// wrote (`diffgraph` tEXt chunk), so `diffgraph run image.png` re-runs it.
+fn embed_graph(a: &RunArgs, files: &[String]) {
+    let Ok(text) = diffgraph::read_graph_text(&a.graph) else {
+        return;
+    };
+    let text = if a.exec.set.is_empty() {
+        text
+    } else {
+        let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return;
+        };
+        if diffgraph::graph::overrides::apply(&mut doc, &a.exec.set).is_err() {
+            return;
+        }
+        doc.to_string()
+    };
+    for f in files.iter().filter(|f| f.ends_with(".png")) {
+        let entry = [(diffgraph::pngtext::NATIVE_KEY, text.as_str())];
+        if let Err(e) = diffgraph::pngtext::add_to_file(std::path::Path::new(f), &entry) {
+            eprintln!("warning: {e}");
         }
     }
 }

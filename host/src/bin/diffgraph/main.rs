@@ -5,6 +5,8 @@ mod args;
 mod commands;
 mod interrupt;
 mod progress;
+#[cfg(feature = "server")]
+mod server;
 mod watch;
 
 use args::{Cli, Command};
@@ -18,6 +20,10 @@ fn main() {
         Command::Info(a) => commands::info(a),
         Command::Convert(a) => commands::convert(a),
         Command::Watch(a) => watch::watch(a),
+        #[cfg(feature = "server")]
+        Command::Serve(a) => server::serve(a),
+        #[cfg(feature = "server")]
+        Command::Worker(a) => server::worker(a),
     };
     std::process::exit(code)
 }

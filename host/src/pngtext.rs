@@ -1,0 +1,154 @@
+//! Graphs embedded in PNG files as `tEXt` chunks, so that an image documents
+//! how it was made and `diffgraph run image.png` re-runs it. Keys follow
+//! ComfyUI (`prompt`: an API-format prompt, `workflow`: its UI graph) plus
+//! [`NATIVE_KEY`] for diffgraph's own graphs. Chunks are added to a finished
+//! file (before `IEND`), so any PNG writer's output can carry them.
+use std::path::Path;
+
+/// The key of a native diffgraph graph.
+pub const NATIVE_KEY: &str = "diffgraph";
+/// ComfyUI's key of an API-format prompt.
+pub const PROMPT_KEY: &str = "prompt";
+
+const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// CRC-32 (IEEE), the checksum of every PNG chunk.
+fn crc32(parts: &[&[u8]]) -> u32 {
+    let mut crc = !0u32;
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// One chunk: its type, its data, and where the chunk starts in the file.
+type Chunk<'a> = ([u8; 4], &'a [u8], usize);
+
+/// The chunks of a PNG, up to and including `IEND`.
+fn chunks(png: &[u8]) -> Result<Vec<Chunk<'_>>, String> {
+    if !png.starts_with(SIGNATURE) {
+        return Err("not a PNG file".into());
+    }
+    let mut out = Vec::new();
+    let mut at = SIGNATURE.len();
+    while at + 12 <= png.len() {
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let kind: [u8; 4] = png[at + 4..at + 8].try_into().expect("4 bytes");
+        let end = at + 12 + len;
+        if end > png.len() {
+            return Err("a truncated PNG chunk".into());
+        }
+        out.push((kind, &png[at + 8..at + 8 + len], at));
+        at = end;
+        if &kind == b"IEND" {
+            return Ok(out);
+        }
+    }
+    Err("a PNG without IEND".into())
+}
+
+/// The `tEXt` entries (key, text), in file order. Latin-1 text is read as
+/// UTF-8 (what ComfyUI writes in practice: JSON).
+pub fn read(png: &[u8]) -> Result<Vec<(String, String)>, String> {
+    Ok(chunks(png)?
+        .into_iter()
+        .filter(|(kind, ..)| kind == b"tEXt")
+        .filter_map(|(_, data, _)| {
+            let nul = data.iter().position(|b| *b == 0)?;
+            let key = String::from_utf8_lossy(&data[..nul]).into_owned();
+            Some((key, String::from_utf8_lossy(&data[nul + 1..]).into_owned()))
+        })
+        .collect())
+}
+
+/// `png` with `entries` added as `tEXt` chunks before `IEND`.
+pub fn with_text(png: &[u8], entries: &[(&str, &str)]) -> Result<Vec<u8>, String> {
+    let iend = chunks(png)?.last().map(|c| c.2).expect("IEND found");
+    let mut out = png[..iend].to_vec();
+    for (key, text) in entries {
+        if key.is_empty() || key.len() > 79 || key.contains('\0') {
+            return Err(format!("`{key}` is not a PNG text key (1 to 79 bytes)"));
+        }
+        let mut data = key.as_bytes().to_vec();
+        data.push(0);
+        data.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(b"tEXt");
+        out.extend_from_slice(&data);
+        out.extend_from_slice(&crc32(&[b"tEXt", &data]).to_be_bytes());
+    }
+    out.extend_from_slice(&png[iend..]);
+    Ok(out)
+}
+
+/// Adds `entries` to the PNG file at `path` (written beside it, then renamed).
+pub fn add_to_file(path: &Path, entries: &[(&str, &str)]) -> Result<(), String> {
+    let png = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let out = with_text(&png, entries).map_err(|e| format!("{}: {e}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, &out).map_err(|e| e.to_string())?;
+    tmp.persist(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// The graph a PNG carries: its native graph, else its API-format prompt
+/// turned into a native graph.
+pub fn embedded_graph(png: &[u8]) -> Result<String, String> {
+    let text = read(png)?;
+    let get = |k: &str| {
+        text.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(native) = get(NATIVE_KEY) {
+        return Ok(native);
+    }
+    if let Some(prompt) = get(PROMPT_KEY) {
+        let doc: serde_json::Value =
+            serde_json::from_str(&prompt).map_err(|e| format!("its `prompt` is not JSON: {e}"))?;
+        return crate::graph::comfy_api::to_native(&doc).map(|g| g.to_string());
+    }
+    Err(format!(
+        "the image carries no graph (no `{NATIVE_KEY}` or `{PROMPT_KEY}` text chunk)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_matches_the_png_specification_example() {
+        // CRC of the IEND chunk type, as in every PNG's last 4 bytes.
+        assert_eq!(crc32(&[b"IEND"]), 0xAE42_6082);
+    }
+
+    #[test]
+    fn text_round_trips_and_the_file_stays_a_png() {
+        let mut png = SIGNATURE.to_vec();
+        png.extend_from_slice(&[0, 0, 0, 0]);
+        png.extend_from_slice(b"IEND");
+        png.extend_from_slice(&crc32(&[b"IEND"]).to_be_bytes());
+        let out = with_text(&png, &[("diffgraph", "{\"nodes\": {}}"), ("k", "v")]).unwrap();
+        assert_eq!(
+            read(&out).unwrap(),
+            vec![
+                ("diffgraph".into(), "{\"nodes\": {}}".into()),
+                ("k".into(), "v".into())
+            ]
+        );
+        assert!(out.ends_with(&png[8..]));
+        assert!(with_text(b"GIF89a", &[]).is_err());
+        assert!(with_text(&png, &[("", "x")]).is_err());
+    }
+}

@@ -1,0 +1,726 @@
+//! `diffgraph serve` end to end: a real server process on a free loopback
+//! port, driven the way ComfyUI's `script_examples/basic_api_example.py` and
+//! `websockets_api_example.py` drive ComfyUI; load, faults, SIGKILL, security.
+mod serve_support;
+
+use serde_json::{json, Value as Json};
+use serve_support::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn types(msgs: &[Json]) -> Vec<&str> {
+    msgs.iter().map(|m| m["type"].as_str().unwrap()).collect()
+}
+
+/// What the two example scripts do, on the embedded demo model: queue the
+/// prompt, follow the socket until `executing` null, read the history and
+/// fetch every image with `/view`. Also ComfyUI-API-format input and the
+/// informational endpoints.
+#[test]
+fn comfyui_example_clients_run_the_demo_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let demo: Json = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("graphs/demo.json")).unwrap(),
+    )
+    .unwrap();
+
+    // basic_api_example.py: POST {"prompt": ...} to /prompt.
+    let (s, r) = server.post("/prompt", &json!({ "prompt": demo }));
+    assert_eq!(s, 200, "{r}");
+    assert!(
+        r["prompt_id"].is_string() && r["number"].is_i64() && r["node_errors"] == json!({}),
+        "{r}"
+    );
+    let first = r["prompt_id"].as_str().unwrap().to_string();
+
+    // websockets_api_example.py: socket first, then the prompt with client_id.
+    let mut ws = server.ws("client-a");
+    let hello = ws.next();
+    assert_eq!(hello["type"], "status");
+    assert_eq!(hello["data"]["sid"], "client-a");
+    assert!(hello["data"]["status"]["exec_info"]["queue_remaining"].is_u64());
+    // Another seed: the model and the prompts come from the cache, the sampler runs.
+    let mut demo2 = demo.clone();
+    demo2["nodes"]["noise"]["inputs"]["seed"] = 7.into();
+    let id = server.queue(&demo2, Some("client-a"));
+    let msgs = ws.until_done(&id);
+    let mine: Vec<&Json> = msgs
+        .iter()
+        .filter(|m| m["data"]["prompt_id"] == id.as_str())
+        .collect();
+    let kinds: Vec<&str> = mine.iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"execution_start"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"execution_cached"),
+        "the second run reuses the loaded model: {kinds:?}"
+    );
+    let steps: Vec<u64> = mine
+        .iter()
+        .filter(|m| m["type"] == "progress")
+        .map(|m| {
+            assert_eq!(m["data"]["max"], 20);
+            assert_eq!(m["data"]["node"], "denoise");
+            m["data"]["value"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=20).collect::<Vec<_>>(),
+        "one progress message per sampler step"
+    );
+    let executed = mine
+        .iter()
+        .find(|m| m["type"] == "executed")
+        .expect("executed");
+    let images = executed["data"]["output"]["images"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(images[0]["type"], "output");
+    assert_eq!(kinds[kinds.len() - 2..], ["execution_success", "executing"]);
+
+    // get_history + get_image.
+    for pid in [&first, &id] {
+        let h = server.wait_history(pid, Duration::from_secs(120));
+        assert_eq!(h["status"]["status_str"], "success", "{h}");
+        assert_eq!(h["status"]["completed"], true);
+        for (_, out) in h["outputs"].as_object().unwrap() {
+            for img in out["images"].as_array().unwrap() {
+                let q = format!(
+                    "/view?filename={}&subfolder={}&type={}",
+                    img["filename"].as_str().unwrap(),
+                    img["subfolder"].as_str().unwrap(),
+                    img["type"].as_str().unwrap()
+                );
+                let (s, head, bytes) = server.request("GET", &q, &[], b"");
+                assert_eq!(s, 200);
+                assert!(head.contains("content-type: image/png"));
+                let png = image::load_from_memory(&bytes).expect("a PNG");
+                assert_eq!((png.width(), png.height()), (64, 64));
+                // The image carries the graph that made it.
+                let text = diffgraph::pngtext::read(&bytes).unwrap();
+                let (key, graph) = &text[0];
+                assert_eq!(key, "diffgraph");
+                let graph: Json = serde_json::from_str(graph).unwrap();
+                // Both jobs write demo.png (SaveImage has no counter yet): the
+                // file holds the second job's image and graph.
+                assert_eq!(graph["nodes"]["noise"]["inputs"]["seed"], 7);
+            }
+        }
+    }
+
+    // ComfyUI's API format (node types and inputs as diffgraph names them).
+    let api = json!({
+        "1": { "class_type": "GaussianNoise", "inputs": { "seed": 3, "shape": { "__value__": [1, 3, 8, 8] } } },
+        "2": { "class_type": "LatentToImage", "inputs": { "latent": ["1", 0] } },
+        "3": { "class_type": "SaveImage", "inputs": { "image": ["2", 0], "filename_prefix": "api" } }
+    });
+    let id = server.queue(&api, None);
+    let h = server.wait_history(&id, Duration::from_secs(60));
+    assert_eq!(h["status"]["status_str"], "success", "{h}");
+    assert_eq!(
+        h["prompt"][2], api,
+        "the history keeps the prompt as submitted"
+    );
+    let img = &h["outputs"]["3"]["images"][0];
+    let (_, _, bytes) = server.request(
+        "GET",
+        &format!("/view?filename={}", img["filename"].as_str().unwrap()),
+        &[],
+        b"",
+    );
+    let text = diffgraph::pngtext::read(&bytes).unwrap();
+    assert_eq!(
+        text[0].0, "prompt",
+        "ComfyUI's key for an API-format prompt"
+    );
+    assert_eq!(serde_json::from_str::<Json>(&text[0].1).unwrap(), api);
+
+    // The informational endpoints, bare and under /api.
+    for prefix in ["", "/api"] {
+        let (s, info) = server.get(&format!("{prefix}/object_info"));
+        assert_eq!(s, 200);
+        let save = &info["SaveImage"];
+        assert_eq!(save["input"]["required"]["image"][0], "IMAGE");
+        assert_eq!(
+            save["input"]["required"]["filename_prefix"][1]["default"],
+            "diffgraph"
+        );
+        assert_eq!(save["output_node"], true);
+        assert_eq!(
+            save["input_order"]["required"],
+            json!(["image", "filename_prefix"])
+        );
+        let sched = &info["Scheduler"]["input"];
+        let sampler = sched["required"]["sampler"]
+            .as_array()
+            .or(sched["optional"]["sampler"].as_array())
+            .expect("sampler input");
+        assert!(
+            sampler[0].as_array().unwrap().iter().any(|c| c == "ddim"),
+            "choices as a list: {sampler:?}"
+        );
+        assert_eq!(
+            info["GaussianNoise"]["input"]["required"]["seed"][1]["min"],
+            0.0
+        );
+        assert_eq!(info["GaussianNoise"]["output_name"], json!(["noise"]));
+        let (s, one) = server.get(&format!("{prefix}/object_info/AddInt"));
+        assert_eq!(s, 200);
+        assert_eq!(one["AddInt"]["output"], json!(["INT"]));
+        assert_eq!(server.get(&format!("{prefix}/object_info/Nope")).0, 404);
+        let (s, stats) = server.get(&format!("{prefix}/system_stats"));
+        assert_eq!(s, 200);
+        assert!(stats["system"]["ram_total"].as_u64().unwrap() > 0 && stats["devices"].is_array());
+        assert_eq!(
+            server.get(&format!("{prefix}/features")).1["max_upload_size"],
+            32 << 20
+        );
+        assert!(server.get(&format!("{prefix}/embeddings")).1.is_array());
+        assert!(server
+            .get(&format!("{prefix}/models"))
+            .1
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "shapes-ldm"));
+        assert!(
+            server
+                .get(&format!("{prefix}/models/shapes-ldm"))
+                .1
+                .as_array()
+                .unwrap()
+                .len()
+                > 1
+        );
+    }
+}
+
+/// 8 clients at once, valid and invalid prompts mixed: every valid one runs
+/// exactly once with its history and a viewable image; every invalid one
+/// gets ComfyUI's node_errors. Then interrupt, delete a queued job, clear.
+#[test]
+fn load_interrupt_delete_and_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = std::sync::Arc::new(Server::start(dir.path(), &[]));
+    let mut ws = server.ws("watcher");
+    ws.next();
+    let threads: Vec<_> = (0..8u64)
+        .map(|c| {
+            let server = server.clone();
+            std::thread::spawn(move || {
+                let mut valid = Vec::new();
+                for k in 0..16u64 {
+                    let seed = c * 100 + k;
+                    let prompt = match k % 4 {
+                        1 => json!({ "nodes": { "save": { "type": "SaveImage", "inputs": { "image": 5, "filename_prefix": "x" } } } }),
+                        2 => json!({ "nodes": { "a": { "type": "NoSuchNode", "inputs": {} }, "o": { "type": "Sink", "inputs": { "x": ["a", "y"] } } } }),
+                        _ => image_graph(seed, &format!("load/c{c}_{k}")),
+                    };
+                    let (s, r) = server.post("/prompt", &json!({ "prompt": prompt }));
+                    if k % 4 == 1 {
+                        assert_eq!(s, 400, "{r}");
+                        let e = &r["node_errors"]["save"];
+                        assert_eq!(e["class_type"], "SaveImage");
+                        assert_eq!(e["errors"][0]["type"], "return_type_mismatch", "{r}");
+                        assert_eq!(e["errors"][0]["extra_info"]["input_name"], "image");
+                        assert_eq!(r["error"]["type"], "prompt_outputs_failed_validation");
+                    } else if k % 4 == 2 {
+                        assert_eq!(s, 400, "{r}");
+                        assert_eq!(r["error"]["type"], "invalid_prompt", "{r}");
+                    } else {
+                        assert_eq!(s, 200, "{r}");
+                        valid.push(r["prompt_id"].as_str().unwrap().to_string());
+                    }
+                }
+                valid
+            })
+        })
+        .collect();
+    let valid: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(valid.len(), 64);
+    // Every valid prompt: exactly one execution_success, seen on the socket.
+    let mut successes: HashMap<String, usize> = HashMap::new();
+    while successes.len() < valid.len() {
+        let m = ws.next();
+        if m["type"] == "execution_success" {
+            *successes
+                .entry(m["data"]["prompt_id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+        assert_ne!(m["type"], "execution_error", "{m}");
+    }
+    server.wait_idle(Duration::from_secs(60));
+    let (_, history) = server.get("/history");
+    for id in &valid {
+        assert_eq!(successes[id], 1, "{id} ran once");
+        let h = &history[id];
+        assert_eq!(h["status"]["status_str"], "success", "{id}: {h}");
+        let img = &h["outputs"]["save"]["images"][0];
+        let q = format!(
+            "/view?filename={}&subfolder={}&type=output",
+            img["filename"].as_str().unwrap(),
+            img["subfolder"].as_str().unwrap()
+        );
+        let (s, _, bytes) = server.request("GET", &q, &[], b"");
+        assert_eq!(s, 200, "{q}");
+        image::load_from_memory(&bytes).expect("a PNG");
+    }
+    assert_eq!(history.as_object().unwrap().len(), valid.len());
+
+    // Interrupt a running job; delete one queued behind it; the other runs.
+    let long = server.queue(&sleep_graph(200, 20), None);
+    let deleted = server.queue(&image_graph(1, "deleted"), None);
+    let kept = server.queue(&image_graph(2, "kept"), None);
+    let (_, q) = server.get("/queue");
+    assert_eq!(
+        q["queue_pending"].as_array().unwrap().len() + q["queue_running"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(
+        server.post("/queue", &json!({ "delete": [deleted] })).1["deleted"],
+        1
+    );
+    loop {
+        let m = ws.next();
+        if m["type"] == "progress" && m["data"]["prompt_id"] == long.as_str() {
+            assert_eq!(m["data"]["node"], "l");
+            assert_eq!(m["data"]["max"], 200);
+            break;
+        }
+    }
+    let (s, r) = server.post("/interrupt", &json!({ "prompt_id": long }));
+    assert_eq!((s, r["interrupted"].as_str()), (200, Some(long.as_str())));
+    assert_eq!(
+        server.wait_history(&long, Duration::from_secs(30))["status"]["status_str"],
+        "error"
+    );
+    let msgs = server.wait_history(&long, Duration::from_secs(1))["status"]["messages"].clone();
+    assert!(
+        msgs.as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m[0] == "execution_interrupted"),
+        "{msgs}"
+    );
+    assert_eq!(
+        server.wait_history(&kept, Duration::from_secs(30))["status"]["status_str"],
+        "success"
+    );
+    assert_eq!(server.get(&format!("/history/{deleted}")).1, json!({}));
+
+    // Clear: queued jobs go, the running one stays.
+    let long = server.queue(&sleep_graph(100, 20), None);
+    let queued: Vec<String> = (0..3)
+        .map(|i| server.queue(&image_graph(i, "cleared"), None))
+        .collect();
+    server.post("/queue", &json!({ "clear": true }));
+    let (_, q) = server.get("/queue");
+    assert_eq!(q["queue_pending"], json!([]), "{q}");
+    server.post("/interrupt", &json!({}));
+    server.wait_history(&long, Duration::from_secs(30));
+    server.wait_idle(Duration::from_secs(30));
+    for id in queued {
+        assert_eq!(server.get(&format!("/history/{id}")).1, json!({}));
+    }
+    // History delete and clear.
+    assert_eq!(
+        server.post("/history", &json!({ "delete": [kept] })).1["deleted"],
+        1
+    );
+    server.post("/history", &json!({ "clear": true }));
+    assert_eq!(server.get("/history").1, json!({}));
+}
+
+/// A node that aborts, segfaults, overflows its stack or exits fails its
+/// job with an error naming the node and the signal; the next job runs.
+#[test]
+fn crashing_nodes_fail_their_job_and_the_server_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut ws = server.ws("crash");
+    ws.next();
+    for (mode, how) in [
+        ("abort", "SIGABRT"),
+        ("segfault", "SIGSEGV"),
+        ("stack_overflow", "killed by signal"),
+        ("exit", "exited with status 3"),
+    ] {
+        let id = server.queue(&crash_graph(mode), Some("crash"));
+        let msgs = ws.until_done(&id);
+        let err = msgs
+            .iter()
+            .find(|m| m["type"] == "execution_error")
+            .unwrap_or_else(|| panic!("{mode}: {:?}", types(&msgs)));
+        assert_eq!(err["data"]["node_id"], "boom", "{err}");
+        assert_eq!(err["data"]["node_type"], "Crash");
+        let text = err["data"]["exception_message"].as_str().unwrap();
+        assert!(
+            text.contains(how) && text.contains("`boom`"),
+            "{mode}: {text}"
+        );
+        let ok = server.queue(&image_graph(7, "after_crash"), Some("crash"));
+        let msgs = ws.until_done(&ok);
+        assert!(
+            types(&msgs).contains(&"execution_success"),
+            "{mode}: {:?}",
+            types(&msgs)
+        );
+    }
+    // A caught panic stays in-process: an ordinary execution_error.
+    let id = server.queue(&json!({ "nodes": { "p": { "type": "Panic", "inputs": {} }, "o": { "type": "Sink", "inputs": { "x": ["p", "never"] } } } }), Some("crash"));
+    let msgs = ws.until_done(&id);
+    let err = msgs
+        .iter()
+        .find(|m| m["type"] == "execution_error")
+        .unwrap();
+    assert_eq!(err["data"]["node_id"], "p");
+    assert!(err["data"]["exception_message"]
+        .as_str()
+        .unwrap()
+        .contains("panicked"));
+}
+
+/// SIGKILL with jobs queued and one running: after a restart the queued
+/// jobs run, the running one is re-queued once, the history is kept.
+#[test]
+fn sigkill_and_restart_keep_the_queue_and_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--max-queue", "5"]);
+    let done = server.queue(&image_graph(1, "before"), None);
+    server.wait_history(&done, Duration::from_secs(30));
+    let mut ws = server.ws("k");
+    ws.next();
+    let long = server.queue(&sleep_graph(300, 20), None);
+    let queued: Vec<String> = (0..3)
+        .map(|i| server.queue(&image_graph(10 + i, "after_restart"), None))
+        .collect();
+    // The bounded queue: one more fits (5 = 1 running + 4), then 503.
+    server.queue(&image_graph(20, "last"), None);
+    let (s, r) = server.post("/prompt", &json!({ "prompt": image_graph(21, "refused") }));
+    assert_eq!(s, 503, "{r}");
+    assert_eq!(r["error"]["type"], "queue_full");
+    loop {
+        let m = ws.next();
+        if m["type"] == "progress" && m["data"]["prompt_id"] == long.as_str() {
+            break;
+        }
+    }
+    server.kill();
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(
+        server.wait_history(&done, Duration::from_secs(5))["status"]["status_str"],
+        "success"
+    );
+    // The re-queued long job runs again first; interrupt it.
+    let mut ws = server.ws("k2");
+    ws.next();
+    loop {
+        let m = ws.next();
+        if m["type"] == "progress" && m["data"]["prompt_id"] == long.as_str() {
+            break;
+        }
+    }
+    server.post("/interrupt", &json!({}));
+    for id in &queued {
+        assert_eq!(
+            server.wait_history(id, Duration::from_secs(60))["status"]["status_str"],
+            "success"
+        );
+    }
+    let h = server.wait_history(&long, Duration::from_secs(30));
+    assert!(
+        h["status"]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m[0] == "execution_interrupted"),
+        "{h}"
+    );
+}
+
+/// Bearer tokens; paths confined to their folders; body limits; uploads
+/// checked; JSON errors for bad requests.
+#[test]
+fn security_tokens_paths_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--auth-token-file",
+            token_file.to_str().unwrap(),
+            "--max-body-mb",
+            "1",
+        ],
+    );
+    // Tokens.
+    assert_eq!(
+        server
+            .request("GET", "/queue", &[("Authorization", "Bearer wrong")], b"")
+            .0,
+        401
+    );
+    assert_eq!(
+        server
+            .request(
+                "GET",
+                "/api/object_info",
+                &[("Authorization", "Basic x")],
+                b""
+            )
+            .0,
+        401
+    );
+    assert_eq!(server.get("/queue").0, 200);
+    assert_eq!(
+        server
+            .request(
+                "GET",
+                "/queue?token=s3cret-token",
+                &[("Authorization", "none")],
+                b""
+            )
+            .0,
+        200
+    );
+    let stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let url = format!("ws://127.0.0.1:{}/ws?clientId=x", server.port);
+    assert!(
+        tungstenite::client(url.as_str(), stream).is_err(),
+        "a socket without the token is refused"
+    );
+    server.ws("x").next();
+
+    // Uploads: a PNG is stored (renamed, not overwritten, the second time).
+    let png = png_bytes();
+    let (ct, body) = multipart("cat.png", &png, &[("subfolder", "pets")]);
+    let up = |ct: &str, body: &[u8]| {
+        let (s, _, b) = server.request("POST", "/upload/image", &[("Content-Type", ct)], body);
+        (s, serde_json::from_slice::<Json>(&b).unwrap())
+    };
+    assert_eq!(
+        up(&ct, &body),
+        (
+            200,
+            json!({ "name": "cat.png", "subfolder": "pets", "type": "input" })
+        )
+    );
+    assert_eq!(up(&ct, &body).1["name"], "cat (1).png");
+    let (s, _, got) = server.request(
+        "GET",
+        "/view?filename=cat.png&subfolder=pets&type=input",
+        &[],
+        b"",
+    );
+    assert_eq!((s, got), (200, png.clone()));
+    for (name, fields) in [
+        ("../evil.png", vec![]),
+        ("ok.png", vec![("subfolder", "../../x")]),
+        ("ok.png", vec![("subfolder", "/tmp")]),
+    ] {
+        let (ct, body) = multipart(name, &png, &fields);
+        let (s, r) = up(&ct, &body);
+        assert_eq!(s, 403, "{name} {fields:?}: {r}");
+        assert!(r["error"]["message"].is_string());
+    }
+    let (ct, body) = multipart("fake.png", b"#!/bin/sh\necho not an image\n", &[]);
+    assert_eq!(up(&ct, &body).0, 415);
+    assert!(!dir.path().join("input/fake.png").exists());
+
+    // /view confinement: .., absolute, a symlink out of the folder.
+    std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("output/link")).unwrap();
+    std::os::unix::fs::symlink(
+        dir.path().join("secret.txt"),
+        dir.path().join("output/file_link.png"),
+    )
+    .unwrap();
+    for q in [
+        "filename=secret.txt&subfolder=..&type=output",
+        "filename=../secret.txt&type=input",
+        "filename=%2Fetc%2Fpasswd&type=output",
+        "filename=passwd&subfolder=%2Fetc",
+        "filename=secret.txt&subfolder=link",
+        "filename=file_link.png",
+        "filename=x&type=elsewhere",
+    ] {
+        let (s, _, b) = server.request("GET", &format!("/view?{q}"), &[], b"");
+        assert!(s == 403 || s == 400, "{q}: {s}");
+        assert!(
+            serde_json::from_slice::<Json>(&b).unwrap()["error"]["type"].is_string(),
+            "{q}"
+        );
+        assert!(!String::from_utf8_lossy(&b).contains("secret\""));
+    }
+    assert_eq!(server.get("/view?filename=missing.png").0, 404);
+
+    // Body limits and malformed requests: 4xx with JSON, never a 500.
+    let big = vec![b' '; (1 << 20) + 10];
+    let (s, _, b) = server.request(
+        "POST",
+        "/prompt",
+        &[("Content-Type", "application/json")],
+        &big,
+    );
+    assert_eq!(s, 413);
+    assert!(serde_json::from_slice::<Json>(&b).is_ok());
+    let (ct, body) = multipart("big.png", &vec![0u8; (1 << 20) + 10], &[]);
+    assert_eq!(up(&ct, &body).0, 413);
+    for (path, body) in [
+        ("/prompt", "{not json"),
+        ("/prompt", "[1,2]"),
+        ("/prompt", "{\"prompt\": 5}"),
+        ("/queue", "{\"delete\": 5}"),
+        ("/history", "{\"delete\": \"x\"}"),
+    ] {
+        let (s, _, b) = server.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        assert!((400..500).contains(&s), "{path} {body}: {s}");
+        assert!(serde_json::from_slice::<Json>(&b).is_ok(), "{path} {body}");
+    }
+    assert_eq!(server.get("/history?max_items=x").0, 400);
+    assert_eq!(server.get("/no/such/thing").0, 404);
+    // No CORS headers: other origins cannot read replies from a browser.
+    let (_, head, _) = server.request("GET", "/queue", &[("Origin", "http://evil.example")], b"");
+    assert!(!head.contains("access-control-allow-origin"));
+}
+
+/// `run` writes the graph (overrides applied) into its PNGs, and
+/// `run image.png` re-runs it: the same pixels.
+#[test]
+fn run_embeds_its_graph_and_reruns_it_from_a_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("g.json");
+    std::fs::write(&graph, image_graph(5, "first").to_string()).unwrap();
+    let run = |args: &[&str], out: &str| {
+        let o = std::process::Command::new(common::diffgraph_bin())
+            .arg("run")
+            .args(args)
+            .args([
+                "-q",
+                "--plugins",
+                common::plugin_path("diffgraph_nodes_core")
+                    .to_str()
+                    .unwrap(),
+                "--out",
+            ])
+            .arg(dir.path().join(out))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let first = run(&[graph.to_str().unwrap(), "--set", "noise.seed=9"], "a");
+    let text = diffgraph::pngtext::read(&std::fs::read(&first).unwrap()).unwrap();
+    let embedded: Json = serde_json::from_str(&text[0].1).unwrap();
+    assert_eq!(
+        embedded["nodes"]["noise"]["inputs"]["seed"], 9,
+        "overrides applied"
+    );
+    let second = run(&[&first], "b");
+    assert_ne!(first, second);
+    let pixels = |p: &str| image::open(p).unwrap().to_rgb8().into_raw();
+    assert_eq!(pixels(&first), pixels(&second));
+    // A PNG without a graph is refused clearly.
+    let plain = dir.path().join("plain.png");
+    std::fs::write(&plain, png_bytes()).unwrap();
+    let o = std::process::Command::new(common::diffgraph_bin())
+        .arg("run")
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("carries no graph"));
+}
+
+/// The worker loop on its own (`diffgraph::worker::child::serve`, no
+/// process), driven one job at a time as a supervisor does: an interrupt
+/// that arrives before its job starts stops it as it starts, one during a
+/// run stops it at the next step, and one for another job stops nothing.
+#[test]
+fn worker_interrupts_reach_their_job_only() {
+    use diffgraph::worker::child;
+    use std::io::Write;
+    #[derive(Clone, Default)]
+    struct Out(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Out {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let registry = common::registry_with(&["diffgraph_testnodes"]);
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let out = Out::default();
+    let o = out.clone();
+    let worker = std::thread::spawn(move || {
+        child::serve(
+            diffgraph::Executor::new(registry),
+            std::io::BufReader::new(reader),
+            o,
+            false,
+        )
+    });
+    let mut send = |v: Json| writeln!(writer, "{v}").unwrap();
+    let run = |job: &str, g: &Json| json!({ "op": "run", "job": job, "graph": g.to_string() });
+    // Waits for a reply line of `job` with `reply` kind (`event/KIND` for
+    // an event of that kind); returns it.
+    let wait = |job: &str, reply: &str| -> Json {
+        let (reply, event) = reply.split_once('/').unwrap_or((reply, ""));
+        let t = std::time::Instant::now();
+        loop {
+            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            let found = text
+                .lines()
+                .map(|l| serde_json::from_str::<Json>(l).unwrap())
+                .find(|r| {
+                    r["job"] == job
+                        && r["reply"] == reply
+                        && (event.is_empty() || r["event"]["event"] == event)
+                });
+            if let Some(r) = found {
+                return r;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no {reply} for {job}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    send(run("a", &sleep_graph(3, 1)));
+    wait("a", "done");
+    send(json!({ "op": "interrupt", "job": "b" }));
+    send(run("b", &sleep_graph(500, 10)));
+    let b = wait("b", "failed");
+    assert_eq!(
+        (b["interrupted"].as_bool(), b["node"].is_null()),
+        (Some(true), true),
+        "{b}"
+    );
+    send(run("c", &sleep_graph(500, 10)));
+    wait("c", "event/loop_step");
+    send(json!({ "op": "interrupt", "job": "zzz" }));
+    std::thread::sleep(Duration::from_millis(50));
+    send(json!({ "op": "interrupt", "job": "c" }));
+    let c = wait("c", "failed");
+    assert_eq!(c["interrupted"], true, "{c}");
+    send(json!({ "op": "interrupt", "job": "gone" }));
+    send(run("d", &sleep_graph(3, 1)));
+    wait("d", "done");
+    drop(writer);
+    worker.join().unwrap();
+}

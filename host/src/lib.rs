@@ -20,6 +20,7 @@ pub mod exec;
 pub mod graph;
 pub mod plugin;
 pub mod report;
+pub mod threads;
 pub mod value;
 pub mod watch;
 

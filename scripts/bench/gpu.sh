@@ -17,6 +17,12 @@
 # it/s of the denoising loop, peak device memory.
 # `--device cpu` runs the same path at SIZE=64 STEPS=2 fp32 (a syntax and flow
 # check on a machine without a GPU; its numbers mean nothing).
+#
+# From the development machine (device tool), e.g.:
+#   run(command="GPU_TESTS=target/release/deps/cli-HASH scripts/bench/gpu.sh",
+#       carry=["target/release/diffgraph", "target/release/libdiffgraph_nodes_core.so",
+#              "target/release/libdiffgraph_nodes_sampling.so", "target/release/libdiffgraph_nodes_sd.so",
+#              "target/release/libdiffgraph_nodes_guidance.so", "target/wheels", "target/release/deps/cli-HASH"])
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 device=cuda
@@ -46,7 +52,7 @@ peak_mem() { # peak_mem FILE -- CMD...
 }
 
 echo "## (1) CUDA-capable tests"
-for t in ${GPU_TESTS:-}; do "$t" --test-threads 1 device cuda || echo "FAILED: $t"; done
+for t in ${GPU_TESTS:-}; do "$t" --test-threads 1 cuda || echo "FAILED: $t"; done
 [ -n "${GPU_TESTS:-}" ] || echo "(no test binaries carried: GPU_TESTS unset)"
 
 echo "## (2) the demo on $device"
@@ -70,8 +76,8 @@ for dt in $DTYPES; do
     --set "ckpt.path=$work/sd15-random.safetensors" --set "ckpt.dtype=$dt" --set size.width="$SIZE" \
     --set size.height="$SIZE" --set scheduler.steps="$STEPS" >/dev/null 2>"$work/profile"
   first=$(python3 -c "print(f'{$(date +%s.%N)-$s:.2f}')")
-  loop=$(awk '$1=="denoise" {print $NF}' "$work/profile" | tr -d 's')
-  ips=$(python3 -c "print(f'{$STEPS/float(\"${loop:-nan}\"):.2f}')")
+  loop_ms=$(awk '$1=="denoise" {print $3}' "$work/profile")  # --profile: node calls total_ms per_call_ms
+  ips=$(python3 -c "print(f'{$STEPS*1000/float(\"${loop_ms:-nan}\"):.2f}')")
   printf "%-6s %-10s %12s %10s %14s\n" "$dt" diffgraph "$first" "$ips" "$(cat "$work/mem")"
   peak_mem "$work/mem" -- "$py" scripts/bench/gpu_diffusers.py "$work" "$device" "$dt" "$SIZE" "$STEPS" > "$work/theirs"
   read -r first ips < "$work/theirs"

@@ -16,7 +16,7 @@ echo "load average $(cut -d' ' -f1-3 /proc/loadavg)"
   --threads "$BENCH_THREADS" --out "$out" --set "ckpt.path=$dir/sd15-random.safetensors" \
   --set size.width=64 --set size.height=64 --set scheduler.steps=1 --set guidance.value=1.0 \
   >/dev/null 2>"$out/profile"
-ours_load=$(awk '$1=="ckpt" {print $NF}' "$out/profile")
+ours_load=$(awk '$1=="ckpt" {printf "%.2f s", $3/1000}' "$out/profile")  # --profile: node calls total_ms per_call_ms
 ours_rss=$(python3 -c "print(round($(cat "$out/rss")/1024))")
 theirs=$("$py" scripts/bench/load_single_file.py diffusers "$dir" 2>/dev/null | tail -1)
 echo "diffgraph: load $ours_load, peak RSS $ours_rss MiB"

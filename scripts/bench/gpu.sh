@@ -46,7 +46,7 @@ peak_mem() { # peak_mem FILE -- CMD...
   local f=$1; shift 2; echo 0 > "$f"
   if [ "$device" = cuda ] && command -v nvidia-smi >/dev/null; then
     ( while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; sleep 0.1; done ) > "$f.log" &
-    local poll=$!; "$@"; local rc=$?; kill $poll; sort -n "$f.log" | tail -1 > "$f"; return $rc
+    local poll=$! rc=0; "$@" || rc=$?; kill $poll; sort -n "$f.log" | tail -1 > "$f"; return $rc
   fi
   "$@"
 }
@@ -79,7 +79,8 @@ for dt in $DTYPES; do
   loop_ms=$(awk '$1=="denoise" {print $3}' "$work/profile")  # --profile: node calls total_ms per_call_ms
   ips=$(python3 -c "print(f'{$STEPS*1000/float(\"${loop_ms:-nan}\"):.2f}')")
   printf "%-6s %-10s %12s %10s %14s\n" "$dt" diffgraph "$first" "$ips" "$(cat "$work/mem")"
-  peak_mem "$work/mem" -- "$py" scripts/bench/gpu_diffusers.py "$work" "$device" "$dt" "$SIZE" "$STEPS" > "$work/theirs"
-  read -r first ips < "$work/theirs"
+  peak_mem "$work/mem" -- "$py" scripts/bench/gpu_diffusers.py "$work" "$device" "$dt" "$SIZE" "$STEPS" \
+    > "$work/theirs" 2>"$work/theirs.err" || { tail -20 "$work/theirs.err"; exit 1; }
+  read -r first ips < <(tail -1 "$work/theirs")
   printf "%-6s %-10s %12s %10s %14s\n" "$dt" diffusers "$first" "$ips" "$(cat "$work/mem")"
 done

@@ -22,6 +22,7 @@ pub mod graph;
 pub mod plugin;
 pub mod pngtext;
 pub mod report;
+pub mod threads;
 pub mod value;
 pub mod watch;
 pub mod worker;

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod family;
 pub mod layers;
 pub mod nodes;
+pub mod safetensors;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

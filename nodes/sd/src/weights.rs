@@ -1,13 +1,22 @@
 //! Loading named weights with a complete report of what did not fit: every
 //! missing key, every unexpected key and every shape mismatch, at once.
 //! Models are plain structs of tensors built by taking names from [`Weights`].
+//!
+//! Memory: a taken tensor leaves the set, so the stored copy is freed as soon
+//! as the model holds its converted one (or is the model's, when dtype and
+//! device already match); with the per-tensor reader
+//! ([`crate::safetensors`]) loading peaks at the larger of the checkpoint and
+//! the model, plus one tensor.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// A set of named tensors being consumed by a model's constructor.
 pub struct Weights {
+    /// Not yet taken.
     tensors: BTreeMap<String, Tensor>,
+    /// Every name's stored shape, taken or not.
+    shapes: BTreeMap<String, Vec<i64>>,
     taken: BTreeSet<String>,
     missing: Vec<String>,
     mismatched: Vec<String>,
@@ -25,8 +34,10 @@ impl Weights {
         device: Device,
         source: &str,
     ) -> Weights {
+        let shapes = tensors.iter().map(|(k, t)| (k.clone(), t.size())).collect();
         Weights {
             tensors,
+            shapes,
             taken: BTreeSet::new(),
             missing: Vec::new(),
             mismatched: Vec::new(),
@@ -36,18 +47,23 @@ impl Weights {
         }
     }
 
-    /// Reads every tensor of a .safetensors file, as stored (any dtype).
+    /// Reads every tensor of a .safetensors file, as stored (any dtype), one
+    /// tensor at a time ([`crate::safetensors::read`]).
     pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>, String> {
-        Tensor::read_safetensors(path)
-            .map(|v| v.into_iter().collect())
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        crate::safetensors::read(path)
     }
 
     /// The tensor `name` with `shape` (converted to the compute dtype and
     /// device); records a missing key or a shape mismatch and returns zeros so
     /// that construction can go on and report everything.
     pub fn take(&mut self, name: &str, shape: &[i64]) -> Tensor {
-        match self.tensors.get(name) {
+        if self.taken.contains(name) {
+            // Taken before: not in `tensors` any more; a model takes each
+            // name once, so this is a bug in the model's constructor.
+            self.mismatched.push(format!("{name}: taken twice"));
+            return Tensor::zeros(shape, (self.kind, self.device));
+        }
+        match self.tensors.remove(name) {
             Some(t) => {
                 self.taken.insert(name.to_string());
                 if t.size() != shape {
@@ -66,32 +82,28 @@ impl Weights {
 
     /// Like `take`, for optional parameters (e.g. a bias some layers lack).
     pub fn take_opt(&mut self, name: &str, shape: &[i64]) -> Option<Tensor> {
-        self.tensors
+        self.shapes
             .contains_key(name)
             .then(|| self.take(name, shape))
     }
 
     /// The shape of `name`, if present (for inferring an architecture).
     pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
-        self.tensors.get(name).map(|t| t.size())
+        self.shapes.get(name).cloned()
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.shapes.contains_key(name)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.tensors.keys()
+        self.shapes.keys()
     }
 
     /// Succeeds only when every key was taken with the right shape and none
     /// is left over; otherwise lists all the problems.
     pub fn finish(self) -> Result<(), String> {
-        let unexpected: Vec<&String> = self
-            .tensors
-            .keys()
-            .filter(|k| !self.taken.contains(*k))
-            .collect();
+        let unexpected: Vec<&String> = self.tensors.keys().collect();
         if self.missing.is_empty() && self.mismatched.is_empty() && unexpected.is_empty() {
             return Ok(());
         }

@@ -103,6 +103,11 @@ pub struct ExecArgs {
     /// Folder output nodes write into.
     #[arg(long, default_value = "output")]
     pub out: PathBuf,
+    /// libtorch CPU threads. Default: the cores this process may use (its
+    /// CPU affinity and cgroup quota). OpenMP threads wait passively unless
+    /// $OMP_WAIT_POLICY says otherwise.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     #[command(flatten)]
     pub plugins: PluginArgs,
     #[command(flatten)]
@@ -121,9 +126,6 @@ pub struct RunArgs {
     /// Print the time spent in each node (loop bodies summed) at the end.
     #[arg(long)]
     pub profile: bool,
-    /// libtorch intra-op threads (default: libtorch's choice, the core count).
-    #[arg(long)]
-    pub threads: Option<i32>,
     /// Print the outcome (outputs, executed and cached nodes) as JSON on stdout.
     #[arg(long)]
     pub json: bool,

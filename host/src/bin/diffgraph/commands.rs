@@ -35,11 +35,9 @@ pub fn run(a: RunArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
+    let threads = diffgraph::threads::configure(a.exec.threads.map(usize::from));
     if !a.quiet {
-        eprintln!("{line}");
-    }
-    if let Some(n) = a.threads {
-        tch::set_num_threads(n.max(1));
+        eprintln!("{line}; {threads}");
     }
     let registry = load_plugins(&a.exec.plugins, a.quiet);
     let checked = match diffgraph::load_graph_with(

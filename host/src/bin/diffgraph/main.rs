@@ -13,7 +13,22 @@ use args::{Cli, Command};
 use clap::Parser;
 
 fn main() {
-    let code = match Cli::parse().command {
+    let cli = Cli::parse();
+    // The commands that run nodes (serve's worker inherits the policy).
+    let runs_nodes = match &cli.command {
+        Command::Run(_) | Command::Watch(_) => true,
+        #[cfg(feature = "server")]
+        Command::Serve(_) | Command::Worker(_) => true,
+        _ => false,
+    };
+    if runs_nodes {
+        // Before anything else: libgomp reads its wait policy at load time
+        // (diffgraph::threads). Returns only if no re-execution happened.
+        if let Some(e) = diffgraph::threads::reexec_with_passive_wait() {
+            eprintln!("warning: could not re-execute with OMP_WAIT_POLICY=passive: {e}");
+        }
+    }
+    let code = match cli.command {
         Command::Run(a) => commands::run(a),
         Command::Validate(a) => commands::validate(a),
         Command::Nodes(a) => commands::nodes(a),

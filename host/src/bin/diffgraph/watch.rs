@@ -46,7 +46,8 @@ pub fn watch(a: WatchArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
-    eprintln!("{line}");
+    let threads = diffgraph::threads::configure(a.exec.threads.map(usize::from));
+    eprintln!("{line}; {threads}");
     let dirs = a.exec.plugins.sources();
     let mut exec = Executor::new(Registry::new());
     exec.set_device(device);

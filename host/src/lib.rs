@@ -148,7 +148,10 @@ pub fn translate_comfy(
 /// format diffgraph reads.
 fn with_format_hint(text: &str, mut errors: Vec<GraphError>) -> GraphErrors {
     if let Ok(doc) = serde_json::from_str::<serde_json::Value>(text) {
-        if let comfy::Format::Other(what) = comfy::detect(&doc) {
+        // A document with a `nodes` field was meant as a native graph: the
+        // native parser's error about it says it all.
+        let meant_native = doc.get("nodes").is_some();
+        if let (comfy::Format::Other(what), false) = (comfy::detect(&doc), meant_native) {
             errors.push(comfy::not_a_graph(&what));
         }
     }

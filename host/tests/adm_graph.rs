@@ -132,7 +132,13 @@ fn a_malicious_pt_and_bad_flags_are_refused_with_clear_errors() {
     let text = std::fs::read_to_string(root().join("graphs/adm_classifier_guided.json")).unwrap();
     let mut exec = Executor::new(common::registry_with(PLUGINS));
     let dir = tempdir("bad");
-    let (_, flags) = write_model(&dir, "unet_a", serde_json::json!({}));
+    let (mpath, flags) = write_model(&dir, "unet_a", serde_json::json!({}));
+    // Validation checks every file input, the classifier's too.
+    let (cpath, cflags) = write_model(&dir, "cls_adaptive", serde_json::json!({}));
+    let classifier = [
+        format!("classifier.path={cpath}"),
+        format!("classifier.flags={cflags}"),
+    ];
     let malicious = root().join("tests/fixtures/checkpoint/malicious.pt");
     let bad_flags = dir.join("bad.json");
     std::fs::write(&bad_flags, r#"{"num_chanels": 32}"#).unwrap();
@@ -145,11 +151,18 @@ fn a_malicious_pt_and_bad_flags_are_refused_with_clear_errors() {
             "refused the global `posix.system`",
         ),
         (
-            vec![format!("model.flags={}", bad_flags.display())],
+            vec![
+                format!("model.path={mpath}"),
+                format!("model.flags={}", bad_flags.display()),
+            ],
             "unknown flag `num_chanels`",
         ),
     ] {
-        let sets: Vec<Override> = sets.iter().map(|s| s.parse().unwrap()).collect();
+        let sets: Vec<Override> = sets
+            .iter()
+            .chain(&classifier)
+            .map(|s| s.parse().unwrap())
+            .collect();
         let checked = diffgraph::parse_graph(&text, &sets, &exec.registry, false).unwrap();
         let err = match exec.run(&checked, Some(&["model"]), &Silent) {
             Ok(_) => panic!("expected an error"),

@@ -81,7 +81,7 @@ fn comfyui_example_clients_run_the_demo_graph() {
     assert_eq!(kinds[kinds.len() - 2..], ["execution_success", "executing"]);
 
     // get_history + get_image.
-    for pid in [&first, &id] {
+    for (pid, seed) in [(&first, 42), (&id, 7)] {
         let h = server.wait_history(pid, Duration::from_secs(120));
         assert_eq!(h["status"]["status_str"], "success", "{h}");
         assert_eq!(h["status"]["completed"], true);
@@ -103,9 +103,9 @@ fn comfyui_example_clients_run_the_demo_graph() {
                 let (key, graph) = &text[0];
                 assert_eq!(key, "diffgraph");
                 let graph: Json = serde_json::from_str(graph).unwrap();
-                // Both jobs write demo.png (SaveImage has no counter yet): the
-                // file holds the second job's image and graph.
-                assert_eq!(graph["nodes"]["noise"]["inputs"]["seed"], 7);
+                // Outputs never overwrite (the second job's file gets a
+                // counter): each image carries its own job's graph.
+                assert_eq!(graph["nodes"]["noise"]["inputs"]["seed"], seed);
             }
         }
     }

@@ -161,9 +161,12 @@ fn demo_model() -> Option<PathBuf> {
         }
     }
     candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&rel));
+    // Absolute, so that the translated graph means the same file whatever
+    // the working directory of whoever validates or runs it.
     candidates
         .into_iter()
         .find(|p| p.join("model_index.json").exists())
+        .and_then(|p| std::fs::canonicalize(p).ok())
 }
 
 #[cfg(test)]

@@ -39,7 +39,8 @@ pub fn workflow_text(bytes: &[u8]) -> Result<String, String> {
     text_chunk(bytes, "prompt")
         .or_else(|| text_chunk(bytes, "workflow"))
         .ok_or_else(|| {
-            "a PNG without a ComfyUI workflow (no tEXt chunk `prompt` or `workflow`)".to_string()
+            "the image carries no graph (no tEXt chunk `diffgraph`, `prompt` or `workflow`)"
+                .to_string()
         })
 }
 

@@ -305,3 +305,8 @@ pub fn png_bytes() -> Vec<u8> {
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();
     out.into_inner()
 }
+
+/// The `type` of each WebSocket message, in order.
+pub fn types(msgs: &[Json]) -> Vec<&str> {
+    msgs.iter().map(|m| m["type"].as_str().unwrap()).collect()
+}

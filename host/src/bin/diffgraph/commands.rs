@@ -1,7 +1,7 @@
 //! `run`, `validate`, `nodes` and `info`: library calls and printing.
 use crate::args::{
-    ConvertArgs, NodesArgs, PluginArgs, RunArgs, ValidateArgs, EXIT_BAD_INPUT, EXIT_INTERRUPTED,
-    EXIT_RUN_FAILED,
+    ConvertArgs, ExecArgs, NodesArgs, PluginArgs, RunArgs, ValidateArgs, EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED, EXIT_RUN_FAILED,
 };
 use crate::progress;
 use diffgraph::plugin::discovery;
@@ -27,17 +27,25 @@ fn print_graph_errors(errors: &GraphErrors, json: bool) {
     }
 }
 
+/// The set-up `run` and `watch` share: the device and libtorch's threads.
+/// Returns the device and the line reporting both; Err is the exit code,
+/// after printing the error.
+pub fn set_up_device(exec: &ExecArgs) -> Result<(tch::Device, String), i32> {
+    let (device, line) = device::select(exec.device).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_BAD_INPUT
+    })?;
+    let threads = diffgraph::threads::configure(exec.threads.map(usize::from));
+    Ok((device, format!("{line}; {threads}")))
+}
+
 pub fn run(a: RunArgs) -> i32 {
-    let (device, line) = match device::select(a.exec.device) {
+    let (device, line) = match set_up_device(&a.exec) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
+        Err(code) => return code,
     };
-    let threads = diffgraph::threads::configure(a.exec.threads.map(usize::from));
     if !a.quiet {
-        eprintln!("{line}; {threads}");
+        eprintln!("{line}");
     }
     let registry = load_plugins(&a.exec.plugins, a.quiet);
     let checked = match diffgraph::load_graph_with(

@@ -4,7 +4,6 @@
 //! are debounced, and each change reports what was reloaded, what re-ran and
 //! what came from the cache.
 use crate::args::{WatchArgs, EXIT_BAD_INPUT};
-use diffgraph::device;
 use diffgraph::plugin::discovery::PluginSource;
 use diffgraph::watch::{cargo, Session};
 use diffgraph::{report, Executor, Registry};
@@ -39,15 +38,11 @@ impl Printer {
 
 pub fn watch(a: WatchArgs) -> i32 {
     let p = Printer { json: a.json };
-    let (device, line) = match device::select(a.exec.device) {
+    let (device, line) = match crate::commands::set_up_device(&a.exec) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
+        Err(code) => return code,
     };
-    let threads = diffgraph::threads::configure(a.exec.threads.map(usize::from));
-    eprintln!("{line}; {threads}");
+    eprintln!("{line}");
     let dirs = a.exec.plugins.sources();
     let mut exec = Executor::new(Registry::new());
     exec.set_device(device);

@@ -80,12 +80,8 @@ pub fn read_graph_text(path: &std::path::Path) -> Result<String, GraphErrors> {
         )])
     };
     let bytes = std::fs::read(path).map_err(|e| cannot(e.to_string()))?;
-    if comfy::png::is_png(&bytes) {
-        // diffgraph's own graphs first (`pngtext::NATIVE_KEY`), then ComfyUI's.
-        if let Some(native) = comfy::png::text_chunk(&bytes, pngtext::NATIVE_KEY) {
-            return Ok(native);
-        }
-        return comfy::png::workflow_text(&bytes).map_err(cannot);
+    if pngtext::is_png(&bytes) {
+        return pngtext::embedded_graph(&bytes).map_err(cannot);
     }
     String::from_utf8(bytes).map_err(|e| cannot(format!("not UTF-8 text: {e}")))
 }

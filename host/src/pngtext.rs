@@ -9,6 +9,8 @@ use std::path::Path;
 pub const NATIVE_KEY: &str = "diffgraph";
 /// ComfyUI's key of an API-format prompt.
 pub const PROMPT_KEY: &str = "prompt";
+/// ComfyUI's key of the editor's (UI-format) workflow.
+pub const WORKFLOW_KEY: &str = "workflow";
 
 const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -101,8 +103,16 @@ pub fn add_to_file(path: &Path, entries: &[(&str, &str)]) -> Result<(), String> 
     Ok(())
 }
 
-/// The graph a PNG carries: its native graph, else its API-format prompt
-/// turned into a native graph.
+/// Whether `bytes` start like a PNG file.
+pub fn is_png(bytes: &[u8]) -> bool {
+    bytes.starts_with(SIGNATURE)
+}
+
+/// The graph a PNG carries, as text `parse_graph` reads: its native graph;
+/// else its API-format `prompt` (as it is when it uses ComfyUI's node types,
+/// which `crate::comfy` translates; turned into a native graph when it uses
+/// diffgraph's); else the editor's `workflow` (ComfyUI's SaveImage writes
+/// both: `nodes.py`, `SaveImage.save_images`).
 pub fn embedded_graph(png: &[u8]) -> Result<String, String> {
     let text = read(png)?;
     let get = |k: &str| {
@@ -116,10 +126,16 @@ pub fn embedded_graph(png: &[u8]) -> Result<String, String> {
     if let Some(prompt) = get(PROMPT_KEY) {
         let doc: serde_json::Value =
             serde_json::from_str(&prompt).map_err(|e| format!("its `prompt` is not JSON: {e}"))?;
+        if crate::comfy::uses_comfy_node_types(&doc) {
+            return Ok(prompt);
+        }
         return crate::graph::comfy_api::to_native(&doc).map(|g| g.to_string());
     }
+    if let Some(workflow) = get(WORKFLOW_KEY) {
+        return Ok(workflow);
+    }
     Err(format!(
-        "the image carries no graph (no `{NATIVE_KEY}` or `{PROMPT_KEY}` text chunk)"
+        "the image carries no graph (no `{NATIVE_KEY}`, `{PROMPT_KEY}` or `{WORKFLOW_KEY}` text chunk)"
     ))
 }
 
@@ -133,12 +149,18 @@ mod tests {
         assert_eq!(crc32(&[b"IEND"]), 0xAE42_6082);
     }
 
-    #[test]
-    fn text_round_trips_and_the_file_stays_a_png() {
+    /// The smallest chunk list this module accepts: the signature and IEND.
+    fn tiny_png() -> Vec<u8> {
         let mut png = SIGNATURE.to_vec();
         png.extend_from_slice(&[0, 0, 0, 0]);
         png.extend_from_slice(b"IEND");
         png.extend_from_slice(&crc32(&[b"IEND"]).to_be_bytes());
+        png
+    }
+
+    #[test]
+    fn text_round_trips_and_the_file_stays_a_png() {
+        let png = tiny_png();
         let out = with_text(&png, &[("diffgraph", "{\"nodes\": {}}"), ("k", "v")]).unwrap();
         assert_eq!(
             read(&out).unwrap(),
@@ -150,5 +172,20 @@ mod tests {
         assert!(out.ends_with(&png[8..]));
         assert!(with_text(b"GIF89a", &[]).is_err());
         assert!(with_text(&png, &[("", "x")]).is_err());
+    }
+
+    #[test]
+    fn a_comfyui_png_gives_its_prompt_before_its_workflow() {
+        let png = |entries: &[(&str, &str)]| with_text(&tiny_png(), entries).unwrap();
+        let prompt = r#"{"3": {"class_type": "KSampler", "inputs": {}}}"#;
+        let both = png(&[("workflow", r#"{"nodes": []}"#), ("prompt", prompt)]);
+        assert!(is_png(&both));
+        assert_eq!(embedded_graph(&both).unwrap(), prompt);
+        let ui = png(&[("workflow", r#"{"nodes": []}"#)]);
+        assert_eq!(embedded_graph(&ui).unwrap(), r#"{"nodes": []}"#);
+        let bare = tiny_png();
+        assert!(embedded_graph(&bare)
+            .unwrap_err()
+            .contains("carries no graph"));
     }
 }

@@ -2,14 +2,14 @@
 //! the API format with `--set` on ComfyUI node ids (`workflow`), validation
 //! against ComfyUI's node schemas (`schema`), expansion into a native graph
 //! (`expand`: a KSampler becomes the native denoising Loop), model folders
-//! with ComfyUI's layout (`models`, `extra_paths`) and workflows embedded in PNGs (`png`).
+//! with ComfyUI's layout (`models`, `extra_paths`); workflows embedded in PNGs are read by
+//! `crate::pngtext`.
 //! The editor's (UI) format is converted to the API format first (`ui`).
 //! `load_graph`/`parse_graph` call `translate` for any file that is not a
 //! native graph, so `run`, `validate`, `convert` and servers all get it.
 pub mod expand;
 pub mod extra_paths;
 pub mod models;
-pub mod png;
 pub mod schema;
 pub mod ui;
 pub mod workflow;
@@ -107,6 +107,19 @@ fn api_to_native(
         doc: e.doc,
         origins: e.origins,
     })
+}
+
+/// An API-format prompt (no `nodes`) whose every `class_type` is one of the
+/// ComfyUI node types `diffgraph::comfy` translates.
+pub fn uses_comfy_node_types(prompt: &Json) -> bool {
+    match prompt.as_object() {
+        Some(o) if !o.contains_key("nodes") && !o.is_empty() => o.values().all(|n| {
+            n.get("class_type")
+                .and_then(Json::as_str)
+                .is_some_and(|c| schema::spec(c).is_some())
+        }),
+        _ => false,
+    }
 }
 
 /// The error for a document in no format diffgraph reads.

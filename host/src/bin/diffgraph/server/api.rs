@@ -163,20 +163,28 @@ fn id_list(v: &Json_) -> Result<Vec<String>> {
         .collect())
 }
 
+/// ComfyUI's `{"clear": true}` and/or `{"delete": [ids]}` body, applied
+/// with `delete` (None: every row); how many rows went.
+fn clear_or_delete(
+    body: &Json_,
+    delete: impl Fn(Option<&[String]>) -> std::result::Result<usize, String>,
+) -> Result<usize> {
+    let mut removed = 0;
+    if body.get("clear").and_then(Json_::as_bool) == Some(true) {
+        removed += delete(None).map_err(internal)?;
+    }
+    if let Some(d) = body.get("delete") {
+        removed += delete(Some(&id_list(d)?)).map_err(internal)?;
+    }
+    Ok(removed)
+}
+
 /// `{"clear": true}` and/or `{"delete": [ids]}` on the queued jobs.
 pub async fn post_queue(
     State(state): State<Arc<AppState>>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<Json_>> {
-    let body = json_body(body)?;
-    let mut removed = 0;
-    if body.get("clear").and_then(Json_::as_bool) == Some(true) {
-        removed += state.db().delete_queued(None).map_err(internal)?;
-    }
-    if let Some(d) = body.get("delete") {
-        let ids = id_list(d)?;
-        removed += state.db().delete_queued(Some(&ids)).map_err(internal)?;
-    }
+    let removed = clear_or_delete(&json_body(body)?, |ids| state.db().delete_queued(ids))?;
     state.send_status();
     Ok(Json(json!({ "deleted": removed })))
 }
@@ -249,14 +257,6 @@ pub async fn post_history(
     State(state): State<Arc<AppState>>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<Json_>> {
-    let body = json_body(body)?;
-    let mut removed = 0;
-    if body.get("clear").and_then(Json_::as_bool) == Some(true) {
-        removed += state.db().delete_history(None).map_err(internal)?;
-    }
-    if let Some(d) = body.get("delete") {
-        let ids = id_list(d)?;
-        removed += state.db().delete_history(Some(&ids)).map_err(internal)?;
-    }
+    let removed = clear_or_delete(&json_body(body)?, |ids| state.db().delete_history(ids))?;
     Ok(Json(json!({ "deleted": removed })))
 }

@@ -19,7 +19,7 @@ pub fn check(
     registry: &Registry,
     models: &diffgraph::comfy::ModelFolders,
 ) -> Result<(Accepted, CheckedGraph), Json> {
-    let graph = if uses_comfy_node_types(prompt) {
+    let graph = if diffgraph::comfy::uses_comfy_node_types(prompt) {
         // ComfyUI's own node types (CheckpointLoaderSimple, KSampler, ...):
         // the workflow translation (`diffgraph::comfy`) expands them.
         match diffgraph::comfy::translate(prompt.clone(), &[], models) {
@@ -53,19 +53,6 @@ pub fn check(
             ))
         }
         Err(errors) => Err(errors_json(&errors, &graph)),
-    }
-}
-
-/// An API-format prompt (no `nodes`) whose every `class_type` is one of the
-/// ComfyUI node types `diffgraph::comfy` translates.
-fn uses_comfy_node_types(prompt: &Json) -> bool {
-    match prompt.as_object() {
-        Some(o) if !o.contains_key("nodes") && !o.is_empty() => o.values().all(|n| {
-            n.get("class_type")
-                .and_then(Json::as_str)
-                .is_some_and(|c| diffgraph::comfy::schema::spec(c).is_some())
-        }),
-        _ => false,
     }
 }
 

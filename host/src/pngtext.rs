@@ -1,4 +1,5 @@
-//! Graphs embedded in PNG files as `tEXt` chunks, so that an image documents
+//! Graphs embedded in PNG files as text chunks (`tEXt`, or `iTXt` for text
+//! beyond Latin-1), so that an image documents
 //! how it was made and `diffgraph run image.png` re-runs it. Keys follow
 //! ComfyUI (`prompt`: an API-format prompt, `workflow`: its UI graph) plus
 //! [`NATIVE_KEY`] for diffgraph's own graphs. Chunks are added to a finished
@@ -56,21 +57,73 @@ fn chunks(png: &[u8]) -> Result<Vec<Chunk<'_>>, String> {
     Err("a PNG without IEND".into())
 }
 
-/// The `tEXt` entries (key, text), in file order. Latin-1 text is read as
-/// UTF-8 (what ComfyUI writes in practice: JSON).
+/// The text entries (key, text) of `tEXt`, `zTXt` and `iTXt` chunks, in file
+/// order. `tEXt`/`zTXt` are Latin-1 by the PNG specification (what PIL, and so
+/// ComfyUI, writes for Latin-1 text); text that is valid UTF-8 is read as
+/// UTF-8, since older diffgraph versions and other tools wrote UTF-8 there.
+/// `iTXt` is UTF-8, optionally zlib-compressed (PIL's choice for other text).
+/// A chunk that cannot be decoded is skipped: the other chunks still count.
 pub fn read(png: &[u8]) -> Result<Vec<(String, String)>, String> {
     Ok(chunks(png)?
         .into_iter()
-        .filter(|(kind, ..)| kind == b"tEXt")
-        .filter_map(|(_, data, _)| {
-            let nul = data.iter().position(|b| *b == 0)?;
-            let key = String::from_utf8_lossy(&data[..nul]).into_owned();
-            Some((key, String::from_utf8_lossy(&data[nul + 1..]).into_owned()))
+        .filter_map(|(kind, data, _)| match &kind {
+            b"tEXt" => {
+                let (key, text) = split_key(data)?;
+                Some((key, legacy_text(text)))
+            }
+            b"zTXt" => {
+                let (key, rest) = split_key(data)?;
+                let (&method, compressed) = rest.split_first()?;
+                (method == 0).then_some(())?;
+                Some((key, legacy_text(&inflate(compressed)?)))
+            }
+            b"iTXt" => international_text(data),
+            _ => None,
         })
         .collect())
 }
 
-/// `png` with `entries` added as `tEXt` chunks before `IEND`.
+/// A chunk's keyword (up to the first NUL) and the bytes after it.
+fn split_key(data: &[u8]) -> Option<(String, &[u8])> {
+    let nul = data.iter().position(|b| *b == 0)?;
+    Some((
+        String::from_utf8_lossy(&data[..nul]).into_owned(),
+        &data[nul + 1..],
+    ))
+}
+
+/// `tEXt`/`zTXt` text: UTF-8 when it is valid UTF-8, else Latin-1.
+fn legacy_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => bytes.iter().map(|b| char::from(*b)).collect(),
+    }
+}
+
+/// An `iTXt` chunk: keyword, compression flag and method, language tag,
+/// translated keyword (each NUL-terminated), then UTF-8 text.
+fn international_text(data: &[u8]) -> Option<(String, String)> {
+    let (key, rest) = split_key(data)?;
+    let (&[flag, method], rest) = rest.split_first_chunk::<2>()?;
+    let rest = &rest[rest.iter().position(|b| *b == 0)? + 1..];
+    let text = &rest[rest.iter().position(|b| *b == 0)? + 1..];
+    let text = match (flag, method) {
+        (0, _) => text.to_vec(),
+        (1, 0) => inflate(text)?,
+        _ => return None,
+    };
+    Some((key, String::from_utf8(text).ok()?))
+}
+
+/// A zlib stream, inflated; bounded so a hostile chunk cannot exhaust memory.
+fn inflate(compressed: &[u8]) -> Option<Vec<u8>> {
+    const LIMIT: usize = 64 << 20;
+    miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(compressed, LIMIT).ok()
+}
+
+/// `png` with `entries` added before `IEND`: as `tEXt` (Latin-1) when every
+/// character fits Latin-1, else as uncompressed `iTXt` (UTF-8), the choice
+/// PIL's `PngInfo.add_text` makes, so ComfyUI reads both back unchanged.
 pub fn with_text(png: &[u8], entries: &[(&str, &str)]) -> Result<Vec<u8>, String> {
     let iend = chunks(png)?.last().map(|c| c.2).expect("IEND found");
     let mut out = png[..iend].to_vec();
@@ -80,11 +133,23 @@ pub fn with_text(png: &[u8], entries: &[(&str, &str)]) -> Result<Vec<u8>, String
         }
         let mut data = key.as_bytes().to_vec();
         data.push(0);
-        data.extend_from_slice(text.as_bytes());
+        let latin1: Option<Vec<u8>> = text.chars().map(|c| u8::try_from(c).ok()).collect();
+        let kind: &[u8; 4] = match latin1 {
+            Some(bytes) => {
+                data.extend_from_slice(&bytes);
+                b"tEXt"
+            }
+            None => {
+                // Not compressed, method 0, empty language tag and translation.
+                data.extend_from_slice(&[0, 0, 0, 0]);
+                data.extend_from_slice(text.as_bytes());
+                b"iTXt"
+            }
+        };
         out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        out.extend_from_slice(b"tEXt");
+        out.extend_from_slice(kind);
         out.extend_from_slice(&data);
-        out.extend_from_slice(&crc32(&[b"tEXt", &data]).to_be_bytes());
+        out.extend_from_slice(&crc32(&[kind, &data]).to_be_bytes());
     }
     out.extend_from_slice(&png[iend..]);
     Ok(out)
@@ -172,6 +237,48 @@ mod tests {
         assert!(out.ends_with(&png[8..]));
         assert!(with_text(b"GIF89a", &[]).is_err());
         assert!(with_text(&png, &[("", "x")]).is_err());
+    }
+
+    #[test]
+    fn text_beyond_latin1_goes_to_itxt_and_latin1_stays_latin1() {
+        let png = tiny_png();
+        let out = with_text(&png, &[("a", "caf\u{e9}"), ("b", "\u{732b} \u{1f431}")]).unwrap();
+        // "café" as one Latin-1 byte per character, as PIL writes it.
+        assert!(out.windows(6).any(|w| w == b"a\0caf\xe9"));
+        assert!(out.windows(4).any(|w| w == b"iTXt"));
+        let text = read(&out).unwrap();
+        assert_eq!(text[0], ("a".into(), "caf\u{e9}".into()));
+        assert_eq!(text[1], ("b".into(), "\u{732b} \u{1f431}".into()));
+    }
+
+    #[test]
+    fn compressed_text_chunks_are_read() {
+        let chunk = |kind: &[u8; 4], data: &[u8]| {
+            let mut c = (data.len() as u32).to_be_bytes().to_vec();
+            c.extend_from_slice(kind);
+            c.extend_from_slice(data);
+            c.extend_from_slice(&crc32(&[kind, data]).to_be_bytes());
+            c
+        };
+        let json = "{\"x\": \"\u{e9}\"}";
+        let mut itxt = b"workflow\0\x01\x00\0\0".to_vec();
+        itxt.extend_from_slice(&miniz_oxide::deflate::compress_to_vec_zlib(
+            json.as_bytes(),
+            6,
+        ));
+        let mut ztxt = b"prompt\0\x00".to_vec();
+        ztxt.extend_from_slice(&miniz_oxide::deflate::compress_to_vec_zlib(b"{}", 6));
+        let mut png = SIGNATURE.to_vec();
+        png.extend(chunk(b"iTXt", &itxt));
+        png.extend(chunk(b"zTXt", &ztxt));
+        png.extend(chunk(b"IEND", b""));
+        assert_eq!(
+            read(&png).unwrap(),
+            vec![
+                ("workflow".into(), json.into()),
+                ("prompt".into(), "{}".into())
+            ]
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod nodes;
 pub mod safetensors;
 pub mod tokenizer;
 pub mod unet;
+pub mod unet2d;
 pub mod vae;
 pub mod weights;
 

@@ -30,5 +30,6 @@ diffgraph_sdk::export_plugin!(
         nodes::adm::LoadADMClassifier,
         nodes::adm::ADMClassifierGradient,
         nodes::adm::ClassLabels,
+        nodes::ldm::LoadLDM,
     ]
 );

@@ -3,7 +3,9 @@
 //! (scripts/fixtures/make_ldm_fixtures.py), against diffusers:
 //! graphs/ldm_unconditional.json equals `LDMPipeline` (DDIM, eta 0 and 1,
 //! the step noise from a seeded generator) within 1e-3 on the latents the
-//! VQ decoder gets and on the decoded image (fp32, CPU).
+//! VQ decoder gets and on the decoded image (fp32, CPU); and
+//! graphs/ldm_class_conditional.json equals the same loop with class labels
+//! and classifier-free guidance against a null class.
 mod common;
 
 use diffgraph::graph::overrides::Override;
@@ -94,4 +96,30 @@ fn unconditional_graph_equals_ldm_pipeline() {
         eprintln!("eta {eta}: image max abs {err:.2e}");
         assert!(err <= TOLERANCE, "eta {eta}: image max abs {err:e}");
     }
+}
+
+#[test]
+fn class_conditional_graph_equals_the_guided_reference_loop() {
+    let r = reference();
+    let c = &cases()["class_pipeline"];
+    let ckpt = root().join("tests/fixtures/ldm/ldm-class-tiny");
+    let sets = vec![
+        format!("ckpt.path={}", ckpt.display()),
+        format!("label.value={}", c["labels"]),
+        format!("null_label.value=[{}]", c["null"]),
+        format!("guidance.value={}", c["guidance"]),
+        format!("scheduler.steps={}", c["steps"]),
+        format!("noise.seed={}", c["seed"]),
+    ];
+    let out = run(
+        "ldm_class_conditional.json",
+        &sets,
+        &[("denoise", "latent"), ("decode", "image")],
+    );
+    let err = max_abs(&out[0], &r["class_pipeline.latents"]);
+    eprintln!("class-conditional: latents max abs {err:.2e}");
+    assert!(err <= TOLERANCE, "latents max abs {err:e}");
+    let err = max_abs(&out[1], &r["class_pipeline.image"]);
+    eprintln!("class-conditional: image max abs {err:.2e}");
+    assert!(err <= TOLERANCE, "image max abs {err:e}");
 }

@@ -247,7 +247,7 @@ impl UNet2D {
             timestep_embedding(&t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift);
         let mut emb = self.time_embedding.forward(&t_emb.to_kind(self.kind));
         if let (Some(table), Some(labels)) = (&self.class_embedding, labels) {
-            emb = emb + table.index_select(0, labels);
+            emb += table.index_select(0, labels);
         }
         // Every resnet applies the nonlinearity to temb before its projection.
         let temb = emb.silu();

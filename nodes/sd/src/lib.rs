@@ -7,6 +7,7 @@ pub mod clip;
 pub mod convert;
 pub mod family;
 pub mod layers;
+pub mod ldmbert;
 pub mod nodes;
 pub mod safetensors;
 pub mod tokenizer;
@@ -14,6 +15,7 @@ pub mod unet;
 pub mod unet2d;
 pub mod vae;
 pub mod weights;
+pub mod wordpiece;
 
 diffgraph_sdk::export_plugin!(
     "sd",

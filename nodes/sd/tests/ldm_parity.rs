@@ -141,3 +141,49 @@ fn vq_autoencoder_matches_diffusers() {
         );
     }
 }
+
+fn cases() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn wordpiece_tokenizer_matches_transformers() {
+    use diffgraph_nodes_sd::wordpiece::WordPieceTokenizer;
+    let dir = fixtures().join("ldm-text2im-tiny/tokenizer");
+    let tokenizer = WordPieceTokenizer::from_folder(&dir).unwrap();
+    let c = cases();
+    let prompts = c["prompts"].as_array().unwrap();
+    let want = c["prompt_ids"].as_array().unwrap();
+    for (prompt, want) in prompts.iter().zip(want) {
+        let want: Vec<i64> = want.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let (ids, dropped) = tokenizer.encode_padded(prompt.as_str().unwrap());
+        assert_eq!(ids, want, "prompt {prompt}");
+        assert_eq!(dropped > 0, prompt.as_str().unwrap().len() > 200, "{prompt}: truncation reported");
+    }
+    // The same vocabulary read from tokenizer.json (folders saved by transformers 5).
+    let copy = std::env::temp_dir().join(format!("diffgraph-wordpiece-{}", std::process::id()));
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(dir.join(f), copy.join(f)).unwrap();
+    }
+    let from_json = WordPieceTokenizer::from_folder(&copy).unwrap();
+    for prompt in prompts {
+        let p = prompt.as_str().unwrap();
+        assert_eq!(from_json.encode_padded(p), tokenizer.encode_padded(p));
+    }
+    std::fs::remove_dir_all(&copy).unwrap();
+}
+
+#[test]
+fn ldmbert_matches_diffusers() {
+    use diffgraph_nodes_sd::ldmbert::LdmBert;
+    tch::set_num_threads(1);
+    let r = reference();
+    let bert = LdmBert::from_folder(&fixtures().join("ldm-text2im-tiny/bert"), Kind::Float, Device::Cpu)
+        .unwrap();
+    let out = bert.forward(&r["bert.ids"]).unwrap();
+    check("LDMBert last hidden state, 5 prompts", &out, &r["bert.out"]);
+    let bad = Tensor::from_slice(&[0i64, 999]).view([1, 2]);
+    assert!(bert.forward(&bad).unwrap_err().contains("must be in 0..110"));
+}

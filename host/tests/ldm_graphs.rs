@@ -5,7 +5,9 @@
 //! the step noise from a seeded generator) within 1e-3 on the latents the
 //! VQ decoder gets and on the decoded image (fp32, CPU); and
 //! graphs/ldm_class_conditional.json equals the same loop with class labels
-//! and classifier-free guidance against a null class.
+//! and classifier-free guidance against a null class; and
+//! graphs/ldm_text2img.json equals `LDMTextToImagePipeline` (LDMBert,
+//! UNet2DConditionModel, KL autoencoder) at guidance 1 and 5.
 mod common;
 
 use diffgraph::graph::overrides::Override;
@@ -122,4 +124,35 @@ fn class_conditional_graph_equals_the_guided_reference_loop() {
     let err = max_abs(&out[1], &r["class_pipeline.image"]);
     eprintln!("class-conditional: image max abs {err:.2e}");
     assert!(err <= TOLERANCE, "image max abs {err:e}");
+}
+
+#[test]
+fn text_to_image_graph_equals_ldm_text_to_image_pipeline() {
+    let r = reference();
+    let t = &cases()["text2img"];
+    let ckpt = root().join("tests/fixtures/ldm/ldm-text2im-tiny");
+    for g in [1, 5] {
+        let sets = vec![
+            format!("ckpt.path={}", ckpt.display()),
+            format!("prompt.text={}", t["prompt"].as_str().unwrap()),
+            format!("guidance.value={g}.0"),
+            format!("scheduler.steps={}", t["steps"]),
+            format!("noise.seed={}", t["seed"]),
+            format!("size.width={}", t["width"]),
+            format!("size.height={}", t["height"]),
+        ];
+        let out = run(
+            "ldm_text2img.json",
+            &sets,
+            &[("denoise", "latent"), ("decode", "image")],
+        );
+        // The pipeline decodes `1 / scaling_factor * latents` (0.18215).
+        let latents = &out[0] * (1.0 / 0.18215);
+        let err = max_abs(&latents, &r[&format!("text2img_g{g}.decoder_input")]);
+        eprintln!("text2img g={g}: latents max abs {err:.2e}");
+        assert!(err <= TOLERANCE, "g={g}: latents max abs {err:e}");
+        let err = max_abs(&out[1], &r[&format!("text2img_g{g}.image")]);
+        eprintln!("text2img g={g}: image max abs {err:.2e}");
+        assert!(err <= TOLERANCE, "g={g}: image max abs {err:e}");
+    }
 }

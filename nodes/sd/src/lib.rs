@@ -33,5 +33,6 @@ diffgraph_sdk::export_plugin!(
         nodes::adm::ADMClassifierGradient,
         nodes::adm::ClassLabels,
         nodes::ldm::LoadLDM,
+        nodes::ldm::LDMBertTextEncode,
     ]
 );

@@ -156,10 +156,19 @@ fn wordpiece_tokenizer_matches_transformers() {
     let prompts = c["prompts"].as_array().unwrap();
     let want = c["prompt_ids"].as_array().unwrap();
     for (prompt, want) in prompts.iter().zip(want) {
-        let want: Vec<i64> = want.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let want: Vec<i64> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
         let (ids, dropped) = tokenizer.encode_padded(prompt.as_str().unwrap());
         assert_eq!(ids, want, "prompt {prompt}");
-        assert_eq!(dropped > 0, prompt.as_str().unwrap().len() > 200, "{prompt}: truncation reported");
+        assert_eq!(
+            dropped > 0,
+            prompt.as_str().unwrap().len() > 200,
+            "{prompt}: truncation reported"
+        );
     }
     // The same vocabulary read from tokenizer.json (folders saved by transformers 5).
     let copy = std::env::temp_dir().join(format!("diffgraph-wordpiece-{}", std::process::id()));
@@ -180,10 +189,17 @@ fn ldmbert_matches_diffusers() {
     use diffgraph_nodes_sd::ldmbert::LdmBert;
     tch::set_num_threads(1);
     let r = reference();
-    let bert = LdmBert::from_folder(&fixtures().join("ldm-text2im-tiny/bert"), Kind::Float, Device::Cpu)
-        .unwrap();
+    let bert = LdmBert::from_folder(
+        &fixtures().join("ldm-text2im-tiny/bert"),
+        Kind::Float,
+        Device::Cpu,
+    )
+    .unwrap();
     let out = bert.forward(&r["bert.ids"]).unwrap();
     check("LDMBert last hidden state, 5 prompts", &out, &r["bert.out"]);
     let bad = Tensor::from_slice(&[0i64, 999]).view([1, 2]);
-    assert!(bert.forward(&bad).unwrap_err().contains("must be in 0..110"));
+    assert!(bert
+        .forward(&bad)
+        .unwrap_err()
+        .contains("must be in 0..110"));
 }

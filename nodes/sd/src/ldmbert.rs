@@ -161,9 +161,9 @@ impl LdmBert {
                 .softmax(-1, q.kind())
                 .matmul(&v);
             let attn = attn.transpose(1, 2).reshape([b, t, heads * hd]);
-            h = h + layer.out_proj.forward(&attn);
+            h += layer.out_proj.forward(&attn);
             let x = layer.final_layer_norm.forward(&h);
-            h = h + layer.fc2.forward(&layer.fc1.forward(&x).gelu("none"));
+            h += layer.fc2.forward(&layer.fc1.forward(&x).gelu("none"));
         }
         Ok(self.layer_norm.forward(&h))
     }

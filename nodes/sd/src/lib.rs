@@ -7,12 +7,15 @@ pub mod clip;
 pub mod convert;
 pub mod family;
 pub mod layers;
+pub mod ldmbert;
 pub mod nodes;
 pub mod safetensors;
 pub mod tokenizer;
 pub mod unet;
+pub mod unet2d;
 pub mod vae;
 pub mod weights;
+pub mod wordpiece;
 
 diffgraph_sdk::export_plugin!(
     "sd",
@@ -29,5 +32,7 @@ diffgraph_sdk::export_plugin!(
         nodes::adm::LoadADMClassifier,
         nodes::adm::ADMClassifierGradient,
         nodes::adm::ClassLabels,
+        nodes::ldm::LoadLDM,
+        nodes::ldm::LDMBertTextEncode,
     ]
 );

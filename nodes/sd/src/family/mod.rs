@@ -10,8 +10,11 @@
 //!
 //! - [`sd`]: the Stable Diffusion 1.x/2.x U-Net (text context).
 //! - [`torchscript`]: a TorchScript module with forward(x_t, t, context).
+//! - [`adm`]: guided-diffusion's ADM U-Net (class labels, learned variance).
+//! - [`ldm`]: latent diffusion's UNet2DModel (unconditional or class labels).
 pub mod adm;
 pub mod conditioning;
+pub mod ldm;
 pub mod sd;
 pub mod torchscript;
 

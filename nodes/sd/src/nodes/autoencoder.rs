@@ -16,17 +16,22 @@ impl Node for VAEDecode {
         NodeSchema::new("VAEDecode", "latent")
             .description(
                 "Decodes latents (divided by the VAE's scaling_factor first) to an image in [0, 1]: \
-                 (x * 0.5 + 0.5).clamp(0, 1), as diffusers' image processor; SaveImage then rounds to 8 bits.",
+                 (x * 0.5 + 0.5).clamp(0, 1), as diffusers' image processor; SaveImage then rounds to 8 bits. \
+                 KL (Stable Diffusion) and VQ (latent diffusion's VQModel) autoencoders alike.",
             )
             .input(InputSpec::new("vae", PortType::object(VAE)))
             .input(InputSpec::new("latent", PortType::Latent))
+            .input(InputSpec::bool("force_not_quantize").default(false).doc(
+                "VQ autoencoders: decode the latents as they are (the CompVis LDM sampler) instead of                  their nearest codebook entries (diffusers' VQModel.decode, LDMPipeline)",
+            ))
             .output(OutputSpec::new("image", PortType::Image))
     }
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let vae = lock(inputs)?;
-        let decoded =
-            tch::no_grad(|| vae.decode(inputs.tensor("latent")?).map_err(NodeError::new))?;
+        let latent = inputs.tensor("latent")?;
+        let raw = inputs.bool("force_not_quantize")?;
+        let decoded = tch::no_grad(|| vae.decode_with(latent, raw).map_err(NodeError::new))?;
         Ok(vec![to_pixels(&decoded).into()])
     }
 }
@@ -38,7 +43,8 @@ impl Node for VAEEncode {
         NodeSchema::new("VAEEncode", "latent")
             .description(
                 "Encodes an image in [0, 1] to latents (times the scaling_factor): the posterior's sample \
-                 mean + std * noise when `noise` is given (diffusers' img2img), else its mean.",
+                 mean + std * noise when `noise` is given (diffusers' img2img), else its mean. A VQ \
+                 autoencoder's latents are VQModel.encode's, unquantized (`noise` unused).",
             )
             .input(InputSpec::new("vae", PortType::object(VAE)))
             .input(InputSpec::new("image", PortType::Image))
@@ -81,7 +87,7 @@ impl Node for LatentShape {
         }
         let shape = vec![
             inputs.int("batch")?,
-            vae.config.latent_channels,
+            vae.config.diffusion_channels(),
             h / factor,
             w / factor,
         ];

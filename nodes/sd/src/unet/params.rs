@@ -22,6 +22,13 @@ impl<T: Params> Params for Option<T> {
     }
 }
 
+/// A bare parameter (an embedding table).
+impl Params for Tensor {
+    fn visit(&mut self, f: &mut dyn FnMut(&mut Tensor)) {
+        f(self)
+    }
+}
+
 impl Params for Linear {
     fn visit(&mut self, f: &mut dyn FnMut(&mut Tensor)) {
         f(&mut self.weight);

@@ -99,32 +99,52 @@ impl Upsample {
     }
 }
 
-/// The mid block's `Attention(heads=1, dim_head=channels, norm_num_groups,
-/// residual_connection=True, rescale_output_factor=1)`: group norm, q/k/v
-/// linear projections over the flattened pixels, one attention head of all
-/// channels (scale 1/sqrt(C)), output projection, residual.
+/// diffusers' `Attention` over the pixels of an image, as the blocks built
+/// with `_from_deprecated_attn_block=True` configure it (the VAE's mid block,
+/// UNet2DModel's `AttnDownBlock2D`/`AttnUpBlock2D`/`UNetMidBlock2D`): group
+/// norm, q/k/v linear projections over the flattened pixels, `heads` heads
+/// of `channels / heads` (scale 1/sqrt(head dim)), output projection,
+/// residual, divided by `rescale_output_factor` (`attention_processor.py`,
+/// `AttnProcessor2_0`).
 pub struct SpatialSelfAttention {
     group_norm: GroupNorm,
     to_q: Linear,
     to_k: Linear,
     to_v: Linear,
     to_out: Linear,
+    heads: i64,
+    rescale_output_factor: f64,
 }
 
 impl SpatialSelfAttention {
+    /// The VAE's: one head of all channels, norm eps 1e-6, no rescaling.
+    pub fn load(w: &mut Weights, prefix: &str, channels: i64, groups: i64) -> SpatialSelfAttention {
+        SpatialSelfAttention::load_heads(w, prefix, channels, groups, EPS, 1, 1.0)
+    }
+
     /// Diffusers folders written before 0.14 name the projections
     /// `query`/`key`/`value`/`proj_attn`; diffusers renames them on load
     /// (`_convert_deprecated_attention_blocks` in `models/modeling_utils.py`),
     /// and so do we.
-    pub fn load(w: &mut Weights, prefix: &str, channels: i64, groups: i64) -> SpatialSelfAttention {
+    pub fn load_heads(
+        w: &mut Weights,
+        prefix: &str,
+        channels: i64,
+        groups: i64,
+        eps: f64,
+        heads: i64,
+        rescale_output_factor: f64,
+    ) -> SpatialSelfAttention {
         let legacy = w.contains(&format!("{prefix}.query.weight"));
         let name = |new: &str, old: &str| format!("{prefix}.{}", if legacy { old } else { new });
         SpatialSelfAttention {
-            group_norm: GroupNorm::load(w, &format!("{prefix}.group_norm"), groups, channels, EPS),
+            group_norm: GroupNorm::load(w, &format!("{prefix}.group_norm"), groups, channels, eps),
             to_q: Linear::load(w, &name("to_q", "query"), channels, channels, true),
             to_k: Linear::load(w, &name("to_k", "key"), channels, channels, true),
             to_v: Linear::load(w, &name("to_v", "value"), channels, channels, true),
             to_out: Linear::load(w, &name("to_out.0", "proj_attn"), channels, channels, true),
+            heads,
+            rescale_output_factor,
         }
     }
 
@@ -138,10 +158,16 @@ impl SpatialSelfAttention {
             .forward(x)
             .view([b, c, h * wd])
             .transpose(1, 2);
-        let heads = |t: Tensor| t.unsqueeze(1); // [B, 1, HW, C]: a single head
-        let q = heads(self.to_q.forward(&tokens));
-        let k = heads(self.to_k.forward(&tokens));
-        let v = heads(self.to_v.forward(&tokens));
+        let heads = self.heads;
+        // [B, HW, C] -> [B, heads, HW, C / heads] (one head: the same view,
+        // made the way the VAE always made it)
+        let split = |t: Tensor| match heads {
+            1 => t.unsqueeze(1),
+            _ => t.view([b, -1, heads, c / heads]).transpose(1, 2),
+        };
+        let q = split(self.to_q.forward(&tokens));
+        let k = split(self.to_k.forward(&tokens));
+        let v = split(self.to_v.forward(&tokens));
         let attn = Tensor::scaled_dot_product_attention(
             &q,
             &k,
@@ -152,10 +178,25 @@ impl SpatialSelfAttention {
             None,
             false,
         );
-        let out = self.to_out.forward(&attn.squeeze_dim(1));
-        out.transpose(-1, -2).reshape([b, c, h, wd]) + x
+        let attn = match heads {
+            1 => attn.squeeze_dim(1),
+            _ => attn.transpose(1, 2).reshape([b, h * wd, c]),
+        };
+        let out = self
+            .to_out
+            .forward(&attn)
+            .transpose(-1, -2)
+            .reshape([b, c, h, wd])
+            + x;
+        if self.rescale_output_factor == 1.0 {
+            out
+        } else {
+            out / self.rescale_output_factor
+        }
     }
 }
+
+crate::unet::params::params!(SpatialSelfAttention: group_norm, to_q, to_k, to_v, to_out);
 
 /// `UNetMidBlock2D(num_layers=1)` without time embedding: resnet, optional
 /// attention (`mid_block_add_attention`), resnet.

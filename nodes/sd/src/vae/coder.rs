@@ -21,8 +21,9 @@ struct UpBlock {
     upsample: Option<Upsample>,
 }
 
-/// `Encoder(double_z=True)`: conv_in, down blocks, mid block, group norm,
-/// silu, conv_out to 2 * latent_channels (mean and log-variance).
+/// `Encoder`: conv_in, down blocks, mid block, group norm, silu, conv_out
+/// to 2 * latent_channels (KL, `double_z=True`: mean and log-variance) or
+/// latent_channels (VQ, `double_z=False`).
 pub struct Encoder {
     conv_in: Conv2d,
     down_blocks: Vec<DownBlock>,
@@ -85,7 +86,7 @@ impl Encoder {
                 w,
                 &format!("{prefix}.conv_out"),
                 last,
-                2 * cfg.latent_channels,
+                if cfg.is_vq() { 1 } else { 2 } * cfg.latent_channels,
                 3,
                 1,
                 1,

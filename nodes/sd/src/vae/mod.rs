@@ -1,6 +1,10 @@
-//! AutoencoderKL, the Stable Diffusion VAE (diffusers
+//! The autoencoders of latent diffusion (Rombach et al. 2022), both
+//! regularizations: AutoencoderKL, the Stable Diffusion VAE (diffusers
 //! `models/autoencoders/autoencoder_kl.py`): encoder + `quant_conv` to a
 //! diagonal Gaussian posterior, `post_quant_conv` + decoder back to pixels;
+//! and VQModel (`vq_model.py`, the paper's VQ-reg, chosen by the config's
+//! `_class_name`): encoder + `quant_conv` to latents, quantized to the
+//! nearest codebook entries ([`vq`]) by the decoding side;
 //! plus the pipeline's latent scaling and diffusers' `VaeImageProcessor`
 //! pixel conversion (`image_processor.py`).
 //!
@@ -8,6 +12,7 @@
 //! - [`coder`]: `Encoder` and `Decoder`.
 pub mod blocks;
 pub mod coder;
+pub mod vq;
 
 use crate::layers::Conv2d;
 use crate::weights::Weights;
@@ -16,6 +21,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
+use vq::VectorQuantizer;
 
 /// The fields of a diffusers `vae/config.json` that the SD VAE uses, with
 /// `AutoencoderKL.__init__`'s defaults. Other fields (`sample_size`,
@@ -37,6 +43,14 @@ pub struct VaeConfig {
     pub use_quant_conv: bool,
     pub use_post_quant_conv: bool,
     pub mid_block_add_attention: bool,
+    /// "AutoencoderKL" or "VQModel" (absent: KL).
+    #[serde(rename = "_class_name")]
+    pub class_name: Option<String>,
+    /// VQModel: codebook entries, their width (default: latent_channels)
+    /// and the decoder's norm ("group"; "spatial" is MoVQ's, not built).
+    pub num_vq_embeddings: i64,
+    pub vq_embed_dim: Option<i64>,
+    pub norm_type: String,
 }
 
 impl Default for VaeConfig {
@@ -55,6 +69,10 @@ impl Default for VaeConfig {
             use_quant_conv: true,
             use_post_quant_conv: true,
             mid_block_add_attention: true,
+            class_name: None,
+            num_vq_embeddings: 256,
+            vq_embed_dim: None,
+            norm_type: "group".into(),
         }
     }
 }
@@ -66,8 +84,26 @@ impl VaeConfig {
             serde_json::from_str(text).map_err(|e| format!("invalid VAE config: {e}"))?;
         if let Some(map) = value.as_object_mut() {
             map.retain(|_, v| !v.is_null());
+            // VQModel's own default (AutoencoderKL's is 4).
+            if map.get("_class_name").and_then(|v| v.as_str()) == Some("VQModel") {
+                map.entry("latent_channels").or_insert(3.into());
+            }
         }
         serde_json::from_value(value).map_err(|e| format!("invalid VAE config: {e}"))
+    }
+
+    /// Whether this is a VQModel (else an AutoencoderKL).
+    pub fn is_vq(&self) -> bool {
+        self.class_name.as_deref() == Some("VQModel")
+    }
+
+    /// The channels of the latents the diffusion model works on: the KL
+    /// posterior's, or the VQ codebook's width (`vq_embed_dim`).
+    pub fn diffusion_channels(&self) -> i64 {
+        match self.is_vq() {
+            true => self.vq_embed_dim.unwrap_or(self.latent_channels),
+            false => self.latent_channels,
+        }
     }
 
     pub fn from_file(path: &Path) -> Result<VaeConfig, String> {
@@ -108,6 +144,21 @@ impl VaeConfig {
             errors.push(format!(
                 "unsupported up block type {t:?} (only UpDecoderBlock2D)"
             ));
+        }
+        match self.class_name.as_deref() {
+            None | Some("AutoencoderKL") | Some("VQModel") => {}
+            Some(other) => errors.push(format!(
+                "unsupported autoencoder class {other:?} (AutoencoderKL or VQModel)"
+            )),
+        }
+        if self.is_vq() && self.norm_type != "group" {
+            errors.push(format!(
+                "unsupported norm_type {:?} (only group)",
+                self.norm_type
+            ));
+        }
+        if self.is_vq() && (self.num_vq_embeddings < 1 || self.diffusion_channels() < 1) {
+            errors.push("num_vq_embeddings and vq_embed_dim must be positive".to_string());
         }
         if self.act_fn != "silu" && self.act_fn != "swish" {
             errors.push(format!("unsupported act_fn {:?} (only silu)", self.act_fn));
@@ -175,6 +226,7 @@ pub struct Vae {
     decoder: Decoder,
     quant_conv: Option<Conv2d>,
     post_quant_conv: Option<Conv2d>,
+    quantizer: Option<VectorQuantizer>,
     kind: Kind,
     device: Device,
 }
@@ -185,17 +237,38 @@ impl Vae {
     /// call `w.finish()` afterwards (or use [`Vae::from_weights`]).
     pub fn load(config: &VaeConfig, w: &mut Weights) -> Result<Vae, String> {
         config.validate()?;
-        let l2 = 2 * config.latent_channels;
         let l = config.latent_channels;
+        // KL: the moments (2 x latent) in and out of quant_conv; VQ: latent
+        // to the codebook width and back (VQModel has both convs always).
+        let (enc_out, quant_out) = match config.is_vq() {
+            true => (l, config.diffusion_channels()),
+            false => (2 * l, 2 * l),
+        };
+        let vq = config.is_vq();
         Ok(Vae {
             encoder: Encoder::load(w, "encoder", config),
             decoder: Decoder::load(w, "decoder", config),
-            quant_conv: config
-                .use_quant_conv
-                .then(|| Conv2d::load(w, "quant_conv", l2, l2, 1, 1, 0)),
-            post_quant_conv: config
-                .use_post_quant_conv
-                .then(|| Conv2d::load(w, "post_quant_conv", l, l, 1, 1, 0)),
+            quant_conv: (vq || config.use_quant_conv)
+                .then(|| Conv2d::load(w, "quant_conv", enc_out, quant_out, 1, 1, 0)),
+            post_quant_conv: (vq || config.use_post_quant_conv).then(|| {
+                Conv2d::load(
+                    w,
+                    "post_quant_conv",
+                    config.diffusion_channels(),
+                    l,
+                    1,
+                    1,
+                    0,
+                )
+            }),
+            quantizer: vq.then(|| {
+                VectorQuantizer::load(
+                    w,
+                    "quantize",
+                    config.num_vq_embeddings,
+                    config.diffusion_channels(),
+                )
+            }),
             config: config.clone(),
             kind: w.kind,
             device: w.device,
@@ -242,10 +315,26 @@ impl Vae {
     }
 
     /// `AutoencoderKL.decode(z)`: post_quant_conv then the decoder, on
-    /// unscaled latents. Output in [-1, 1] (roughly), model dtype.
+    /// unscaled latents; `VQModel.decode(z)`: quantized first (as diffusers'
+    /// LDMPipeline decodes), unless `force_not_quantize` (as the CompVis
+    /// LDM sampler decodes). Output in [-1, 1] (roughly), model dtype.
     pub fn decode_raw(&self, z: &Tensor) -> Result<Tensor, String> {
-        let z = self.check_input(z, self.config.latent_channels, "decode")?;
+        self.decode_raw_with(z, false)
+    }
+
+    /// [`Vae::decode_raw`], choosing whether a VQ autoencoder quantizes.
+    pub fn decode_raw_with(&self, z: &Tensor, force_not_quantize: bool) -> Result<Tensor, String> {
+        let z = self.check_input(z, self.config.diffusion_channels(), "decode")?;
+        if force_not_quantize && self.quantizer.is_none() {
+            return Err(
+                "force_not_quantize applies to VQ autoencoders only; this one is KL".into(),
+            );
+        }
         let _guard = tch::no_grad_guard();
+        let z = match (&self.quantizer, force_not_quantize) {
+            (Some(quantizer), false) => quantizer.quantize(&z),
+            _ => z,
+        };
         let z = match &self.post_quant_conv {
             Some(conv) => conv.forward(&z),
             None => z,
@@ -253,14 +342,51 @@ impl Vae {
         Ok(self.decoder.forward(&z))
     }
 
-    /// What the SD pipelines decode: `vae.decode(latents / scaling_factor)`.
+    /// What the pipelines decode: `vae.decode(latents / scaling_factor)`.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor, String> {
-        let latents = self.check_input(latents, self.config.latent_channels, "decode")?;
-        self.decode_raw(&(latents / self.config.scaling_factor))
+        self.decode_with(latents, false)
     }
 
-    /// `AutoencoderKL.encode(x).latent_dist` for images in [-1, 1].
+    /// [`Vae::decode`], choosing whether a VQ autoencoder quantizes.
+    pub fn decode_with(
+        &self,
+        latents: &Tensor,
+        force_not_quantize: bool,
+    ) -> Result<Tensor, String> {
+        let latents = self.check_input(latents, self.config.diffusion_channels(), "decode")?;
+        self.decode_raw_with(&(latents / self.config.scaling_factor), force_not_quantize)
+    }
+
+    /// `VQModel.encode(x).latents`: encoder then quant_conv, not quantized.
+    pub fn encode_vq(&self, image: &Tensor) -> Result<Tensor, String> {
+        if self.quantizer.is_none() {
+            return Err("encode_vq: this autoencoder is KL".into());
+        }
+        let x = self.check_input(image, self.config.in_channels, "encode")?;
+        let _guard = tch::no_grad_guard();
+        let h = self.encoder.forward(&x);
+        Ok(match &self.quant_conv {
+            Some(conv) => conv.forward(&h),
+            None => h,
+        })
+    }
+
+    /// `VectorQuantizer.forward`'s quantized latents (VQ only).
+    pub fn quantize(&self, z: &Tensor) -> Result<Tensor, String> {
+        let quantizer = self
+            .quantizer
+            .as_ref()
+            .ok_or("quantize: this autoencoder is KL")?;
+        let z = self.check_input(z, self.config.diffusion_channels(), "quantize")?;
+        let _guard = tch::no_grad_guard();
+        Ok(quantizer.quantize(&z))
+    }
+
+    /// `AutoencoderKL.encode(x).latent_dist` for images in [-1, 1] (KL only).
     pub fn encode(&self, image: &Tensor) -> Result<Posterior, String> {
+        if self.quantizer.is_some() {
+            return Err("a VQ autoencoder has no posterior: use encode_vq".into());
+        }
         let x = self.check_input(image, self.config.in_channels, "encode")?;
         let _guard = tch::no_grad_guard();
         let h = self.encoder.forward(&x);
@@ -278,7 +404,11 @@ impl Vae {
     /// Latents for the diffusion model, as the img2img pipeline makes them:
     /// `posterior.sample(noise) * scaling_factor`, or with no noise the mode
     /// (`mean * scaling_factor`, `sample_mode="argmax"`).
+    /// A VQ autoencoder's latents are deterministic: `noise` is not used.
     pub fn encode_latents(&self, image: &Tensor, noise: Option<&Tensor>) -> Result<Tensor, String> {
+        if self.quantizer.is_some() {
+            return Ok(self.encode_vq(image)? * self.config.scaling_factor);
+        }
         let posterior = self.encode(image)?;
         let z = match noise {
             Some(noise) => posterior.sample(noise)?,

@@ -173,3 +173,77 @@ fn affinity_cuts_model_loads_for_alternating_checkpoints() {
         "without affinity {without} loads, with {with}"
     );
 }
+
+/// Outputs through Redis (the worker's folder is not the front-end's),
+/// interrupt and delete through the front-end, and a graceful stop: SIGINT
+/// lets the running job finish, then the worker leaves.
+#[test]
+fn redis_output_store_interrupt_delete_and_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path(), false);
+    let url = redis.url();
+    let server = Server::start(dir.path(), &["--queue", &url, "--output-store", "redis"]);
+    let elsewhere = dir.path().join("worker-machine");
+    let mut w = Worker::start(&elsewhere, &url, "w", &["--output-store", "redis"]);
+    let mut ws = server.ws("c");
+
+    let id = server.queue(&slow_image_graph(5, 1, "via_redis"), Some("c"));
+    let entry = server.wait_history(&id, Duration::from_secs(60));
+    assert_eq!(first_image_pixels(&server, &entry).len(), 8 * 8 * 3);
+    assert!(server.output().join("via_redis.png").is_file());
+    assert!(elsewhere.join("output/via_redis.png").is_file());
+
+    // Interrupt the running job; delete one still queued behind it.
+    let long = server.queue(&looping_image_graph(1, 40, 100, "long"), Some("c"));
+    let queued = server.queue(&slow_image_graph(6, 1, "never"), Some("c"));
+    loop {
+        let m = ws.next();
+        if m["type"] == "progress" && m["data"]["prompt_id"] == long.as_str() {
+            break;
+        }
+    }
+    let (_, r) = server.post("/queue", &json!({ "delete": [queued] }));
+    assert_eq!(r["deleted"], 1);
+    let (_, r) = server.post("/interrupt", &json!({ "prompt_id": long }));
+    assert_eq!(r["interrupted"], long.as_str());
+    let entry = server.wait_history(&long, Duration::from_secs(60));
+    assert!(
+        entry["status"]["messages"]
+            .to_string()
+            .contains("execution_interrupted"),
+        "{entry}"
+    );
+
+    // SIGINT during a job: it finishes, then the worker exits 0 and leaves.
+    let last = server.queue(&looping_image_graph(2, 10, 100, "last"), Some("c"));
+    loop {
+        let m = ws.next();
+        if m["type"] == "progress" && m["data"]["prompt_id"] == last.as_str() {
+            break;
+        }
+    }
+    let pid = w.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let t = std::time::Instant::now();
+    let code = loop {
+        if let Some(s) = w.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the worker left within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(code.success(), "{code:?}");
+    let entry = server.wait_history(&last, Duration::from_secs(5));
+    assert_eq!(entry["status"]["status_str"], "success", "{entry}");
+    let (_, h) = server.get("/history");
+    assert!(h.get(&queued).is_none(), "the deleted job never ran");
+    let status = queue_status(&url);
+    assert_eq!(status["workers"].as_array().unwrap().len(), 0, "{status}");
+}

@@ -95,6 +95,9 @@ fn advertise(conn: &mut Conn, name: &str, info: &Info, ttl: Duration) -> redis::
 /// The other live workers' records.
 pub fn workers(conn: &mut Conn) -> redis::RedisResult<Vec<HashMap<String, String>>> {
     let names: Vec<String> = conn.run(|c| redis::cmd("SMEMBERS").arg(keys::WORKERS).query(c))?;
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
     let hashes: Vec<HashMap<String, String>> = conn.run(|c| {
         let mut p = redis::pipe();
         for n in &names {

@@ -129,13 +129,6 @@ fn alternating_loads(affinity: bool) -> u64 {
     let redis = Redis::start(dir.path(), false);
     let url = redis.url();
     let server = Server::start(dir.path(), &["--queue", &url]);
-    let mut extra = vec!["--max-models", "1"];
-    if !affinity {
-        extra.push("--no-affinity");
-    }
-    let _w: Vec<Worker> = (0..2)
-        .map(|i| Worker::start(dir.path(), &url, &format!("w{i}"), &extra))
-        .collect();
     for k in 0..16u64 {
         let (path, ms) = if k % 2 == 0 {
             (&a, 20 + k)
@@ -149,6 +142,14 @@ fn alternating_loads(affinity: bool) -> u64 {
         }});
         server.queue(&g, None);
     }
+    // Workers join a full queue (as after a burst), one after the other.
+    let mut extra = vec!["--max-models", "1"];
+    if !affinity {
+        extra.push("--no-affinity");
+    }
+    let _w: Vec<Worker> = (0..2)
+        .map(|i| Worker::start(dir.path(), &url, &format!("w{i}"), &extra))
+        .collect();
     let history = wait_history_count(&server, 16, Duration::from_secs(90));
     for (id, e) in history.as_object().unwrap() {
         assert_eq!(e["status"]["status_str"], "success", "{id}: {e}");
@@ -160,9 +161,9 @@ fn alternating_loads(affinity: bool) -> u64 {
 }
 
 /// Model affinity: two checkpoints alternating over 2 workers, each holding
-/// one model at a time. With affinity each worker keeps to one checkpoint's
-/// jobs (2 loads, plus one when the short jobs run out and their worker
-/// helps with the long ones); in plain queue order nearly every job switches.
+/// one model at a time. With affinity a worker keeps to the checkpoint it
+/// has loaded while its jobs last (one load per checkpoint and worker at
+/// most: <= 4); in plain queue order nearly every job switches.
 #[test]
 fn affinity_cuts_model_loads_for_alternating_checkpoints() {
     let with = alternating_loads(true);

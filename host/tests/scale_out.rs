@@ -203,6 +203,23 @@ fn redis_output_store_interrupt_delete_and_graceful_stop() {
             break;
         }
     }
+    // `front: true` is listed and run before the jobs queued earlier.
+    let back = server.queue(&slow_image_graph(9, 1, "back"), Some("c"));
+    let (s, r) = server.post(
+        "/prompt",
+        &json!({ "prompt": slow_image_graph(10, 1, "front"), "client_id": "c", "front": true }),
+    );
+    assert_eq!(s, 200, "{r}");
+    let front = r["prompt_id"].as_str().unwrap().to_string();
+    let (_, q) = server.get("/queue");
+    let pending: Vec<&str> = q["queue_pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i[1].as_str().unwrap())
+        .collect();
+    assert_eq!(pending, [front.as_str(), queued.as_str(), back.as_str()]);
+    assert_eq!(q["queue_running"][0][1], long.as_str());
     let (_, r) = server.post("/queue", &json!({ "delete": [queued] }));
     assert_eq!(r["deleted"], 1);
     let (_, r) = server.post("/interrupt", &json!({ "prompt_id": long }));
@@ -214,6 +231,12 @@ fn redis_output_store_interrupt_delete_and_graceful_stop() {
             .contains("execution_interrupted"),
         "{entry}"
     );
+    let started = |id: &str| {
+        let e = server.wait_history(id, Duration::from_secs(60));
+        assert_eq!(e["status"]["status_str"], "success", "{e}");
+        e["status"]["messages"][0][1]["timestamp"].as_u64().unwrap()
+    };
+    assert!(started(&front) <= started(&back), "front ran first");
 
     // SIGINT during a job: it finishes, then the worker exits 0 and leaves.
     let last = server.queue(&looping_image_graph(2, 10, 100, "last"), Some("c"));
@@ -247,4 +270,45 @@ fn redis_output_store_interrupt_delete_and_graceful_stop() {
     assert!(h.get(&queued).is_none(), "the deleted job never ran");
     let status = queue_status(&url);
     assert_eq!(status["workers"].as_array().unwrap().len(), 0, "{status}");
+
+    // Two SIGINTs during a job: it is handed back at once (exit 130) and
+    // another worker runs it.
+    let mut w2 = Worker::start(&elsewhere, &url, "w2", &["--output-store", "redis"]);
+    let handed = server.queue(&looping_image_graph(3, 40, 100, "handed"), Some("c"));
+    loop {
+        let m = ws.next();
+        if m["type"] == "progress" && m["data"]["prompt_id"] == handed.as_str() {
+            break;
+        }
+    }
+    let pid = w2.child.id().to_string();
+    for _ in 0..2 {
+        assert!(std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = std::time::Instant::now();
+    let code = loop {
+        if let Some(s) = w2.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the worker left at once"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code.code(), Some(130));
+    let (_, q) = server.get("/queue");
+    assert_eq!(
+        q["queue_pending"][0][1],
+        handed.as_str(),
+        "handed back: {q}"
+    );
+    let _w3 = Worker::start(&elsewhere, &url, "w3", &["--output-store", "redis"]);
+    let entry = server.wait_history(&handed, Duration::from_secs(60));
+    assert_eq!(entry["status"]["status_str"], "success", "{entry}");
 }

@@ -13,27 +13,33 @@ use std::time::Duration;
 /// 1 front-end + 3 workers, 60 jobs from 4 concurrent WebSocket clients:
 /// every job completes exactly once (one `execution_success` to its own
 /// client, one history entry, one image), and the front-end serves the
-/// histories and images the workers produced.
+/// histories and images the workers produced. A second front-end on the same
+/// Redis: half the clients post to one and listen on the other (a load
+/// balancer may split them so).
 #[test]
 fn three_workers_run_sixty_jobs_from_four_clients_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start(dir.path(), false);
     let url = redis.url();
-    let server = Server::start(dir.path(), &["--queue", &url]);
+    let fronts = [
+        Server::start(dir.path(), &["--queue", &url]),
+        Server::start(dir.path(), &["--queue", &url]),
+    ];
+    let server = &fronts[0];
     let _workers: Vec<Worker> = (0..3)
         .map(|i| Worker::start(dir.path(), &url, &format!("w{i}"), &[]))
         .collect();
     let results: Vec<(String, Vec<String>, HashMap<String, usize>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|c| {
-                let server = &server;
+                let (post_to, listen_on) = (&fronts[c as usize % 2], &fronts[(c as usize / 2) % 2]);
                 s.spawn(move || {
                     let client = format!("client{c}");
-                    let mut ws = server.ws(&client);
+                    let mut ws = listen_on.ws(&client);
                     let ids: Vec<String> = (0..15)
                         .map(|k| {
                             let g = slow_image_graph(100 * c + k, 20, &format!("c{c}_j{k}"));
-                            server.queue(&g, Some(&client))
+                            post_to.queue(&g, Some(&client))
                         })
                         .collect();
                     let mut successes: HashMap<String, usize> = HashMap::new();
@@ -63,8 +69,13 @@ fn three_workers_run_sixty_jobs_from_four_clients_exactly_once() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let history = wait_history_count(&server, 60, Duration::from_secs(60));
+    let history = wait_history_count(server, 60, Duration::from_secs(60));
     assert_eq!(history.as_object().unwrap().len(), 60);
+    assert_eq!(
+        fronts[1].get("/history").1,
+        history,
+        "both front-ends serve one history"
+    );
     let mut files = HashSet::new();
     for (client, ids, successes) in &results {
         for id in ids {
@@ -72,7 +83,7 @@ fn three_workers_run_sixty_jobs_from_four_clients_exactly_once() {
             let entry = &history[id];
             assert_eq!(entry["status"]["status_str"], "success", "{entry}");
             assert_eq!(entry["prompt"][1], id.as_str());
-            let pixels = first_image_pixels(&server, entry);
+            let pixels = first_image_pixels(server, entry);
             assert_eq!(pixels.len(), 8 * 8 * 3);
             let img = &entry["outputs"]["save"]["images"][0];
             assert!(files.insert(img["filename"].as_str().unwrap().to_string()));

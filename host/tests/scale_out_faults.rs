@@ -136,3 +136,24 @@ fn redis_killed_and_restarted_with_aof_loses_no_accepted_job() {
     }
     assert_eq!(history.as_object().unwrap().len(), ids.len());
 }
+
+/// Heartbeats keep a job that runs for three visibility timeouts with its
+/// live worker: the idle second worker does not take it over.
+#[test]
+fn a_live_worker_keeps_a_job_longer_than_the_visibility_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path(), false);
+    let url = redis.url();
+    let server = Server::start(dir.path(), &["--queue", &url]);
+    let fast = ["--visibility-ms", "1000"];
+    let _w: Vec<Worker> = (0..2)
+        .map(|i| Worker::start(dir.path(), &url, &format!("w{i}"), &fast))
+        .collect();
+    let id = server.queue(&looping_image_graph(4, 12, 250, "long"), None);
+    let entry = server.wait_history(&id, Duration::from_secs(60));
+    assert_eq!(entry["status"]["status_str"], "success", "{entry}");
+    // A takeover would still be running now; give it the time to finish.
+    std::thread::sleep(Duration::from_millis(3500));
+    let status = queue_status(&url);
+    assert_eq!(workers_total(&status, "jobs"), 1, "ran once: {status}");
+}

@@ -310,8 +310,29 @@ impl Streams {
 }
 
 /// Resets the running entry's idle time (the job is alive), from the
-/// heartbeat thread's own connection.
+/// heartbeat thread's own connection; only while this worker still owns it
+/// (a worker paused past the visibility timeout must not take back an entry
+/// another worker reclaimed).
 pub fn touch(conn: &mut Conn, name: &str, e: &Entry) -> RedisResult<()> {
+    let pending: Value = conn.run(|c| {
+        redis::cmd("XPENDING")
+            .arg(&e.stream)
+            .arg(keys::GROUP)
+            .arg(&e.entry)
+            .arg(&e.entry)
+            .arg(1)
+            .query(c)
+    })?;
+    let owner = match &pending {
+        Value::Array(rows) => rows.first().and_then(|r| match r {
+            Value::Array(f) => f.get(1).and_then(text),
+            _ => None,
+        }),
+        _ => None,
+    };
+    if owner.as_deref() != Some(name) {
+        return Ok(());
+    }
     conn.run(|c| {
         redis::cmd("XCLAIM")
             .arg(&e.stream)

@@ -35,6 +35,9 @@ fi
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 ln -sfn "$(python3 -c "import os,sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))" "$site/torch" "$root/.venv")" .venv/libtorch
 
+# Debian's redis-server for the scale-out tests (skipped when present).
+./scripts/setup-redis.sh || echo "setup: warning: the scale-out tests (host/tests/scale_out*.rs) need redis-server" >&2
+
 # Python tools for the fixture script (diffusers/transformers) are only needed to
 # regenerate committed fixtures; they are installed on demand by that script.
 echo "setup: libtorch at $root/.venv/libtorch/lib" >&2

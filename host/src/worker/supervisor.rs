@@ -186,14 +186,22 @@ impl Supervisor {
     }
 }
 
-impl Drop for Supervisor {
-    fn drop(&mut self) {
+impl Supervisor {
+    /// Stops the worker process (and with it everything its cache holds);
+    /// the next job starts a fresh one.
+    pub fn stop(&mut self) {
         *self.stdin.stdin.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if let Some(mut r) = self.running.take() {
             // Closing stdin ends the worker; kill in case a job still runs.
             let _ = r.child.kill();
             let _ = r.child.wait();
         }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -42,10 +42,14 @@ pub enum Command {
     /// SQLite, jobs run in a supervised worker process that keeps models loaded.
     #[cfg(feature = "server")]
     Serve(crate::server::ServeArgs),
-    /// Internal: the worker process `serve` starts (JSON lines on stdin/stdout).
+    /// With --queue redis://...: a scale-out worker taking jobs from Redis
+    /// Streams (docs/scale-out.md). Without: the worker process `serve`
+    /// starts (JSON lines on stdin/stdout).
     #[cfg(feature = "server")]
-    #[command(hide = true)]
     Worker(crate::server::WorkerArgs),
+    /// The Redis job queue: `diffgraph queue status --queue redis://...`.
+    #[cfg(feature = "server")]
+    Queue(crate::server::QueueArgs),
 }
 
 #[derive(Args)]

@@ -39,6 +39,8 @@ fn main() {
         Command::Serve(a) => server::serve(a),
         #[cfg(feature = "server")]
         Command::Worker(a) => server::worker(a),
+        #[cfg(feature = "server")]
+        Command::Queue(a) => server::queue_command(a),
     };
     std::process::exit(code)
 }

@@ -196,6 +196,9 @@ pub async fn interrupt(
 ) -> Result<Json<Json_>> {
     let body = json_body(body)?;
     let wanted = body.get("prompt_id").and_then(Json_::as_str);
+    if let Some(hit) = state.db().interrupt_remote(wanted) {
+        return Ok(Json(json!({ "interrupted": hit.map_err(internal)? })));
+    }
     let running = state
         .running
         .lock()

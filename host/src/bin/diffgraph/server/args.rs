@@ -36,14 +36,74 @@ pub struct ServeArgs {
     /// Largest request body in MiB (uploads included).
     #[arg(long, default_value_t = 32)]
     pub max_body_mb: usize,
+    /// Keep the queue and history in Redis (redis://HOST:PORT/N) and let
+    /// `diffgraph worker --queue` processes run the jobs (docs/scale-out.md).
+    #[arg(long, value_name = "URL")]
+    pub queue: Option<String>,
+    /// With --queue: where workers' outputs come from (folder: --output is
+    /// shared with the workers; redis: small files through Redis).
+    #[arg(long, value_enum, default_value = "folder")]
+    pub output_store: super::queue::storage::StoreKind,
 }
 
+/// `diffgraph worker`: with `--queue`, a scale-out worker taking jobs from
+/// Redis; without, the child process `serve` drives over stdin/stdout.
 #[derive(Args)]
 pub struct WorkerArgs {
     #[command(flatten)]
     pub plugins: PluginArgs,
+    /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceRequest,
+    /// Output folder (with --queue: shared with the front-ends, unless
+    /// --output-store redis).
     #[arg(long, default_value = "output")]
     pub out: PathBuf,
+    /// Take jobs from Redis Streams: redis://HOST:PORT/N.
+    #[arg(long, value_name = "URL")]
+    pub queue: Option<String>,
+    /// Model folder (ComfyUI's layout), as `serve --models`.
+    #[arg(long, default_value = "models")]
+    pub models: PathBuf,
+    /// Input folder (uploaded images), as `serve --input`.
+    #[arg(long, default_value = "input")]
+    pub input: PathBuf,
+    /// This worker's name in `diffgraph queue status` (default host-pid);
+    /// unique per live worker.
+    #[arg(long, value_name = "W")]
+    pub name: Option<String>,
+    /// Where outputs go for the front-ends: a shared folder or Redis.
+    #[arg(long, value_enum, default_value = "folder")]
+    pub output_store: super::queue::storage::StoreKind,
+    /// A job whose worker sends no heartbeat for this long is taken over
+    /// by another worker.
+    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    pub visibility_ms: u64,
+    /// A job taken this many times without finishing (its workers died)
+    /// goes to the dead-letter stream on the next take.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub max_attempts: u32,
+    /// Take jobs in queue order only, ignoring which models are loaded
+    /// where (for comparison).
+    #[arg(long)]
+    pub no_affinity: bool,
+    /// With affinity: a job waiting longer than this is taken by any idle
+    /// worker, even one that must load its model.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub affinity_wait_ms: u64,
+    /// Models kept loaded at once (0: no limit). Taking a job for another
+    /// model past it restarts the worker's child process, freeing its cache.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_models: usize,
+}
+
+impl WorkerArgs {
+    /// `--device` as text again (cpu, cuda:N, auto).
+    pub fn device_text(&self) -> String {
+        match self.device {
+            DeviceRequest::Cpu => "cpu".to_string(),
+            DeviceRequest::Cuda(n) => format!("cuda:{n}"),
+            DeviceRequest::Auto => "auto".to_string(),
+        }
+    }
 }

@@ -11,11 +11,13 @@ mod db;
 mod files;
 mod info;
 mod prompt;
+mod queue;
 mod runner;
 mod state;
 mod ws;
 
 pub use args::{ServeArgs, WorkerArgs};
+pub use queue::status::{queue as queue_command, QueueArgs};
 
 use crate::args::EXIT_BAD_INPUT;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -55,6 +57,9 @@ impl IntoResponse for ApiError {
 
 /// `diffgraph worker` (hidden): serves jobs on stdin/stdout for a server.
 pub fn worker(a: WorkerArgs) -> i32 {
+    if let Some(url) = a.queue.clone() {
+        return queue::worker::run(a, &url);
+    }
     let device = match device::select(a.device) {
         Ok((d, _)) => d,
         Err(e) => {
@@ -93,7 +98,22 @@ pub fn serve(a: ServeArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
-    runner::spawn(state.clone());
+    if state.db().is_redis() {
+        // Workers run the jobs; their messages and outputs come through Redis.
+        let url = a.queue.as_deref().unwrap_or_default();
+        match queue::conn::client(url) {
+            Ok(c) => {
+                let store = queue::storage::open(a.output_store, &c).into();
+                queue::relay::from_redis(state.clone(), c, store);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        }
+    } else {
+        runner::spawn(state.clone());
+    }
     let addr = std::net::SocketAddr::new(a.listen, a.port);
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(addr).await {

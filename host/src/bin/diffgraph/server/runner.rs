@@ -73,7 +73,7 @@ impl Messages<'_> {
     }
 }
 
-fn run_job(state: &AppState, supervisor: &mut Supervisor, job: Job) {
+pub(super) fn run_job(state: &AppState, supervisor: &mut Supervisor, job: Job) {
     *state.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(job.id.clone());
     state.send_status();
     let mut msgs = Messages {

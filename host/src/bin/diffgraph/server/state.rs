@@ -1,6 +1,6 @@
 //! What the handlers and the job runner share.
 use super::args::ServeArgs;
-use super::db::Db;
+use super::queue::Db;
 use diffgraph::device::DeviceRequest;
 use diffgraph::plugin::discovery;
 use diffgraph::worker::{Interrupter, WorkerCommand};
@@ -69,7 +69,7 @@ impl AppState {
         for s in skipped {
             eprintln!("warning: {s}");
         }
-        let (db, requeued, failed) = super::db::Db::open(&output.join("diffgraph-server.sqlite3"))?;
+        let (db, requeued, failed) = super::queue::open(a.queue.as_deref(), &output)?;
         if !requeued.is_empty() {
             eprintln!(
                 "re-queued {} job(s) that were running when the server stopped",

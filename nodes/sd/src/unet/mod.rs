@@ -14,7 +14,7 @@ use crate::weights::Weights;
 use blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
 pub use config::{OneOrMany, UNetConfig};
 use embeddings::{timestep_embedding, TimestepEmbedding};
-use params::{params, Params};
+use params::params;
 use resnet::ResnetParams;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -84,17 +84,7 @@ impl UNet {
             config,
             &mut Weights::new(BTreeMap::new(), kind, device, "random"),
         )?;
-        let _guard = tch::no_grad_guard();
-        tch::manual_seed(seed);
-        unet.visit(&mut |t| {
-            let size = t.size();
-            let std = if size.len() > 1 {
-                (size[0] as f64 / t.numel() as f64).sqrt()
-            } else {
-                0.1
-            };
-            *t = (Tensor::randn(&size, (Kind::Float, device)) * std).to_kind(kind);
-        });
+        params::fill_random(&mut unet, kind, device, seed);
         Ok(unet)
     }
 

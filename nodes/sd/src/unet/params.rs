@@ -1,7 +1,7 @@
 //! Visiting every parameter tensor of a loaded U-Net, e.g. to fill a model
 //! built without a checkpoint with random values ([`super::UNet::random`]).
 use crate::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 /// Something holding parameter tensors.
 pub trait Params {
@@ -59,6 +59,23 @@ impl Params for LayerNorm {
         f(&mut self.weight);
         f(&mut self.bias);
     }
+}
+
+/// Replaces every parameter of `model` with seeded random values (normal,
+/// std 1/sqrt(fan-in); 0.1 for 1-D parameters), in `kind` on `device`:
+/// models built without a checkpoint, for benchmarks and tests.
+pub fn fill_random(model: &mut impl Params, kind: Kind, device: Device, seed: i64) {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(seed);
+    model.visit(&mut |t| {
+        let size = t.size();
+        let std = if size.len() > 1 {
+            (size[0] as f64 / t.numel() as f64).sqrt()
+        } else {
+            0.1
+        };
+        *t = (Tensor::randn(&size, (Kind::Float, device)) * std).to_kind(kind);
+    });
 }
 
 /// Implements [`Params`] for a struct by visiting the listed fields.

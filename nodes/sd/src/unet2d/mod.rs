@@ -8,7 +8,7 @@ pub mod config;
 
 use crate::layers::{Conv2d, GroupNorm};
 use crate::unet::embeddings::{timestep_embedding, TimestepEmbedding};
-use crate::unet::params::{params, Params};
+use crate::unet::params::{fill_random, params};
 use crate::unet::resnet::ResnetParams;
 use crate::weights::Weights;
 use blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
@@ -64,17 +64,7 @@ impl UNet2D {
             config,
             &mut Weights::new(BTreeMap::new(), kind, device, "random"),
         )?;
-        let _guard = tch::no_grad_guard();
-        tch::manual_seed(seed);
-        unet.visit(&mut |t| {
-            let size = t.size();
-            let std = if size.len() > 1 {
-                (size[0] as f64 / t.numel() as f64).sqrt()
-            } else {
-                0.1
-            };
-            *t = (Tensor::randn(&size, (Kind::Float, device)) * std).to_kind(kind);
-        });
+        fill_random(&mut unet, kind, device, seed);
         Ok(unet)
     }
 

@@ -16,7 +16,10 @@ use std::time::Duration;
 #[test]
 fn comfyui_example_clients_run_the_demo_graph() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(
+        dir.path(),
+        &["--preview-method", "auto", "--preview-size", "64"],
+    );
     let demo: Json = serde_json::from_str(
         &std::fs::read_to_string(repo_root().join("graphs/demo.json")).unwrap(),
     )
@@ -76,6 +79,55 @@ fn comfyui_example_clients_run_the_demo_graph() {
         .clone();
     assert_eq!(images[0]["type"], "output");
     assert_eq!(kinds[kinds.len() - 2..], ["execution_success", "executing"]);
+    // One binary preview frame per sampler step, as ComfyUI sends them:
+    // event 1 (PREVIEW_IMAGE), format 2 (PNG), the image scaled to fit
+    // --preview-size.
+    // (The first job, queued without a client id, is everyone's: its frames
+    // may have come first.)
+    let start = msgs
+        .iter()
+        .position(|m| m["type"] == "execution_start" && m["data"]["prompt_id"] == id.as_str())
+        .unwrap();
+    let frames: Vec<&(usize, Vec<u8>)> = ws.binary.iter().filter(|f| f.0 > start).collect();
+    assert_eq!(frames.len(), 20, "one preview per step");
+    for (_, frame) in &frames {
+        assert_eq!(frame[..8], [0, 0, 0, 1, 0, 0, 0, 2]);
+        let img = image::load_from_memory(&frame[8..]).expect("a PNG preview");
+        assert_eq!((img.width(), img.height()), (64, 64));
+    }
+    let first_progress = msgs
+        .iter()
+        .position(|m| m["type"] == "progress" && m["data"]["prompt_id"] == id.as_str())
+        .unwrap();
+    assert!(
+        frames[0].0 <= first_progress + 1 && frames[19].0 <= msgs.len() - 2,
+        "previews stream with the steps, not after the job"
+    );
+
+    // `executed` as soon as an output node has written its files, before
+    // the nodes after it run.
+    let mut two = image_graph(5, "early");
+    two["nodes"]["l"] = json!({ "type": "Loop", "inputs": { "over": 3, "x": ["save", "paths"] },
+        "body": { "s": { "type": "Sleep", "inputs": { "x": ["l", "x"], "ms": 100 } } },
+        "next": { "x": ["s", "x"] } });
+    two["nodes"]["out"] = json!({ "type": "Sink", "inputs": { "x": ["l", "x"] } });
+    let id2 = server.queue(&two, Some("client-a"));
+    let msgs2 = ws.until_done(&id2);
+    let at = |pred: &dyn Fn(&Json) -> bool| msgs2.iter().position(pred).unwrap();
+    let executed = at(&|m| m["type"] == "executed" && m["data"]["node"] == "save");
+    let progress = at(&|m| m["type"] == "progress" && m["data"]["node"] == "l");
+    // The sink passes the file names on: it is an output with images too.
+    let sink = at(&|m| m["type"] == "executed" && m["data"]["node"] == "out");
+    assert!(
+        executed < progress && progress < sink,
+        "{:?}",
+        types(&msgs2)
+    );
+    let h = server.wait_history(&id2, Duration::from_secs(60));
+    assert_eq!(
+        h["outputs"]["save"]["images"][0],
+        msgs2[executed]["data"]["output"]["images"][0]
+    );
 
     // get_history + get_image.
     for (pid, seed) in [(&first, 42), (&id, 7)] {
@@ -170,6 +222,12 @@ fn comfyui_example_clients_run_the_demo_graph() {
         let (s, stats) = server.get(&format!("{prefix}/system_stats"));
         assert_eq!(s, 200);
         assert!(stats["system"]["ram_total"].as_u64().unwrap() > 0 && stats["devices"].is_array());
+        // As the worker reported it (a CPU: no device memory).
+        assert_eq!(
+            stats["devices"][0],
+            json!({ "name": "cpu", "type": "cpu", "index": null, "vram_total": 0,
+                    "vram_free": 0, "torch_vram_total": 0, "torch_vram_free": 0 })
+        );
         assert_eq!(
             server.get(&format!("{prefix}/features")).1["max_upload_size"],
             32 << 20

@@ -1,6 +1,7 @@
 //! `diffgraph serve` when things go wrong: crashing nodes, a SIGKILLed
 //! server restarted with jobs queued, and the security limits (tokens, path
-//! confinement, body sizes, malformed requests). A real server process on a
+//! confinement, body sizes, malformed requests), and hot reload (`--watch`).
+//! A real server process on a
 //! free loopback port, as in `serve.rs`.
 mod serve_support;
 
@@ -265,4 +266,82 @@ fn security_tokens_paths_and_limits() {
     // No CORS headers: other origins cannot read replies from a browser.
     let (_, head, _) = server.request("GET", "/queue", &[("Origin", "http://evil.example")], b"");
     assert!(!head.contains("access-control-allow-origin"));
+}
+
+/// `--watch`: a plugin library overwritten in place is reloaded between
+/// jobs: the next job runs its nodes again (a new generation) while another
+/// plugin's results stay cached; a job queued before the change completes;
+/// a library that fails the ABI handshake is refused and the old generation
+/// serves on. Every wait is a bounded poll on job results.
+#[test]
+fn watch_reloads_plugins_between_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let lib = plugins.join("libdiffgraph_testnodes.so");
+    let good = common::plugin_path("diffgraph_testnodes");
+    std::fs::copy(&good, &lib).unwrap();
+    let core = common::plugin_path("diffgraph_nodes_core");
+    let server = Server::start_with(dir.path(), &[core, plugins.clone()], &["--watch"]);
+    let mut ws = server.ws("w");
+    ws.next();
+    let graph = json!({ "nodes": {
+        "noise": { "type": "GaussianNoise", "inputs": { "seed": 1, "shape": [1, 3, 8, 8] } },
+        "p": { "type": "PassTensor", "inputs": { "x": ["noise", "noise"] } },
+        "out": { "type": "Sink", "inputs": { "x": ["p", "x"] } }
+    }});
+    // Runs the graph; which of noise/p came from the cache.
+    let run = |ws: &mut Ws| {
+        let id = server.queue(&graph, Some("w"));
+        let msgs = ws.until_done(&id);
+        assert!(
+            msgs.iter().any(|m| m["type"] == "execution_success"),
+            "{:?}",
+            types(&msgs)
+        );
+        let cached = |n: &str| {
+            msgs.iter().any(|m| {
+                m["type"] == "execution_cached"
+                    && m["data"]["nodes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x == n)
+            })
+        };
+        (cached("noise"), cached("p"))
+    };
+    assert_eq!(run(&mut ws), (false, false));
+    assert_eq!(run(&mut ws), (true, true), "both cached on a second run");
+
+    // Until the new generation serves: p runs again, noise stays cached.
+    let until_reloaded = |ws: &mut Ws| {
+        let t = std::time::Instant::now();
+        loop {
+            match run(ws) {
+                (true, false) => return,
+                (true, true) => {}
+                other => panic!("noise must stay cached: {other:?}"),
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no reload within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let long = server.queue(&sleep_graph(5, 200), None);
+    std::fs::copy(&good, &lib).unwrap(); // in place, as `cp` does
+    until_reloaded(&mut ws);
+    let h = server.wait_history(&long, Duration::from_secs(60));
+    assert_eq!(h["status"]["status_str"], "success", "{h}");
+
+    // A library of another ABI version: refused; the old generation serves.
+    std::fs::copy(common::plugin_path("diffgraph_testnodes_bad_abi"), &lib).unwrap();
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        assert_eq!(run(&mut ws), (true, true), "the old generation serves");
+    }
+    std::fs::copy(&good, &lib).unwrap();
+    until_reloaded(&mut ws);
 }

@@ -100,6 +100,7 @@ impl Executor {
         };
         let env = run::Env {
             device,
+            budgeted: self.cache.budget().is_some(),
             output_dir: &self.output_dir,
             interrupt: &self.interrupt,
             observer,

@@ -105,8 +105,13 @@ impl Executor {
             interrupt: &self.interrupt,
             observer,
         };
+        let evicted = self.cache.lock().evictions();
         let outcome = run::run(plan, &self.cache, &env);
         self.cache.end_run();
+        // What a memory budget evicted should leave the process too.
+        if self.cache.lock().evictions() > evicted {
+            crate::plugin::ffi::release_free_memory();
+        }
         outcome
     }
 }

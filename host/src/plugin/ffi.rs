@@ -440,3 +440,27 @@ pub fn malloc_in_use() -> Option<u64> {
         (m.uordblks + m.hblkhd) as u64
     })
 }
+
+/// Gives the C allocator's free memory back to the system (glibc's
+/// `malloc_trim(0)`; nothing elsewhere). Freed chunks below glibc's mmap
+/// threshold (which grows to 32 MiB) otherwise stay in the process, so a
+/// cache that evicted a model would not shrink the process.
+pub fn release_free_memory() {
+    use std::sync::OnceLock;
+    type TrimFn = unsafe extern "C" fn(usize) -> i32;
+    static FUNCTION: OnceLock<Option<TrimFn>> = OnceLock::new();
+    let f = FUNCTION.get_or_init(|| {
+        // SAFETY: looks up glibc's `malloc_trim` (malloc.h: `int
+        // malloc_trim(size_t pad)`) in this process; None without glibc.
+        unsafe {
+            let this = libloading::os::unix::Library::this();
+            let f = this.get::<TrimFn>(b"malloc_trim\0").ok().map(|s| *s);
+            std::mem::forget(this);
+            f
+        }
+    });
+    if let Some(f) = f {
+        // SAFETY: takes the allocator's locks itself; 0 keeps no padding.
+        unsafe { f(0) };
+    }
+}

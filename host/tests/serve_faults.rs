@@ -1,8 +1,8 @@
 //! `diffgraph serve` when things go wrong: crashing nodes, a SIGKILLed
-//! server restarted with jobs queued, and the security limits (tokens, path
-//! confinement, body sizes, malformed requests), and hot reload (`--watch`).
-//! A real server process on a
-//! free loopback port, as in `serve.rs`.
+//! server restarted with jobs queued, the security limits (tokens, path
+//! confinement, body sizes, malformed requests); hot reload (`--watch`); the
+//! worker loop's interrupts. A real server process on a free loopback port,
+//! as in `serve.rs`.
 mod serve_support;
 
 use serde_json::{json, Value as Json};
@@ -344,4 +344,86 @@ fn watch_reloads_plugins_between_jobs() {
     }
     std::fs::copy(&good, &lib).unwrap();
     until_reloaded(&mut ws);
+}
+
+/// The worker loop on its own (`diffgraph::worker::child::serve`, no
+/// process), driven one job at a time as a supervisor does: an interrupt
+/// that arrives before its job starts stops it as it starts, one during a
+/// run stops it at the next step, and one for another job stops nothing.
+#[test]
+fn worker_interrupts_reach_their_job_only() {
+    use diffgraph::worker::child;
+    use std::io::Write;
+    #[derive(Clone, Default)]
+    struct Out(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Out {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let registry = common::registry_with(&["diffgraph_testnodes"]);
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let out = Out::default();
+    let o = out.clone();
+    let worker = std::thread::spawn(move || {
+        child::serve(
+            diffgraph::Executor::new(registry),
+            std::io::BufReader::new(reader),
+            o,
+            false,
+        )
+    });
+    let mut send = |v: Json| writeln!(writer, "{v}").unwrap();
+    let run = |job: &str, g: &Json| json!({ "op": "run", "job": job, "graph": g.to_string() });
+    // Waits for a reply line of `job` with `reply` kind (`event/KIND` for
+    // an event of that kind); returns it.
+    let wait = |job: &str, reply: &str| -> Json {
+        let (reply, event) = reply.split_once('/').unwrap_or((reply, ""));
+        let t = std::time::Instant::now();
+        loop {
+            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            let found = text
+                .lines()
+                .map(|l| serde_json::from_str::<Json>(l).unwrap())
+                .find(|r| {
+                    r["job"] == job
+                        && r["reply"] == reply
+                        && (event.is_empty() || r["event"]["event"] == event)
+                });
+            if let Some(r) = found {
+                return r;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no {reply} for {job}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    send(run("a", &sleep_graph(3, 1)));
+    wait("a", "done");
+    send(json!({ "op": "interrupt", "job": "b" }));
+    send(run("b", &sleep_graph(500, 10)));
+    let b = wait("b", "failed");
+    assert_eq!(
+        (b["interrupted"].as_bool(), b["node"].is_null()),
+        (Some(true), true),
+        "{b}"
+    );
+    send(run("c", &sleep_graph(500, 10)));
+    wait("c", "event/loop_step");
+    send(json!({ "op": "interrupt", "job": "zzz" }));
+    std::thread::sleep(Duration::from_millis(50));
+    send(json!({ "op": "interrupt", "job": "c" }));
+    let c = wait("c", "failed");
+    assert_eq!(c["interrupted"], true, "{c}");
+    send(json!({ "op": "interrupt", "job": "gone" }));
+    send(run("d", &sleep_graph(3, 1)));
+    wait("d", "done");
+    drop(writer);
+    worker.join().unwrap();
 }

@@ -120,3 +120,26 @@ pub fn select(request: DeviceRequest) -> Result<(Device, String), String> {
         )),
     }
 }
+
+/// A device's memory as ComfyUI's `/system_stats` reports it (bytes).
+/// On the CPU every figure is 0 (ComfyUI reports the CPU device so too).
+pub fn stats_json(device: Device) -> serde_json::Value {
+    let (name, kind, index, free, total) = match device {
+        Device::Cuda(n) => {
+            let (free, total, gpu) = match init() {
+                CudaLibrary::Loaded(lib) => crate::plugin::ffi::cuda_memory(lib, n as i32),
+                _ => None,
+            }
+            .unwrap_or_default();
+            (format!("cuda:{n} {gpu}"), "cuda", Some(n), free, total)
+        }
+        _ => ("cpu".to_string(), "cpu", None, 0, 0),
+    };
+    // libtorch's caching-allocator statistics (ComfyUI's torch_vram_*) are
+    // C++ only (no C symbol to reach them): reported as 0.
+    serde_json::json!({
+        "name": name, "type": kind, "index": index,
+        "vram_total": total, "vram_free": free,
+        "torch_vram_total": 0, "torch_vram_free": 0,
+    })
+}

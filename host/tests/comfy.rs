@@ -40,23 +40,6 @@ fn refused(out: &Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
 }
 
-/// A models folder holding the tiny SD 1 fixture as the workflow's
-/// checkpoint, with its diffusers folder as the sidecar config.
-fn models_folder() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let ckpts = dir.path().join("checkpoints");
-    std::fs::create_dir_all(&ckpts).unwrap();
-    let fixtures = repo().join("tests/fixtures/sd");
-    std::os::unix::fs::symlink(
-        fixtures.join("sd1-tiny.safetensors"),
-        ckpts.join("v1-5-pruned-emaonly.safetensors"),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(fixtures.join("sd1-tiny"), ckpts.join("v1-5-pruned-emaonly"))
-        .unwrap();
-    dir
-}
-
 #[test]
 fn the_default_workflow_draws_its_prompt_with_the_demo_model() {
     let out = tempfile::tempdir().unwrap();
@@ -89,7 +72,7 @@ fn the_default_workflow_draws_its_prompt_with_the_demo_model() {
 /// image of the hand-written native graph its KSampler stands for.
 #[test]
 fn the_default_workflow_runs_a_checkpoint_from_a_models_folder_as_the_native_loop() {
-    let models = models_folder();
+    let models = common::tiny_sd1_models_folder();
     let out = tempfile::tempdir().unwrap();
     let sets = [
         "5.width=64",
@@ -325,7 +308,7 @@ fn a_png_with_a_comfyui_prompt_is_a_workflow() {
 
 #[test]
 fn extra_model_paths_yaml_points_at_an_existing_install() {
-    let models = models_folder();
+    let models = common::tiny_sd1_models_folder();
     let yaml = models.path().join("extra_model_paths.yaml");
     std::fs::write(
         &yaml,
@@ -347,7 +330,7 @@ const UI_WORKFLOW: &str = "tests/fixtures/comfy/default-ui-workflow.json";
 /// workflow's image, byte for byte.
 #[test]
 fn the_ui_workflow_gives_the_api_workflows_image() {
-    let models = models_folder();
+    let models = common::tiny_sd1_models_folder();
     let out = tempfile::tempdir().unwrap();
     for (wf, prefix) in [(WORKFLOW, "api"), (UI_WORKFLOW, "ui")] {
         let set_prefix = format!("9.filename_prefix={prefix}");
@@ -485,7 +468,7 @@ fn ui_primitives_reroutes_notes_muted_and_bypassed_nodes() {
 #[test]
 fn every_offered_sampler_and_scheduler_runs() {
     use diffgraph::comfy::schema::{KARRAS_SAMPLERS, SAMPLERS, SCHEDULERS};
-    let models = models_folder();
+    let models = common::tiny_sd1_models_folder();
     let folders = diffgraph::comfy::ModelFolders::new(&[models.path().into()]);
     let registry = common::registry_with(&[
         "diffgraph_nodes_core",

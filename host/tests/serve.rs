@@ -1,7 +1,9 @@
 //! `diffgraph serve` end to end: a real server process on a free loopback
 //! port, driven the way ComfyUI's `script_examples/basic_api_example.py` and
-//! `websockets_api_example.py` drive ComfyUI; load, interrupts, PNG graphs, the
-//! worker protocol (faults and security: `serve_faults.rs`).
+//! `websockets_api_example.py` drive ComfyUI (the scripts themselves:
+//! `serve_examples.rs`), with previews and early `executed`; load,
+//! interrupts, PNG graphs (faults, security, hot reload and the worker
+//! protocol: `serve_faults.rs`).
 mod serve_support;
 
 use serde_json::{json, Value as Json};
@@ -16,7 +18,10 @@ use std::time::Duration;
 #[test]
 fn comfyui_example_clients_run_the_demo_graph() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(
+        dir.path(),
+        &["--preview-method", "auto", "--preview-size", "64"],
+    );
     let demo: Json = serde_json::from_str(
         &std::fs::read_to_string(repo_root().join("graphs/demo.json")).unwrap(),
     )
@@ -76,6 +81,55 @@ fn comfyui_example_clients_run_the_demo_graph() {
         .clone();
     assert_eq!(images[0]["type"], "output");
     assert_eq!(kinds[kinds.len() - 2..], ["execution_success", "executing"]);
+    // One binary preview frame per sampler step, as ComfyUI sends them:
+    // event 1 (PREVIEW_IMAGE), format 2 (PNG), the image scaled to fit
+    // --preview-size.
+    // (The first job, queued without a client id, is everyone's: its frames
+    // may have come first.)
+    let start = msgs
+        .iter()
+        .position(|m| m["type"] == "execution_start" && m["data"]["prompt_id"] == id.as_str())
+        .unwrap();
+    let frames: Vec<&(usize, Vec<u8>)> = ws.binary.iter().filter(|f| f.0 > start).collect();
+    assert_eq!(frames.len(), 20, "one preview per step");
+    for (_, frame) in &frames {
+        assert_eq!(frame[..8], [0, 0, 0, 1, 0, 0, 0, 2]);
+        let img = image::load_from_memory(&frame[8..]).expect("a PNG preview");
+        assert_eq!((img.width(), img.height()), (64, 64));
+    }
+    let first_progress = msgs
+        .iter()
+        .position(|m| m["type"] == "progress" && m["data"]["prompt_id"] == id.as_str())
+        .unwrap();
+    assert!(
+        frames[0].0 <= first_progress + 1 && frames[19].0 <= msgs.len() - 2,
+        "previews stream with the steps, not after the job"
+    );
+
+    // `executed` as soon as an output node has written its files, before
+    // the nodes after it run.
+    let mut two = image_graph(5, "early");
+    two["nodes"]["l"] = json!({ "type": "Loop", "inputs": { "over": 3, "x": ["save", "paths"] },
+        "body": { "s": { "type": "Sleep", "inputs": { "x": ["l", "x"], "ms": 100 } } },
+        "next": { "x": ["s", "x"] } });
+    two["nodes"]["out"] = json!({ "type": "Sink", "inputs": { "x": ["l", "x"] } });
+    let id2 = server.queue(&two, Some("client-a"));
+    let msgs2 = ws.until_done(&id2);
+    let at = |pred: &dyn Fn(&Json) -> bool| msgs2.iter().position(pred).unwrap();
+    let executed = at(&|m| m["type"] == "executed" && m["data"]["node"] == "save");
+    let progress = at(&|m| m["type"] == "progress" && m["data"]["node"] == "l");
+    // The sink passes the file names on: it is an output with images too.
+    let sink = at(&|m| m["type"] == "executed" && m["data"]["node"] == "out");
+    assert!(
+        executed < progress && progress < sink,
+        "{:?}",
+        types(&msgs2)
+    );
+    let h = server.wait_history(&id2, Duration::from_secs(60));
+    assert_eq!(
+        h["outputs"]["save"]["images"][0],
+        msgs2[executed]["data"]["output"]["images"][0]
+    );
 
     // get_history + get_image.
     for (pid, seed) in [(&first, 42), (&id, 7)] {
@@ -170,6 +224,12 @@ fn comfyui_example_clients_run_the_demo_graph() {
         let (s, stats) = server.get(&format!("{prefix}/system_stats"));
         assert_eq!(s, 200);
         assert!(stats["system"]["ram_total"].as_u64().unwrap() > 0 && stats["devices"].is_array());
+        // As the worker reported it (a CPU: no device memory).
+        assert_eq!(
+            stats["devices"][0],
+            json!({ "name": "cpu", "type": "cpu", "index": null, "vram_total": 0,
+                    "vram_free": 0, "torch_vram_total": 0, "torch_vram_free": 0 })
+        );
         assert_eq!(
             server.get(&format!("{prefix}/features")).1["max_upload_size"],
             32 << 20
@@ -379,86 +439,4 @@ fn run_embeds_its_graph_and_reruns_it_from_a_png() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("carries no graph"));
-}
-
-/// The worker loop on its own (`diffgraph::worker::child::serve`, no
-/// process), driven one job at a time as a supervisor does: an interrupt
-/// that arrives before its job starts stops it as it starts, one during a
-/// run stops it at the next step, and one for another job stops nothing.
-#[test]
-fn worker_interrupts_reach_their_job_only() {
-    use diffgraph::worker::child;
-    use std::io::Write;
-    #[derive(Clone, Default)]
-    struct Out(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl Write for Out {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let registry = common::registry_with(&["diffgraph_testnodes"]);
-    let (reader, mut writer) = std::io::pipe().unwrap();
-    let out = Out::default();
-    let o = out.clone();
-    let worker = std::thread::spawn(move || {
-        child::serve(
-            diffgraph::Executor::new(registry),
-            std::io::BufReader::new(reader),
-            o,
-            false,
-        )
-    });
-    let mut send = |v: Json| writeln!(writer, "{v}").unwrap();
-    let run = |job: &str, g: &Json| json!({ "op": "run", "job": job, "graph": g.to_string() });
-    // Waits for a reply line of `job` with `reply` kind (`event/KIND` for
-    // an event of that kind); returns it.
-    let wait = |job: &str, reply: &str| -> Json {
-        let (reply, event) = reply.split_once('/').unwrap_or((reply, ""));
-        let t = std::time::Instant::now();
-        loop {
-            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-            let found = text
-                .lines()
-                .map(|l| serde_json::from_str::<Json>(l).unwrap())
-                .find(|r| {
-                    r["job"] == job
-                        && r["reply"] == reply
-                        && (event.is_empty() || r["event"]["event"] == event)
-                });
-            if let Some(r) = found {
-                return r;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "no {reply} for {job}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
-    send(run("a", &sleep_graph(3, 1)));
-    wait("a", "done");
-    send(json!({ "op": "interrupt", "job": "b" }));
-    send(run("b", &sleep_graph(500, 10)));
-    let b = wait("b", "failed");
-    assert_eq!(
-        (b["interrupted"].as_bool(), b["node"].is_null()),
-        (Some(true), true),
-        "{b}"
-    );
-    send(run("c", &sleep_graph(500, 10)));
-    wait("c", "event/loop_step");
-    send(json!({ "op": "interrupt", "job": "zzz" }));
-    std::thread::sleep(Duration::from_millis(50));
-    send(json!({ "op": "interrupt", "job": "c" }));
-    let c = wait("c", "failed");
-    assert_eq!(c["interrupted"], true, "{c}");
-    send(json!({ "op": "interrupt", "job": "gone" }));
-    send(run("d", &sleep_graph(3, 1)));
-    wait("d", "done");
-    drop(writer);
-    worker.join().unwrap();
 }

@@ -1,7 +1,8 @@
 //! `diffgraph serve` when things go wrong: crashing nodes, a SIGKILLed
-//! server restarted with jobs queued, and the security limits (tokens, path
-//! confinement, body sizes, malformed requests). A real server process on a
-//! free loopback port, as in `serve.rs`.
+//! server restarted with jobs queued, the security limits (tokens, path
+//! confinement, body sizes, malformed requests); hot reload (`--watch`); the
+//! worker loop's interrupts. A real server process on a free loopback port,
+//! as in `serve.rs`.
 mod serve_support;
 
 use serde_json::{json, Value as Json};
@@ -265,4 +266,164 @@ fn security_tokens_paths_and_limits() {
     // No CORS headers: other origins cannot read replies from a browser.
     let (_, head, _) = server.request("GET", "/queue", &[("Origin", "http://evil.example")], b"");
     assert!(!head.contains("access-control-allow-origin"));
+}
+
+/// `--watch`: a plugin library overwritten in place is reloaded between
+/// jobs: the next job runs its nodes again (a new generation) while another
+/// plugin's results stay cached; a job queued before the change completes;
+/// a library that fails the ABI handshake is refused and the old generation
+/// serves on. Every wait is a bounded poll on job results.
+#[test]
+fn watch_reloads_plugins_between_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let lib = plugins.join("libdiffgraph_testnodes.so");
+    let good = common::plugin_path("diffgraph_testnodes");
+    std::fs::copy(&good, &lib).unwrap();
+    let core = common::plugin_path("diffgraph_nodes_core");
+    let server = Server::start_with(dir.path(), &[core, plugins.clone()], &["--watch"]);
+    let mut ws = server.ws("w");
+    ws.next();
+    let graph = json!({ "nodes": {
+        "noise": { "type": "GaussianNoise", "inputs": { "seed": 1, "shape": [1, 3, 8, 8] } },
+        "p": { "type": "PassTensor", "inputs": { "x": ["noise", "noise"] } },
+        "out": { "type": "Sink", "inputs": { "x": ["p", "x"] } }
+    }});
+    // Runs the graph; which of noise/p came from the cache.
+    let run = |ws: &mut Ws| {
+        let id = server.queue(&graph, Some("w"));
+        let msgs = ws.until_done(&id);
+        assert!(
+            msgs.iter().any(|m| m["type"] == "execution_success"),
+            "{:?}",
+            types(&msgs)
+        );
+        let cached = |n: &str| {
+            msgs.iter().any(|m| {
+                m["type"] == "execution_cached"
+                    && m["data"]["nodes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x == n)
+            })
+        };
+        (cached("noise"), cached("p"))
+    };
+    assert_eq!(run(&mut ws), (false, false));
+    assert_eq!(run(&mut ws), (true, true), "both cached on a second run");
+
+    // Until the new generation serves: p runs again, noise stays cached.
+    let until_reloaded = |ws: &mut Ws| {
+        let t = std::time::Instant::now();
+        loop {
+            match run(ws) {
+                (true, false) => return,
+                (true, true) => {}
+                other => panic!("noise must stay cached: {other:?}"),
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no reload within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let long = server.queue(&sleep_graph(5, 200), None);
+    std::fs::copy(&good, &lib).unwrap(); // in place, as `cp` does
+    until_reloaded(&mut ws);
+    let h = server.wait_history(&long, Duration::from_secs(60));
+    assert_eq!(h["status"]["status_str"], "success", "{h}");
+
+    // A library of another ABI version: refused; the old generation serves.
+    std::fs::copy(common::plugin_path("diffgraph_testnodes_bad_abi"), &lib).unwrap();
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        assert_eq!(run(&mut ws), (true, true), "the old generation serves");
+    }
+    std::fs::copy(&good, &lib).unwrap();
+    until_reloaded(&mut ws);
+}
+
+/// The worker loop on its own (`diffgraph::worker::child::serve`, no
+/// process), driven one job at a time as a supervisor does: an interrupt
+/// that arrives before its job starts stops it as it starts, one during a
+/// run stops it at the next step, and one for another job stops nothing.
+#[test]
+fn worker_interrupts_reach_their_job_only() {
+    use diffgraph::worker::child;
+    use std::io::Write;
+    #[derive(Clone, Default)]
+    struct Out(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Out {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let registry = common::registry_with(&["diffgraph_testnodes"]);
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let out = Out::default();
+    let o = out.clone();
+    let worker = std::thread::spawn(move || {
+        child::serve(
+            diffgraph::Executor::new(registry),
+            std::io::BufReader::new(reader),
+            o,
+            false,
+        )
+    });
+    let mut send = |v: Json| writeln!(writer, "{v}").unwrap();
+    let run = |job: &str, g: &Json| json!({ "op": "run", "job": job, "graph": g.to_string() });
+    // Waits for a reply line of `job` with `reply` kind (`event/KIND` for
+    // an event of that kind); returns it.
+    let wait = |job: &str, reply: &str| -> Json {
+        let (reply, event) = reply.split_once('/').unwrap_or((reply, ""));
+        let t = std::time::Instant::now();
+        loop {
+            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            let found = text
+                .lines()
+                .map(|l| serde_json::from_str::<Json>(l).unwrap())
+                .find(|r| {
+                    r["job"] == job
+                        && r["reply"] == reply
+                        && (event.is_empty() || r["event"]["event"] == event)
+                });
+            if let Some(r) = found {
+                return r;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no {reply} for {job}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    send(run("a", &sleep_graph(3, 1)));
+    wait("a", "done");
+    send(json!({ "op": "interrupt", "job": "b" }));
+    send(run("b", &sleep_graph(500, 10)));
+    let b = wait("b", "failed");
+    assert_eq!(
+        (b["interrupted"].as_bool(), b["node"].is_null()),
+        (Some(true), true),
+        "{b}"
+    );
+    send(run("c", &sleep_graph(500, 10)));
+    wait("c", "event/loop_step");
+    send(json!({ "op": "interrupt", "job": "zzz" }));
+    std::thread::sleep(Duration::from_millis(50));
+    send(json!({ "op": "interrupt", "job": "c" }));
+    let c = wait("c", "failed");
+    assert_eq!(c["interrupted"], true, "{c}");
+    send(json!({ "op": "interrupt", "job": "gone" }));
+    send(run("d", &sleep_graph(3, 1)));
+    wait("d", "done");
+    drop(writer);
+    worker.join().unwrap();
 }

@@ -1,4 +1,5 @@
 //! What the executor reports while it runs, for progress bars and logs.
+use crate::value::Value;
 
 /// One progress event. Node ids are the graph's.
 #[derive(Debug, Clone)]
@@ -30,6 +31,22 @@ pub enum Event<'a> {
         id: &'a str,
         done: u64,
         total: u64,
+    },
+    /// An output node finished (right after its `NodeDone`): its outputs,
+    /// so that a server can announce the files it wrote at once rather
+    /// than at the end of the job (ComfyUI's `executed`).
+    OutputDone {
+        id: &'a str,
+        values: &'a [Value],
+    },
+    /// A loop finished iteration `done` of `total` (just before its
+    /// `LoopStep`): the values it carries into the next iteration, for live
+    /// previews of a sampler's latent. Borrowed: cheap unless looked at.
+    LoopCarried {
+        id: &'a str,
+        done: usize,
+        total: usize,
+        values: &'a [Value],
     },
     RunDone {
         seconds: f64,

@@ -100,12 +100,18 @@ impl Executor {
         };
         let env = run::Env {
             device,
+            budgeted: self.cache.budget().is_some(),
             output_dir: &self.output_dir,
             interrupt: &self.interrupt,
             observer,
         };
+        let evicted = self.cache.lock().evictions();
         let outcome = run::run(plan, &self.cache, &env);
         self.cache.end_run();
+        // What a memory budget evicted should leave the process too.
+        if self.cache.lock().evictions() > evicted {
+            crate::plugin::ffi::release_free_memory();
+        }
         outcome
     }
 }

@@ -13,6 +13,8 @@ use xxhash_rust::xxh3::Xxh3;
 
 pub struct Env<'a> {
     pub device: i64,
+    /// The cache has a byte budget: size plugin objects (see `result_bytes`).
+    pub budgeted: bool,
     pub output_dir: &'a str,
     pub interrupt: &'a AtomicBool,
     pub observer: &'a dyn Observer,
@@ -136,13 +138,22 @@ impl Run<'_> {
             type_name: &step.type_name,
         });
         let started = Instant::now();
+        // With a memory budget, what a node's objects cost is measured as
+        // the growth of the process's allocated memory while it ran.
+        let measure = key.is_some() && self.env.budgeted;
+        let before = if measure { allocated_bytes() } else { 0 };
         let values = match &step.kind {
             StepKind::Plugin(_) => self.call_plugin(step)?,
             StepKind::Loop(l) => self.run_loop(i, l)?,
         };
         let result = Arc::new(NodeResult { values, key });
         if let (Some(k), false) = (key, step.output_node) {
-            self.cache.insert(k, result.clone());
+            if measure {
+                let bytes = result_bytes(&result.values, before);
+                self.cache.insert_sized(k, result.clone(), bytes);
+            } else {
+                self.cache.insert(k, result.clone());
+            }
         }
         self.results[i] = Some(result);
         if self.recording {
@@ -152,6 +163,13 @@ impl Run<'_> {
             id: &step.id,
             seconds: started.elapsed().as_secs_f64(),
         });
+        if step.output_node {
+            let values = &self.results[i].as_ref().expect("just stored").values;
+            self.env.observer.event(&Event::OutputDone {
+                id: &step.id,
+                values,
+            });
+        }
         Ok(())
     }
 
@@ -264,6 +282,12 @@ impl Run<'_> {
             }
             carried = l.next.iter().map(|s| self.value(s).clone()).collect();
             self.recording = false;
+            self.env.observer.event(&Event::LoopCarried {
+                id: &step.id,
+                done: k + 1,
+                total,
+                values: &carried,
+            });
             self.env.observer.event(&Event::LoopStep {
                 id: &step.id,
                 done: k + 1,
@@ -315,4 +339,43 @@ fn file_stamp(path: &str) -> [u8; 24] {
         out[20] = 1;
     }
     out
+}
+
+/// The bytes a result holds: its tensors and strings exactly
+/// (`cache::value_bytes`); if it holds plugin objects, which carry no size
+/// in the ABI, at least the growth of the memory the process has allocated
+/// while it was made (`allocated_bytes`, measured before as `before`). An
+/// estimate: device (GPU) memory an object holds is not seen, and whatever
+/// else the node allocated and kept is counted with it.
+fn result_bytes(values: &[Value], before: u64) -> u64 {
+    let exact: u64 = values.iter().map(super::cache::value_bytes).sum();
+    fn has_object(v: &Value) -> bool {
+        match v {
+            Value::Object(_) => true,
+            Value::List(items) => items.iter().any(has_object),
+            _ => false,
+        }
+    }
+    if values.iter().any(has_object) {
+        exact.max(allocated_bytes().saturating_sub(before))
+    } else {
+        exact
+    }
+}
+
+/// Memory the process has allocated and not freed: the C allocator's
+/// in-use bytes (`plugin::ffi::malloc_in_use`), else resident memory
+/// (`VmRSS`, which misses freed memory that is reused).
+fn allocated_bytes() -> u64 {
+    if let Some(b) = crate::plugin::ffi::malloc_in_use() {
+        return b;
+    }
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }

@@ -354,3 +354,113 @@ pub fn load_global_library(name_or_path: &str) -> Result<(), String> {
     std::mem::forget(lib);
     Ok(())
 }
+
+/// Free and total bytes of CUDA device `index` and its name, from the CUDA
+/// runtime that libtorch's CUDA library brought in (`cudaMemGetInfo`,
+/// `cudaGetDeviceProperties`); None without one. Device-wide figures, as
+/// ComfyUI's `vram_free`/`vram_total` (`torch.cuda.mem_get_info`). The
+/// calling thread's current device is restored afterwards.
+pub fn cuda_memory(cuda_library: &Path, index: i32) -> Option<(u64, u64, String)> {
+    use libloading::os::unix::{Library, Symbol, RTLD_NOW};
+    type GetDevice = unsafe extern "C" fn(*mut i32) -> i32;
+    type SetDevice = unsafe extern "C" fn(i32) -> i32;
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    type Properties = unsafe extern "C" fn(*mut u8, i32) -> i32;
+    // SAFETY: `cuda_library` is libtorch's CUDA library as this process
+    // mapped it (`device::init`), so opening it again only takes a reference;
+    // dlsym on its handle searches it and the CUDA runtime it depends on. The signatures are the CUDA runtime API's
+    // (cuda_runtime_api.h); every call passes valid pointers. The property
+    // struct's first field is `char name[256]` in every CUDA version; the
+    // buffer is larger than the whole struct (about 1 KB in CUDA 12).
+    unsafe {
+        let lib = Library::open(Some(cuda_library), RTLD_NOW).ok()?;
+        let get: Symbol<GetDevice> = lib.get(b"cudaGetDevice\0").ok()?;
+        let set: Symbol<SetDevice> = lib.get(b"cudaSetDevice\0").ok()?;
+        let info: Symbol<MemGetInfo> = lib.get(b"cudaMemGetInfo\0").ok()?;
+        let mut previous = 0;
+        if get(&mut previous) != 0 || set(index) != 0 {
+            return None;
+        }
+        let (mut free, mut total) = (0usize, 0usize);
+        let ok = info(&mut free, &mut total) == 0;
+        let mut props = vec![0u8; 16 << 10];
+        let name = lib
+            .get::<Properties>(b"cudaGetDeviceProperties_v2\0")
+            .or_else(|_| lib.get::<Properties>(b"cudaGetDeviceProperties\0"))
+            .ok()
+            .filter(|p| p(props.as_mut_ptr(), index) == 0)
+            .map(|_| {
+                let end = props[..256].iter().position(|&b| b == 0).unwrap_or(256);
+                String::from_utf8_lossy(&props[..end]).into_owned()
+            })
+            .unwrap_or_default();
+        set(previous);
+        ok.then_some((free as u64, total as u64, name))
+    }
+}
+
+/// Bytes the C allocator has handed out and not taken back: glibc's
+/// `mallinfo2()` (`uordblks`, in-use heap chunks, plus `hblkhd`, in-use
+/// mmapped chunks), or None without glibc 2.33+. libtorch's CPU tensors come
+/// from malloc, so the growth of this figure while a node runs is what its
+/// results hold (unlike resident memory, it does not miss freed memory that
+/// is reused).
+pub fn malloc_in_use() -> Option<u64> {
+    use std::sync::OnceLock;
+    #[repr(C)]
+    struct MallInfo2 {
+        arena: usize,
+        ordblks: usize,
+        smblks: usize,
+        hblks: usize,
+        hblkhd: usize,
+        usmblks: usize,
+        fsmblks: usize,
+        uordblks: usize,
+        fordblks: usize,
+        keepcost: usize,
+    }
+    type MallInfo2Fn = unsafe extern "C" fn() -> MallInfo2;
+    static FUNCTION: OnceLock<Option<MallInfo2Fn>> = OnceLock::new();
+    let f = FUNCTION.get_or_init(|| {
+        // SAFETY: looks up glibc's `mallinfo2` in this process (absent from
+        // other C libraries and older glibc: then None); the function type
+        // is glibc's declaration (malloc.h), struct of ten size_t fields.
+        unsafe {
+            let this = libloading::os::unix::Library::this();
+            let f = this.get::<MallInfo2Fn>(b"mallinfo2\0").ok().map(|s| *s);
+            std::mem::forget(this);
+            f
+        }
+    });
+    // SAFETY: `mallinfo2` takes no arguments and only reads the allocator's
+    // bookkeeping (under its locks).
+    f.map(|f| {
+        let m = unsafe { f() };
+        (m.uordblks + m.hblkhd) as u64
+    })
+}
+
+/// Gives the C allocator's free memory back to the system (glibc's
+/// `malloc_trim(0)`; nothing elsewhere). Freed chunks below glibc's mmap
+/// threshold (which grows to 32 MiB) otherwise stay in the process, so a
+/// cache that evicted a model would not shrink the process.
+pub fn release_free_memory() {
+    use std::sync::OnceLock;
+    type TrimFn = unsafe extern "C" fn(usize) -> i32;
+    static FUNCTION: OnceLock<Option<TrimFn>> = OnceLock::new();
+    let f = FUNCTION.get_or_init(|| {
+        // SAFETY: looks up glibc's `malloc_trim` (malloc.h: `int
+        // malloc_trim(size_t pad)`) in this process; None without glibc.
+        unsafe {
+            let this = libloading::os::unix::Library::this();
+            let f = this.get::<TrimFn>(b"malloc_trim\0").ok().map(|s| *s);
+            std::mem::forget(this);
+            f
+        }
+    });
+    if let Some(f) = f {
+        // SAFETY: takes the allocator's locks itself; 0 keeps no padding.
+        unsafe { f(0) };
+    }
+}

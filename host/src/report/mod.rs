@@ -77,20 +77,29 @@ pub fn valid_json(checked: &CheckedGraph) -> Json {
 /// The files the run's output nodes reported writing (strings naming
 /// existing files, lists searched too), in output order.
 pub fn output_files(outcome: &RunOutcome) -> Vec<String> {
-    fn collect(v: &Value, out: &mut Vec<String>) {
-        match v {
-            Value::Str(s) if Path::new(s.as_ref()).is_file() => out.push(s.to_string()),
-            Value::List(items) => items.iter().for_each(|i| collect(i, out)),
-            _ => {}
-        }
-    }
     let mut files = Vec::new();
     for (_, outs) in &outcome.outputs {
         for (_, v) in outs {
-            collect(v, &mut files);
+            collect_files(v, &mut files);
         }
     }
     files
+}
+
+/// The files among one node's output values (strings naming existing files,
+/// lists searched too).
+pub fn files_in(values: &[Value]) -> Vec<String> {
+    let mut files = Vec::new();
+    values.iter().for_each(|v| collect_files(v, &mut files));
+    files
+}
+
+fn collect_files(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Str(s) if Path::new(s.as_ref()).is_file() => out.push(s.to_string()),
+        Value::List(items) => items.iter().for_each(|i| collect_files(i, out)),
+        _ => {}
+    }
 }
 
 /// A progress event as JSON, `{"event": kind, ...fields}`, for streaming
@@ -111,6 +120,13 @@ pub fn event_json(e: &Event) -> Json {
         Event::NodeProgress { id, done, total } => {
             json!({ "event": "node_progress", "node": id, "done": done, "total": total })
         }
+        Event::OutputDone { id, values } => {
+            json!({ "event": "output_done", "node": id, "files": files_in(values) })
+        }
+        // The values themselves are tensors and objects: not JSON.
+        Event::LoopCarried {
+            id, done, total, ..
+        } => json!({ "event": "loop_carried", "node": id, "done": done, "total": total }),
         Event::RunDone { seconds } => json!({ "event": "run_done", "seconds": seconds }),
     }
 }

@@ -8,10 +8,60 @@ pub mod cargo;
 use crate::exec::{Executor, Observer, RunError, RunOutcome};
 use crate::graph::overrides::Override;
 use crate::graph::GraphErrors;
-use crate::plugin::PluginLibrary;
+use crate::plugin::{PluginLibrary, Registry};
 use crate::CheckedGraph;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Loads new generations of plugin libraries into a copy of a registry,
+/// each from a private copy of the file: the dynamic loader returns the
+/// already-open library for a path it has seen, so each generation must be
+/// opened from a path of its own, and the original file may then be
+/// overwritten in place (`cp`) without touching the code this process runs.
+/// [`Session`] and `diffgraph serve --watch` (server and worker) use it.
+pub struct Reloader {
+    staging: tempfile::TempDir,
+    copies: u64,
+}
+
+impl Reloader {
+    pub fn new() -> std::io::Result<Reloader> {
+        Ok(Reloader {
+            staging: tempfile::Builder::new()
+                .prefix("diffgraph-reload-")
+                .tempdir()?,
+            copies: 0,
+        })
+    }
+
+    /// `registry` with the library at `path` loaded (a new generation
+    /// replacing an older one of the same plugin), or why it was refused
+    /// (it does not open, fails the ABI handshake, or clashes); `registry`
+    /// itself is untouched either way, so the caller swaps in the result
+    /// whole and nobody sees a half-loaded registry.
+    pub fn load(
+        &mut self,
+        registry: &Registry,
+        path: &Path,
+    ) -> Result<(Registry, Arc<PluginLibrary>), String> {
+        self.copies += 1;
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("plugin");
+        let copy = self
+            .staging
+            .path()
+            .join(format!("{stem}.gen{}.so", self.copies));
+        std::fs::copy(path, &copy).map_err(|e| format!("cannot copy {}: {e}", path.display()))?;
+        let mut registry = registry.clone();
+        let loaded = registry.load_file_from(&copy, path);
+        // The copy is mapped (or was refused): its file is no longer needed.
+        let _ = std::fs::remove_file(&copy);
+        let library = loaded.map_err(|e| e.message)?;
+        Ok((registry, library))
+    }
+}
 
 /// One `diffgraph watch` session.
 pub struct Session {
@@ -22,11 +72,7 @@ pub struct Session {
     models: crate::comfy::ModelFolders,
     /// The last graph that validated (None until one does).
     checked: Option<CheckedGraph>,
-    /// Private copies of libraries are made here: the dynamic loader returns
-    /// the already-open library for a path it has seen, so each generation
-    /// must be opened from a path of its own.
-    staging: tempfile::TempDir,
-    copies: u64,
+    reloader: Reloader,
 }
 
 impl Session {
@@ -43,10 +89,7 @@ impl Session {
             overrides,
             models: crate::comfy::ModelFolders::new(&[]),
             checked: None,
-            staging: tempfile::Builder::new()
-                .prefix("diffgraph-reload-")
-                .tempdir()?,
-            copies: 0,
+            reloader: Reloader::new()?,
         })
     }
 
@@ -89,21 +132,7 @@ impl Session {
     /// the original file may then be overwritten in place (`cp`) without
     /// touching the code this process runs.
     pub fn reload_library(&mut self, path: &Path) -> Result<Arc<PluginLibrary>, String> {
-        self.copies += 1;
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("plugin");
-        let copy = self
-            .staging
-            .path()
-            .join(format!("{stem}.gen{}.so", self.copies));
-        std::fs::copy(path, &copy).map_err(|e| format!("cannot copy {}: {e}", path.display()))?;
-        let mut registry = self.exec.registry.clone();
-        let loaded = registry.load_file_from(&copy, path);
-        // The copy is mapped (or was refused): its file is no longer needed.
-        let _ = std::fs::remove_file(&copy);
-        let library = loaded.map_err(|e| e.message)?;
+        let (registry, library) = self.reloader.load(&self.exec.registry, path)?;
         let checked = if self.checked.is_some() || self.graph_path.exists() {
             match crate::load_graph_with(
                 &self.graph_path,

@@ -2,7 +2,8 @@
 //! (its cache outlives every job), write replies.
 use super::protocol::{Reply, Request};
 use crate::exec::{Event, Observer};
-use crate::{report, Executor, RunError};
+use crate::watch::Reloader;
+use crate::{report, Executor, RunError, Value};
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -37,15 +38,40 @@ impl<W: Write> Replies<W> {
     }
 }
 
+/// An encoded preview image: ComfyUI's format code (1 JPEG, 2 PNG) and bytes.
+pub struct Preview {
+    pub format: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// Makes a preview from the values a loop carries into its next iteration
+/// (None: nothing to show, e.g. no latent among them). Called after every
+/// loop iteration of every job, on the worker's thread: keep it cheap.
+pub type Previewer = Box<dyn Fn(&[Value]) -> Option<Preview>>;
+
 struct JobObserver<'a, W: Write> {
     job: &'a str,
     replies: &'a Replies<W>,
     jobs: &'a Mutex<Jobs>,
     flag: &'a AtomicBool,
+    previewer: Option<&'a Previewer>,
+    device: tch::Device,
 }
 
 impl<W: Write> Observer for JobObserver<'_, W> {
     fn event(&self, e: &Event) {
+        if let Event::LoopCarried { id, values, .. } = e {
+            // Tensors do not travel: a preview of them does, if asked for.
+            if let Some(p) = self.previewer.and_then(|make| make(values)) {
+                self.replies.send(&Reply::Preview {
+                    job: self.job.to_string(),
+                    node: id.to_string(),
+                    format: p.format,
+                    image: super::protocol::to_hex(&p.bytes),
+                });
+            }
+            return;
+        }
         // The executor clears its flag as a run starts: raise it again.
         if matches!(e, Event::RunStart { .. }) && lock(self.jobs).asked.as_deref() == Some(self.job)
         {
@@ -55,6 +81,15 @@ impl<W: Write> Observer for JobObserver<'_, W> {
             job: self.job.to_string(),
             event: report::event_json(e),
         });
+        if let Event::RunDone { .. } = e {
+            // The device's memory after the job (`/system_stats`).
+            let mut stats = crate::device::stats_json(self.device);
+            stats["event"] = "device".into();
+            self.replies.send(&Reply::Event {
+                job: self.job.to_string(),
+                event: stats,
+            });
+        }
     }
 }
 
@@ -63,8 +98,23 @@ impl<W: Write> Observer for JobObserver<'_, W> {
 /// `exit_when_input_closes` (a worker process) the process exits as soon as
 /// its input closes, mid-job too: the parent is gone (killed, even with
 /// SIGKILL), so nobody wants the result and an orphan must not keep running.
-pub fn serve<R, W>(mut exec: Executor, input: R, output: W, exit_when_input_closes: bool)
+pub fn serve<R, W>(exec: Executor, input: R, output: W, exit_when_input_closes: bool)
 where
+    R: BufRead + Send + 'static,
+    W: Write,
+{
+    serve_with(exec, input, output, exit_when_input_closes, None)
+}
+
+/// [`serve`], sending a [`Reply::Preview`] after each loop iteration for
+/// which `previewer` makes one.
+pub fn serve_with<R, W>(
+    mut exec: Executor,
+    input: R,
+    output: W,
+    exit_when_input_closes: bool,
+    previewer: Option<Previewer>,
+) where
     R: BufRead + Send + 'static,
     W: Write,
 {
@@ -73,11 +123,12 @@ where
     };
     replies.send(&Reply::Ready {
         node_types: exec.registry.types().count(),
+        device: crate::device::stats_json(exec.device()),
     });
     let interrupt = exec.interrupt_flag();
     let jobs: Arc<Mutex<Jobs>> = Arc::default();
     let reader_jobs = jobs.clone();
-    let (jobs_tx, jobs_rx) = mpsc::channel::<(String, String)>();
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Work>();
     // Requests are read on their own thread so that an interrupt reaches a
     // running job.
     std::thread::spawn(move || {
@@ -85,7 +136,12 @@ where
             let Ok(line) = line else { break };
             match serde_json::from_str::<Request>(&line) {
                 Ok(Request::Run { job, graph }) => {
-                    if jobs_tx.send((job, graph)).is_err() {
+                    if jobs_tx.send(Work::Run(job, graph)).is_err() {
+                        break;
+                    }
+                }
+                Ok(Request::Reload { path }) => {
+                    if jobs_tx.send(Work::Reload(path)).is_err() {
                         break;
                     }
                 }
@@ -103,7 +159,16 @@ where
             std::process::exit(0);
         }
     });
-    for (job, graph) in jobs_rx {
+    let mut reloader: Option<Reloader> = None;
+    for work in jobs_rx {
+        let (job, graph) = match work {
+            Work::Run(job, graph) => (job, graph),
+            Work::Reload(path) => {
+                let result = reload(&mut exec, &mut reloader, &path);
+                replies.send(&Reply::Reloaded { path, result });
+                continue;
+            }
+        };
         let asked_first = {
             let mut j = lock(&jobs);
             if j.asked.as_deref() != Some(job.as_str()) {
@@ -120,11 +185,34 @@ where
                 interrupted: true,
             }
         } else {
-            run_job(&mut exec, &job, &graph, &replies, &jobs)
+            run_job(&mut exec, &job, &graph, &replies, &jobs, previewer.as_ref())
         };
         *lock(&jobs) = Jobs::default();
         replies.send(&reply);
     }
+}
+
+/// What the job loop does next, in the order it was asked.
+enum Work {
+    Run(String, String),
+    Reload(String),
+}
+
+/// Hot reload between jobs: the executor's registry is replaced whole (its
+/// cache keys carry each plugin's generation, so results of the plugins
+/// that did not change stay valid and cached).
+fn reload(
+    exec: &mut Executor,
+    reloader: &mut Option<Reloader>,
+    path: &str,
+) -> Result<(String, u64), String> {
+    if reloader.is_none() {
+        *reloader = Some(Reloader::new().map_err(|e| format!("no staging folder: {e}"))?);
+    }
+    let r = reloader.as_mut().expect("just made");
+    let (registry, library) = r.load(&exec.registry, std::path::Path::new(path))?;
+    exec.registry = registry;
+    Ok((library.name.clone(), library.generation))
 }
 
 fn run_job<W: Write>(
@@ -133,6 +221,7 @@ fn run_job<W: Write>(
     graph: &str,
     replies: &Replies<W>,
     jobs: &Mutex<Jobs>,
+    previewer: Option<&Previewer>,
 ) -> Reply {
     let checked = match crate::parse_graph(graph, &[], &exec.registry, true) {
         Ok(c) => c,
@@ -151,6 +240,8 @@ fn run_job<W: Write>(
         replies,
         jobs,
         flag: &flag,
+        previewer,
+        device: exec.device(),
     };
     match exec.run(&checked, None, &observer) {
         Ok(outcome) => {

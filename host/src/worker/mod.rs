@@ -15,5 +15,6 @@ pub mod child;
 pub mod protocol;
 mod supervisor;
 
+pub use child::{Preview, Previewer};
 pub use protocol::{Reply, Request};
 pub use supervisor::{describe_exit, Interrupter, JobEnd, Supervisor, WorkerCommand};

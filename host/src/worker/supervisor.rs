@@ -76,6 +76,9 @@ pub struct Supervisor {
     stdin: Interrupter,
     /// Workers started so far (1 after the first job; more after crashes).
     pub starts: usize,
+    /// The worker's device and memory as it reported them when it started
+    /// (`device::stats_json`; later figures come as `device` events).
+    pub device: Json,
 }
 
 impl Supervisor {
@@ -85,6 +88,7 @@ impl Supervisor {
             running: None,
             stdin: Interrupter::default(),
             starts: 0,
+            device: Json::Null,
         }
     }
 
@@ -116,7 +120,10 @@ impl Supervisor {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
         loop {
             match read_reply(&mut stdout) {
-                Some(Reply::Ready { .. }) => break,
+                Some(Reply::Ready { device, .. }) => {
+                    self.device = device;
+                    break;
+                }
                 Some(_) => continue,
                 None => {
                     let status = child.wait().map_err(|e| e.to_string())?;
@@ -133,7 +140,8 @@ impl Supervisor {
     }
 
     /// Runs one job (native graph JSON text), calling `on_event` with each
-    /// `report::event_json` event as it arrives.
+    /// `report::event_json` event as it arrives (and previews, as
+    /// `{"event": "preview", "node", "format", "image": hex}`).
     pub fn run(&mut self, job: &str, graph: &str, on_event: &mut dyn FnMut(&Json)) -> JobEnd {
         if let Err(e) = self.start() {
             return JobEnd::Crashed { node: None, how: e };
@@ -154,6 +162,15 @@ impl Supervisor {
                     }
                     on_event(&event);
                 }
+                // Passed on as an event: `{"event": "preview", node, format, image (hex)}`.
+                Reply::Preview {
+                    job: j,
+                    node,
+                    format,
+                    image,
+                } if j == job => on_event(&serde_json::json!({
+                    "event": "preview", "node": node, "format": format, "image": image
+                })),
                 Reply::Done {
                     job: j,
                     outcome,
@@ -187,6 +204,32 @@ impl Supervisor {
 }
 
 impl Supervisor {
+    /// Has the worker load a new generation of the plugin library at
+    /// `path` (between jobs: this waits for the answer): the plugin's name
+    /// and generation, or why it was refused. A worker that is not running
+    /// loads the file as it is when it starts.
+    pub fn reload(&mut self, path: &std::path::Path) -> Result<(String, u64), String> {
+        let Some(running) = self.running.as_mut() else {
+            return Err("no worker runs; the next one loads the file as it starts".into());
+        };
+        let path = path.to_string_lossy().to_string();
+        if send(&self.stdin.stdin, &Request::Reload { path: path.clone() }) {
+            while let Some(reply) = read_reply(&mut running.stdout) {
+                if let Reply::Reloaded { path: p, result } = reply {
+                    if p == path {
+                        return result;
+                    }
+                }
+            }
+        }
+        // It died (a library whose initialisers crash): the next job starts another.
+        let mut dead = self.running.take().expect("running");
+        *self.stdin.stdin.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let _ = dead.child.kill();
+        let how = dead.child.wait().map(describe_exit).unwrap_or_default();
+        Err(format!("the worker died while loading it: {how}"))
+    }
+
     /// Stops the worker process (and with it everything its cache holds);
     /// the next job starts a fresh one.
     pub fn stop(&mut self) {

@@ -71,3 +71,21 @@ pub fn one_error(
     assert_eq!(found.len(), 1, "expected one {kind:?} in {errs:#?}");
     found[0].clone()
 }
+
+/// A models folder holding the tiny SD 1 fixture as ComfyUI's default
+/// workflow's checkpoint (`checkpoints/v1-5-pruned-emaonly.safetensors`),
+/// with its diffusers folder as the sidecar config.
+pub fn tiny_sd1_models_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpts = dir.path().join("checkpoints");
+    std::fs::create_dir_all(&ckpts).unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sd");
+    std::os::unix::fs::symlink(
+        fixtures.join("sd1-tiny.safetensors"),
+        ckpts.join("v1-5-pruned-emaonly.safetensors"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(fixtures.join("sd1-tiny"), ckpts.join("v1-5-pruned-emaonly"))
+        .unwrap();
+    dir
+}

@@ -31,25 +31,39 @@ impl Server {
     /// Starts a server whose folders live under `dir` (output, input), with
     /// the core plugin and the testing fixtures; `extra` arguments appended.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
-        let out = dir.join("output");
-        let input = dir.join("input");
-        let mut cmd = Command::new(common::diffgraph_bin());
-        cmd.current_dir(repo_root())
-            .arg("serve")
-            .args(["--port", "0", "--output"])
-            .arg(&out)
-            .arg("--input")
-            .arg(&input)
-            .arg("--models")
-            .arg(repo_root().join("models"));
-        for p in [
+        let plugins: Vec<PathBuf> = [
             "diffgraph_nodes_core",
             "diffgraph_testnodes",
             "diffgraph_nodes_sd",
             "diffgraph_nodes_sampling",
             "diffgraph_nodes_guidance",
-        ] {
-            cmd.arg("--plugins").arg(common::plugin_path(p));
+        ]
+        .iter()
+        .map(|p| common::plugin_path(p))
+        .collect();
+        Server::start_with(dir, &plugins, extra)
+    }
+
+    /// [`Server::start`] with these `--plugins` (files or folders).
+    pub fn start_with(dir: &Path, plugins: &[PathBuf], extra: &[&str]) -> Server {
+        let out = dir.join("output");
+        let input = dir.join("input");
+        let mut cmd = Command::new(common::diffgraph_bin());
+        cmd.current_dir(repo_root())
+            .arg("serve")
+            .arg("--output")
+            .arg(&out)
+            .arg("--input")
+            .arg(&input);
+        // Defaults unless `extra` says otherwise.
+        if !extra.contains(&"--port") {
+            cmd.args(["--port", "0"]);
+        }
+        if !extra.contains(&"--models") {
+            cmd.arg("--models").arg(repo_root().join("models"));
+        }
+        for p in plugins {
+            cmd.arg("--plugins").arg(p);
         }
         cmd.args(extra)
             .stdout(Stdio::piped())
@@ -207,7 +221,10 @@ impl Server {
             self.port
         );
         let (socket, _) = tungstenite::client(url.as_str(), stream).expect("websocket handshake");
-        Ws { socket }
+        Ws {
+            socket,
+            binary: Vec::new(),
+        }
     }
 
     pub fn kill(&mut self) {
@@ -224,10 +241,13 @@ impl Drop for Server {
 
 pub struct Ws {
     pub socket: tungstenite::WebSocket<TcpStream>,
+    /// Binary frames (previews) received so far, with the number of text
+    /// messages received before each.
+    pub binary: Vec<(usize, Vec<u8>)>,
 }
 
 impl Ws {
-    /// The next text message as JSON (binary frames skipped).
+    /// The next text message as JSON (binary frames kept in `binary`).
     pub fn next(&mut self) -> Json {
         loop {
             match self
@@ -236,6 +256,7 @@ impl Ws {
                 .expect("a websocket message within the timeout")
             {
                 tungstenite::Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                tungstenite::Message::Binary(b) => self.binary.push((0, b.to_vec())),
                 _ => continue,
             }
         }
@@ -246,7 +267,11 @@ impl Ws {
     pub fn until_done(&mut self, prompt_id: &str) -> Vec<Json> {
         let mut seen = Vec::new();
         loop {
+            let before = self.binary.len();
             let m = self.next();
+            for b in &mut self.binary[before..] {
+                b.0 = seen.len();
+            }
             let done = m["type"] == "executing"
                 && m["data"]["node"].is_null()
                 && m["data"]["prompt_id"] == prompt_id;

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-enum Msg {
+pub(crate) enum Msg {
     Changed(Vec<PathBuf>),
     WatchError(String),
     Stop,
@@ -221,7 +221,7 @@ pub fn watch(a: WatchArgs) -> i32 {
 }
 
 /// Creations, content changes, renames and removals; not reads or metadata.
-fn is_write(kind: &notify::EventKind) -> bool {
+pub(crate) fn is_write(kind: &notify::EventKind) -> bool {
     use notify::event::{EventKind, ModifyKind};
     matches!(kind, EventKind::Create(_) | EventKind::Remove(_))
         || matches!(kind, EventKind::Modify(m) if !matches!(m, ModifyKind::Metadata(_)))
@@ -230,7 +230,7 @@ fn is_write(kind: &notify::EventKind) -> bool {
 /// Collects the changed paths of a burst of events: waits until no event has
 /// come for `quiet` (cargo and editors write in several steps). None when
 /// asked to stop meanwhile.
-fn debounce(
+pub(crate) fn debounce(
     rx: &mpsc::Receiver<Msg>,
     first: Vec<PathBuf>,
     quiet: Duration,
@@ -248,7 +248,7 @@ fn debounce(
     Some(paths)
 }
 
-fn is_watched_library(path: &Path, sources: &[PluginSource]) -> bool {
+pub(crate) fn is_watched_library(path: &Path, sources: &[PluginSource]) -> bool {
     sources.iter().any(|s| s.matches(path))
 }
 

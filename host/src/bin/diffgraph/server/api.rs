@@ -68,7 +68,7 @@ pub async fn post_prompt(
         return Ok((StatusCode::BAD_REQUEST, Json(e)).into_response());
     };
     let models = diffgraph::comfy::ModelFolders::new(std::slice::from_ref(&state.models));
-    let (accepted, _) = match prompt::check(p, &state.registry, &models) {
+    let (accepted, _) = match prompt::check(p, &state.registry(), &models) {
         Ok(a) => a,
         Err(e) => return Ok((StatusCode::BAD_REQUEST, Json(e)).into_response()),
     };

@@ -1,4 +1,5 @@
 //! `serve`'s and the hidden `worker`'s arguments.
+use super::preview::PreviewMethod;
 use crate::args::PluginArgs;
 use clap::Args;
 use diffgraph::device::DeviceRequest;
@@ -44,6 +45,46 @@ pub struct ServeArgs {
     /// shared with the workers; redis: small files through Redis).
     #[arg(long, value_enum, default_value = "folder")]
     pub output_store: super::queue::storage::StoreKind,
+    #[command(flatten)]
+    pub preview: PreviewArgs,
+    /// Hot reload: plugin libraries rebuilt in the plugin folders are
+    /// loaded between jobs, as `diffgraph watch` does.
+    #[arg(long)]
+    pub watch: bool,
+    /// Memory budget of the worker's result cache in MiB: least recently
+    /// used idle results (loaded models included) are evicted past it.
+    /// Default: no budget; results used by the last two jobs are kept.
+    #[arg(long, value_name = "N")]
+    pub cache_mb: Option<u64>,
+}
+
+/// ComfyUI's live-preview options (`comfy/cli_args.py`), for the worker.
+#[derive(Args, Clone)]
+pub struct PreviewArgs {
+    /// Binary preview frames over the WebSocket after each sampler step.
+    #[arg(long, value_enum, default_value = "none")]
+    pub preview_method: PreviewMethod,
+    /// Largest side of a preview image, in pixels.
+    #[arg(long, default_value_t = 512)]
+    pub preview_size: u32,
+}
+
+impl PreviewArgs {
+    /// The same options as worker arguments.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        use clap::ValueEnum;
+        let method = self
+            .preview_method
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        vec![
+            "--preview-method".into(),
+            method.into(),
+            "--preview-size".into(),
+            self.preview_size.to_string().into(),
+        ]
+    }
 }
 
 /// `diffgraph worker`: with `--queue`, a scale-out worker taking jobs from
@@ -95,6 +136,14 @@ pub struct WorkerArgs {
     /// model past it restarts the worker's child process, freeing its cache.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub max_models: usize,
+    #[command(flatten)]
+    pub preview: PreviewArgs,
+    /// Load plugins from private copies and take reload requests.
+    #[arg(long)]
+    pub watch: bool,
+    /// Result cache budget in MiB, as `serve --cache-mb`.
+    #[arg(long)]
+    pub cache_mb: Option<u64>,
 }
 
 impl WorkerArgs {

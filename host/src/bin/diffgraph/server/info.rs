@@ -75,7 +75,7 @@ pub fn node_info(s: &NodeSchema) -> Json_ {
 
 pub async fn object_info(State(state): State<Arc<AppState>>) -> Json<Json_> {
     let map: Map<String, Json_> = state
-        .registry
+        .registry()
         .types()
         .map(|t| (t.schema.type_name.clone(), node_info(&t.schema)))
         .collect();
@@ -86,7 +86,7 @@ pub async fn object_info_one(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    match state.registry.get(&name) {
+    match state.registry().get(&name) {
         Some(t) => Ok(Json(json!({ name: node_info(&t.schema) }))),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -111,6 +111,21 @@ fn memory() -> (u64, u64) {
 
 pub async fn system_stats(State(state): State<Arc<AppState>>) -> Json<Json_> {
     let (total, free) = memory();
+    // The worker measures its device (the server process never touches the
+    // GPU): at its start and after each job. Until it has started, the
+    // device as requested, nothing measured yet.
+    let mut device = state
+        .device_stats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if device.is_null() {
+        device = json!({
+            "name": state.device, "type": state.device.split(':').next().unwrap_or("cpu"),
+            "index": state.device.split(':').nth(1).and_then(|i| i.parse::<u32>().ok()),
+            "vram_total": 0, "vram_free": 0, "torch_vram_total": 0, "torch_vram_free": 0,
+        });
+    }
     Json(json!({
         "system": {
             "os": std::env::consts::OS,
@@ -122,12 +137,7 @@ pub async fn system_stats(State(state): State<Arc<AppState>>) -> Json<Json_> {
             "embedded_python": false,
             "argv": std::env::args().collect::<Vec<_>>(),
         },
-        // The worker's device as requested; memory figures are not measured.
-        "devices": [{
-            "name": state.device, "type": state.device.split(':').next().unwrap_or("cpu"),
-            "index": state.device.split(':').nth(1).and_then(|i| i.parse::<u32>().ok()),
-            "vram_total": 0, "vram_free": 0, "torch_vram_total": 0, "torch_vram_free": 0,
-        }],
+        "devices": [device],
     }))
 }
 

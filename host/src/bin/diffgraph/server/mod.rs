@@ -10,8 +10,10 @@ mod args;
 mod db;
 mod files;
 mod info;
+mod preview;
 mod prompt;
 mod queue;
+mod reload;
 mod runner;
 mod state;
 mod ws;
@@ -26,8 +28,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use diffgraph::plugin::discovery;
-use diffgraph::{device, Executor};
+use diffgraph::{device, Executor, SharedCache};
 use serde_json::json;
 use state::AppState;
 use std::sync::Arc;
@@ -67,15 +68,20 @@ pub fn worker(a: WorkerArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
-    let (registry, skipped) = discovery::load(&a.plugins.sources());
+    let (registry, skipped) = reload::load_plugins(&a.plugins.sources(), a.watch);
     for s in skipped {
         eprintln!("worker: warning: {s}");
     }
-    let mut exec = Executor::new(registry);
+    let cache = match a.cache_mb {
+        Some(mb) => SharedCache::with_budget(mb.saturating_mul(1 << 20)),
+        None => SharedCache::default(),
+    };
+    let mut exec = Executor::with_cache(registry, cache);
     exec.set_device(device);
     exec.set_output_dir(a.out.to_string_lossy());
     let input = std::io::BufReader::new(std::io::stdin());
-    diffgraph::worker::child::serve(exec, input, std::io::stdout(), true);
+    let previewer = preview::previewer(a.preview.preview_method, a.preview.preview_size);
+    diffgraph::worker::child::serve_with(exec, input, std::io::stdout(), true, previewer);
     0
 }
 
@@ -113,6 +119,13 @@ pub fn serve(a: ServeArgs) -> i32 {
         }
     } else {
         runner::spawn(state.clone());
+        if a.watch {
+            let quiet = std::time::Duration::from_millis(300);
+            if let Err(e) = reload::spawn_watcher(state.clone(), a.plugins.sources(), quiet) {
+                eprintln!("error: --watch: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        }
     }
     let addr = std::net::SocketAddr::new(a.listen, a.port);
     runtime.block_on(async move {

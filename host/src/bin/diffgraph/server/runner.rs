@@ -5,11 +5,14 @@ use super::db::Job;
 use super::state::AppState;
 use diffgraph::graph::comfy_api;
 use diffgraph::pngtext;
-use diffgraph::worker::{JobEnd, Supervisor};
+use diffgraph::worker::{protocol, JobEnd, Supervisor};
 use serde_json::{json, Map, Value as Json};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+
+/// ComfyUI's binary event type of a preview frame (`server.py` `BinaryEventTypes`).
+const PREVIEW_IMAGE: u32 = 1;
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -28,7 +31,17 @@ pub fn spawn(state: Arc<AppState>) {
             if let Err(e) = supervisor.start() {
                 eprintln!("warning: {e}");
             }
+            state.set_device_stats(supervisor.device.clone());
             loop {
+                // Hot reload (`--watch`) between jobs, never during one.
+                for path in state.reloads.take_pending() {
+                    match supervisor.reload(&path) {
+                        Ok((name, generation)) => {
+                            eprintln!("worker: reloaded plugin `{name}` (generation {generation})")
+                        }
+                        Err(e) => eprintln!("worker: not reloading {}: {e}", path.display()),
+                    }
+                }
                 let next = state
                     .db
                     .lock()
@@ -83,7 +96,7 @@ pub(super) fn run_job(state: &AppState, supervisor: &mut Supervisor, job: Job) {
     };
     // Progress and `executing` are for the graph's top-level nodes (loop
     // bodies run once per step; the loop node carries the progress).
-    let (top, types) = match diffgraph::parse_graph(&job.graph, &[], &state.registry, true) {
+    let (top, types) = match diffgraph::parse_graph(&job.graph, &[], &state.registry(), true) {
         Ok(c) => {
             let types = c
                 .graph
@@ -96,20 +109,80 @@ pub(super) fn run_job(state: &AppState, supervisor: &mut Supervisor, job: Job) {
         Err(_) => (HashSet::new(), Map::new()),
     };
     msgs.send("execution_start", json!({}));
+    // A ComfyUI prompt's node `ID` runs as native nodes `ID` and `ID:part`
+    // (`comfy::expand`): its clients hear of `ID` only, once per run of parts.
+    let comfy = !comfy_api::is_native(&job.prompt);
+    let shown = |n: &str| match n.split_once(':') {
+        Some((id, _)) if comfy => id.to_string(),
+        _ => n.to_string(),
+    };
     let mut executed: Vec<String> = Vec::new();
+    let mut executing: Option<String> = None;
+    let mut cached: HashSet<String> = HashSet::new();
+    let mut outputs = Map::new();
     let end = supervisor.run(&job.id, &job.graph, &mut |e| {
         let node = e["node"].as_str().unwrap_or_default();
+        let kind = e["event"].as_str().unwrap_or_default();
+        if kind == "preview" {
+            // ComfyUI's PREVIEW_IMAGE frame: event 1, then the format code
+            // (big-endian u32) and the image (`server.py` `send_image`).
+            let Some(bytes) = e["image"].as_str().and_then(protocol::from_hex) else {
+                return;
+            };
+            let format = e["format"].as_u64().unwrap_or(1) as u32;
+            let mut data = format.to_be_bytes().to_vec();
+            data.extend_from_slice(&bytes);
+            state.send_binary(job.client_id.as_deref(), PREVIEW_IMAGE, &data);
+            return;
+        }
+        if kind == "device" {
+            let mut stats = e.clone();
+            if let Some(o) = stats.as_object_mut() {
+                o.remove("event");
+            }
+            state.set_device_stats(stats);
+            return;
+        }
         if !top.contains(node) {
             return;
         }
-        match e["event"].as_str().unwrap_or_default() {
-            "node_cached" => msgs.send("execution_cached", json!({ "nodes": [node] })),
-            "node_start" => msgs.send("executing", json!({ "node": node, "display_node": node })),
-            "node_done" => executed.push(node.to_string()),
+        let id = shown(node);
+        match kind {
+            "node_cached" if cached.insert(id.clone()) => {
+                msgs.send("execution_cached", json!({ "nodes": [id] }))
+            }
+            "node_start" if executing.as_deref() != Some(id.as_str()) => {
+                msgs.send("executing", json!({ "node": id, "display_node": id }));
+                executing = Some(id);
+            }
+            "node_done" if executed.last() != Some(&id) => executed.push(id),
             "loop_step" | "node_progress" => msgs.send(
                 "progress",
-                json!({ "value": e["done"], "max": e["total"], "node": node }),
+                json!({ "value": e["done"], "max": e["total"], "node": id }),
             ),
+            // As soon as an output node has written its files: ComfyUI's
+            // `executed`, with the job's graph already in every PNG.
+            "output_done" => {
+                let files: Vec<&str> = e["files"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Json::as_str)
+                    .collect();
+                embed_graph(&job, &files);
+                let images = image_outputs(&state.output, &files);
+                if images.is_empty() {
+                    return;
+                }
+                msgs.send(
+                    "executed",
+                    json!({ "node": id, "display_node": id, "output": { "images": images } }),
+                );
+                let entry = outputs.entry(id).or_insert_with(|| json!({ "images": [] }));
+                if let Some(list) = entry["images"].as_array_mut() {
+                    list.extend(images);
+                }
+            }
             _ => {}
         }
     });
@@ -120,17 +193,9 @@ pub(super) fn run_job(state: &AppState, supervisor: &mut Supervisor, job: Job) {
             .unwrap_or(Json::Null)
     };
     let (final_state, outputs) = match end {
-        JobEnd::Done { files, .. } => {
-            embed_graph(&job, &files);
-            let outputs = image_outputs(&state.output, &files);
-            for (node, output) in outputs.as_object().into_iter().flatten() {
-                msgs.send(
-                    "executed",
-                    json!({ "node": node, "display_node": node, "output": output }),
-                );
-            }
+        JobEnd::Done { .. } => {
             msgs.send("execution_success", json!({}));
-            ("success", outputs)
+            ("success", Json::Object(outputs))
         }
         JobEnd::Failed {
             node,
@@ -190,38 +255,27 @@ pub(super) fn run_job(state: &AppState, supervisor: &mut Supervisor, job: Job) {
     state.send_status();
 }
 
-/// `{node: {"images": [{filename, subfolder, type}]}}` for the files under
-/// the output folder that the output nodes wrote.
-fn image_outputs(output_dir: &Path, files: &Json) -> Json {
-    let mut map = Map::new();
-    for (node, list) in files.as_object().into_iter().flatten() {
-        let images: Vec<Json> = list
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Json::as_str)
-            .filter_map(|f| {
-                let real = std::fs::canonicalize(f).ok()?;
-                let rel = real.strip_prefix(output_dir).ok()?;
-                let filename = rel.file_name()?.to_string_lossy().to_string();
-                let subfolder = rel
-                    .parent()
-                    .map(|p| p.to_string_lossy().to_string())
-                    .unwrap_or_default();
-                Some(json!({ "filename": filename, "subfolder": subfolder, "type": "output" }))
-            })
-            .collect();
-        if !images.is_empty() {
-            map.insert(node.clone(), json!({ "images": images }));
-        }
-    }
-    Json::Object(map)
+/// `[{filename, subfolder, type}]` for the files under the output folder.
+fn image_outputs(output_dir: &Path, files: &[&str]) -> Vec<Json> {
+    files
+        .iter()
+        .filter_map(|f| {
+            let real = std::fs::canonicalize(f).ok()?;
+            let rel = real.strip_prefix(output_dir).ok()?;
+            let filename = rel.file_name()?.to_string_lossy().to_string();
+            let subfolder = rel
+                .parent()
+                .map(|p| p.to_string_lossy().to_string())
+                .unwrap_or_default();
+            Some(json!({ "filename": filename, "subfolder": subfolder, "type": "output" }))
+        })
+        .collect()
 }
 
 /// Writes the job's graph into every PNG it produced, as ComfyUI does: the
 /// API-format prompt under `prompt` (a native graph under `diffgraph`), and
 /// each `extra_data.extra_pnginfo` entry (ComfyUI's `workflow`) under its key.
-fn embed_graph(job: &Job, files: &Json) {
+fn embed_graph(job: &Job, files: &[&str]) {
     let prompt = job.prompt.to_string();
     let mut entries: Vec<(String, String)> = vec![if comfy_api::is_native(&job.prompt) {
         (pngtext::NATIVE_KEY.into(), job.graph.clone())
@@ -235,15 +289,7 @@ fn embed_graph(job: &Job, files: &Json) {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let pngs = files
-        .as_object()
-        .into_iter()
-        .flatten()
-        .flat_map(|(_, l)| l.as_array().into_iter().flatten());
-    for f in pngs
-        .filter_map(Json::as_str)
-        .filter(|f| f.ends_with(".png"))
-    {
+    for f in files.iter().filter(|f| f.ends_with(".png")) {
         if let Err(e) = pngtext::add_to_file(Path::new(f), &entries) {
             eprintln!("warning: job {}: {e}", job.id);
         }

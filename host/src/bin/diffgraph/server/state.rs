@@ -2,23 +2,31 @@
 use super::args::ServeArgs;
 use super::queue::Db;
 use diffgraph::device::DeviceRequest;
-use diffgraph::plugin::discovery;
 use diffgraph::worker::{Interrupter, WorkerCommand};
 use diffgraph::Registry;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use tokio::sync::broadcast;
 
 /// One WebSocket message: for one client (`Some(client_id)`) or everyone.
 #[derive(Clone, Debug)]
 pub struct WsMessage {
     pub target: Option<String>,
-    pub text: Arc<str>,
+    pub payload: Payload,
+}
+
+/// A JSON text message, or a binary one (ComfyUI's previews).
+#[derive(Clone, Debug)]
+pub enum Payload {
+    Text(Arc<str>),
+    Binary(Arc<[u8]>),
 }
 
 pub struct AppState {
-    /// Node types, for validation and `/object_info` (nodes run in the worker).
-    pub registry: Registry,
+    /// Node types, for validation and `/object_info` (nodes run in the
+    /// worker); replaced whole by a hot reload (`reload`).
+    pub registry: RwLock<Registry>,
+    pub reloads: super::reload::Reloads,
     pub db: Mutex<Db>,
     /// Set when a job is queued; the runner waits on it.
     pub wake: (Mutex<bool>, Condvar),
@@ -34,6 +42,9 @@ pub struct AppState {
     pub token: Option<String>,
     /// `--device` as given (cpu, cuda:N, auto), for `/system_stats`.
     pub device: String,
+    /// The worker's device and memory as it last reported them
+    /// (`device::stats_json`: at its start and after each job); Null before.
+    pub device_stats: Mutex<serde_json::Value>,
     pub max_queue: usize,
     pub max_body: usize,
 }
@@ -65,7 +76,7 @@ impl AppState {
             }
         };
         diffgraph::device::init();
-        let (registry, skipped) = discovery::load(&a.plugins.sources());
+        let (registry, skipped) = super::reload::load_plugins(&a.plugins.sources(), a.watch);
         for s in skipped {
             eprintln!("warning: {s}");
         }
@@ -97,8 +108,17 @@ impl AppState {
         args.push(device.clone().into());
         args.push("--out".into());
         args.push(output.clone().into());
+        args.extend(a.preview.to_args());
+        if a.watch {
+            args.push("--watch".into());
+        }
+        if let Some(mb) = a.cache_mb {
+            args.push("--cache-mb".into());
+            args.push(mb.to_string().into());
+        }
         Ok(AppState {
-            registry,
+            registry: RwLock::new(registry),
+            reloads: Default::default(),
             db: Mutex::new(db),
             wake: (Mutex::new(true), Condvar::new()),
             ws: broadcast::channel(4096).0,
@@ -111,13 +131,29 @@ impl AppState {
             models,
             token,
             device,
+            device_stats: Mutex::new(serde_json::Value::Null),
             max_queue: a.max_queue,
             max_body: a.max_body_mb.saturating_mul(1 << 20),
         })
     }
 
+    /// The node types now (a cheap copy: a hot reload may replace them).
+    pub fn registry(&self) -> Registry {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn db(&self) -> std::sync::MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the worker's latest device report (Null: keep the last).
+    pub fn set_device_stats(&self, stats: serde_json::Value) {
+        if !stats.is_null() {
+            *self.device_stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
+        }
     }
 
     /// Wakes the runner (a job was queued).
@@ -131,7 +167,19 @@ impl AppState {
         let text = serde_json::json!({ "type": kind, "data": data }).to_string();
         let _ = self.ws.send(WsMessage {
             target: target.map(str::to_string),
-            text: text.into(),
+            payload: Payload::Text(text.into()),
+        });
+    }
+
+    /// Sends a binary message: ComfyUI's big-endian u32 event type, then
+    /// `data` (`server.py` `encode_bytes`).
+    pub fn send_binary(&self, target: Option<&str>, event: u32, data: &[u8]) {
+        let mut bytes = Vec::with_capacity(4 + data.len());
+        bytes.extend_from_slice(&event.to_be_bytes());
+        bytes.extend_from_slice(data);
+        let _ = self.ws.send(WsMessage {
+            target: target.map(str::to_string),
+            payload: Payload::Binary(bytes.into()),
         });
     }
 

@@ -1,7 +1,7 @@
 //! `GET /ws?clientId=`: ComfyUI's event stream. On connect the client gets
 //! `status` with its `sid`; then every broadcast message and the messages of
 //! its own prompts (those submitted with its `client_id`).
-use super::state::AppState;
+use super::state::{AppState, Payload};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -46,7 +46,11 @@ async fn client(mut socket: WebSocket, state: Arc<AppState>, sid: String) {
                     if m.target.as_deref().is_some_and(|t| t != sid) {
                         continue;
                     }
-                    if socket.send(Message::Text(m.text.to_string().into())).await.is_err() {
+                    let out = match m.payload {
+                        Payload::Text(t) => Message::Text(t.to_string().into()),
+                        Payload::Binary(b) => Message::Binary(b.to_vec().into()),
+                    };
+                    if socket.send(out).await.is_err() {
                         return;
                     }
                 }

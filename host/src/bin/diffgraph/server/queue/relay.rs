@@ -7,10 +7,11 @@
 //! messages in the same order as from a single server. Pub/sub is not
 //! durable: messages published while a front-end is disconnected are missed
 //! (the history, in Redis, is not).
-use super::super::state::{AppState, WsMessage};
+use super::super::state::{AppState, Payload, WsMessage};
 use super::conn::{transient, Conn};
 use super::keys;
 use super::storage::{announced, OutputStore};
+use diffgraph::worker::protocol::{from_hex, to_hex};
 use serde_json::{json, Value as Json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,13 +37,20 @@ pub fn to_redis(
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            let parsed: Json = serde_json::from_str(&m.text).unwrap_or(Json::Null);
-            for rel in announced(&parsed) {
-                if let Err(e) = store.publish(&output, &rel) {
-                    eprintln!("worker: warning: output {rel}: {e}");
+            let payload = match &m.payload {
+                Payload::Text(text) => {
+                    let parsed: Json = serde_json::from_str(text).unwrap_or(Json::Null);
+                    for rel in announced(&parsed) {
+                        if let Err(e) = store.publish(&output, &rel) {
+                            eprintln!("worker: warning: output {rel}: {e}");
+                        }
+                    }
+                    json!({ "target": m.target, "text": &**text })
                 }
+                // Previews: hex, since pub/sub messages here are JSON text.
+                Payload::Binary(bytes) => json!({ "target": m.target, "binary": to_hex(bytes) }),
             }
-            let payload = json!({ "target": m.target, "text": &*m.text }).to_string();
+            .to_string();
             if let Err(e) = conn.run(|c| {
                 redis::cmd("PUBLISH")
                     .arg(keys::EVENTS)
@@ -85,6 +93,12 @@ fn subscribe(
         let Ok(outer) = serde_json::from_str::<Json>(&payload) else {
             continue;
         };
+        let target = outer["target"].as_str().map(str::to_string);
+        if let Some(bytes) = outer["binary"].as_str().and_then(from_hex) {
+            let payload = Payload::Binary(bytes.into());
+            let _ = state.ws.send(WsMessage { target, payload });
+            continue;
+        }
         let Some(text) = outer["text"].as_str() else {
             continue;
         };
@@ -94,9 +108,7 @@ fn subscribe(
                 eprintln!("warning: output {rel}: {e}");
             }
         }
-        let _ = state.ws.send(WsMessage {
-            target: outer["target"].as_str().map(str::to_string),
-            text: text.into(),
-        });
+        let payload = Payload::Text(text.into());
+        let _ = state.ws.send(WsMessage { target, payload });
     }
 }

@@ -16,7 +16,7 @@
 //! the job back to the queue and leaves at once.
 use super::super::args::WorkerArgs;
 use super::super::runner;
-use super::super::state::AppState;
+use super::super::state::{AppState, Payload};
 use super::conn::{self, Conn};
 use super::keys;
 use super::relay;
@@ -138,6 +138,10 @@ fn state(a: &WorkerArgs, url: &str) -> Result<AppState, String> {
     for p in &a.plugins.plugins {
         argv.extend(["--plugins".into(), p.clone().into_os_string()]);
     }
+    if let Some(mb) = a.cache_mb {
+        argv.extend(["--cache-mb".into(), mb.to_string().into()]);
+    }
+    argv.extend(a.preview.to_args());
     let s = ServeOnly::try_parse_from(argv).map_err(|e| e.to_string())?;
     AppState::new(&s.a)
 }
@@ -153,6 +157,9 @@ pub fn run(a: WorkerArgs, url: &str) -> i32 {
 }
 
 fn serve_queue(a: WorkerArgs, url: &str) -> Result<(), String> {
+    if a.watch {
+        return Err("--watch is for `serve` without --queue; restart queue workers to pick up rebuilt plugins".into());
+    }
     let state = Arc::new(state(&a, url)?);
     let client = conn::client(url)?;
     let name = a.name.clone().unwrap_or_else(default_name);
@@ -469,7 +476,10 @@ fn run_entry(
     // Count the loader nodes that really ran (not from the cache).
     let mut loads = 0;
     while let Ok(m) = probe.try_recv() {
-        let m: Json = serde_json::from_str(&m.text).unwrap_or(Json::Null);
+        let Payload::Text(text) = &m.payload else {
+            continue;
+        };
+        let m: Json = serde_json::from_str(text).unwrap_or(Json::Null);
         if m["type"] == "executing"
             && m["data"]["prompt_id"] == id.as_str()
             && loaders.iter().any(|l| m["data"]["node"] == l.as_str())

@@ -92,6 +92,24 @@ impl Supervisor {
         self.stdin.clone()
     }
 
+    /// Starts the next worker with `command` (other plugin libraries:
+    /// `watch --isolate` after a reload); the running worker is stopped. The
+    /// interrupter stays valid.
+    pub fn restart_with(&mut self, command: WorkerCommand) {
+        self.stop();
+        self.command = command;
+    }
+
+    /// Stops the running worker, if any: closing its stdin ends it; kill in
+    /// case a job still runs.
+    fn stop(&mut self) {
+        *self.stdin.stdin.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if let Some(mut r) = self.running.take() {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
+    }
+
     /// Starts the worker now (if none runs) and waits until it has loaded its
     /// plugins; returns how long that took.
     pub fn start(&mut self) -> Result<f64, String> {
@@ -188,12 +206,7 @@ impl Supervisor {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        *self.stdin.stdin.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        if let Some(mut r) = self.running.take() {
-            // Closing stdin ends the worker; kill in case a job still runs.
-            let _ = r.child.kill();
-            let _ = r.child.wait();
-        }
+        self.stop();
     }
 }
 

@@ -1,4 +1,4 @@
-//! `serve`'s and the hidden `worker`'s arguments.
+//! `serve`'s arguments (the hidden `worker`'s are in `crate::worker`).
 use crate::args::PluginArgs;
 use clap::Args;
 use diffgraph::device::DeviceRequest;
@@ -36,14 +36,4 @@ pub struct ServeArgs {
     /// Largest request body in MiB (uploads included).
     #[arg(long, default_value_t = 32)]
     pub max_body_mb: usize,
-}
-
-#[derive(Args)]
-pub struct WorkerArgs {
-    #[command(flatten)]
-    pub plugins: PluginArgs,
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceRequest,
-    #[arg(long, default_value = "output")]
-    pub out: PathBuf,
 }

@@ -15,7 +15,7 @@ mod runner;
 mod state;
 mod ws;
 
-pub use args::{ServeArgs, WorkerArgs};
+pub use args::ServeArgs;
 
 use crate::args::EXIT_BAD_INPUT;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -24,8 +24,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use diffgraph::plugin::discovery;
-use diffgraph::{device, Executor};
 use serde_json::json;
 use state::AppState;
 use std::sync::Arc;
@@ -51,27 +49,6 @@ impl IntoResponse for ApiError {
         let body = json!({ "error": { "type": self.1, "message": self.2, "details": "", "extra_info": {} } });
         (self.0, Json(body)).into_response()
     }
-}
-
-/// `diffgraph worker` (hidden): serves jobs on stdin/stdout for a server.
-pub fn worker(a: WorkerArgs) -> i32 {
-    let device = match device::select(a.device) {
-        Ok((d, _)) => d,
-        Err(e) => {
-            eprintln!("worker: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let (registry, skipped) = discovery::load(&a.plugins.sources());
-    for s in skipped {
-        eprintln!("worker: warning: {s}");
-    }
-    let mut exec = Executor::new(registry);
-    exec.set_device(device);
-    exec.set_output_dir(a.out.to_string_lossy());
-    let input = std::io::BufReader::new(std::io::stdin());
-    diffgraph::worker::child::serve(exec, input, std::io::stdout(), true);
-    0
 }
 
 pub fn serve(a: ServeArgs) -> i32 {

@@ -25,8 +25,10 @@ impl Node for VAEDecode {
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let vae = lock(inputs)?;
-        let decoded =
-            tch::no_grad(|| vae.decode(inputs.tensor("latent")?).map_err(NodeError::new))?;
+        let latent = inputs.tensor("latent")?;
+        // `catch`: a Ctrl-C between blocks ends the call without poisoning the lock.
+        let decoded = diffgraph_sdk::interrupt::catch(|| tch::no_grad(|| vae.decode(latent)))?
+            .map_err(NodeError::new)?;
         Ok(vec![to_pixels(&decoded).into()])
     }
 }
@@ -50,7 +52,9 @@ impl Node for VAEEncode {
         let vae = lock(inputs)?;
         let image = inputs.tensor("image")? * 2.0 - 1.0;
         let noise = inputs.opt_tensor("noise")?;
-        let latent = tch::no_grad(|| vae.encode_latents(&image, noise).map_err(NodeError::new))?;
+        let latent =
+            diffgraph_sdk::interrupt::catch(|| tch::no_grad(|| vae.encode_latents(&image, noise)))?
+                .map_err(NodeError::new)?;
         Ok(vec![latent.to_kind(Kind::Float).into()])
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use common::core_support::*;
 use diffgraph::Value;
 use std::sync::Mutex;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// GaussianNoise reseeds libtorch's global generator, so tests that draw
 /// noise must not interleave (the test harness runs tests in threads).

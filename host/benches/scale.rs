@@ -108,7 +108,10 @@ fn main() {
 fn parse_paths(max: usize) {
     use diffgraph::graph::model::{from_json, parse, parse_document};
     println!("parse paths (AddInt chain, ids ascending): µs/node, best of 3");
-    for n in [10_000, 100_000, 1_000_000].into_iter().filter(|&n| n <= max) {
+    for n in [10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|&n| n <= max)
+    {
         let text = chains::add_chain(n, false);
         let (mut fast, mut full) = (f64::MAX, f64::MAX);
         for _ in 0..3 {

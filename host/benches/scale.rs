@@ -87,6 +87,7 @@ fn main() {
             measure(&label, &text, n + 1, &registry);
         }
     }
+    parse_paths(max);
     for n in [1_000, 10_000, 100_000].into_iter().filter(|&n| n <= max) {
         for reverse in [false, true] {
             let text = chains::loop_chain(n, reverse);
@@ -97,5 +98,37 @@ fn main() {
             // Each loop is two nodes (the loop and its body's AddInt).
             measure(&label, &text, 2 * n + 1, &registry);
         }
+    }
+}
+
+/// The streaming parser against the full one (`parse_document` + `from_json`:
+/// a serde_json `Value` tree, the duplicate-key scan, the tree walk) on the
+/// same text, alternating, best of 3 each: a ratio that a loaded machine
+/// disturbs less than absolute times.
+fn parse_paths(max: usize) {
+    use diffgraph::graph::model::{from_json, parse, parse_document};
+    println!("parse paths (AddInt chain, ids ascending): µs/node, best of 3");
+    for n in [10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|&n| n <= max)
+    {
+        let text = chains::add_chain(n, false);
+        let (mut fast, mut full) = (f64::MAX, f64::MAX);
+        for _ in 0..3 {
+            let t = Instant::now();
+            drop(parse(&text).expect("parses"));
+            fast = fast.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            drop(from_json(&parse_document(&text).expect("parses")).expect("builds"));
+            full = full.min(t.elapsed().as_secs_f64());
+        }
+        let per = |s: f64| s * 1e6 / (n + 1) as f64;
+        println!(
+            "  {:>9} nodes: streaming {:>6.2}, full {:>6.2}, ratio {:.2}x",
+            n + 1,
+            per(fast),
+            per(full),
+            full / fast
+        );
     }
 }

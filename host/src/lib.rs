@@ -140,6 +140,27 @@ pub fn translate_comfy(
     }
 }
 
+/// The native graph JSON that graph text (native or ComfyUI) becomes once
+/// translated and overridden: what a worker process (`run --isolate`) runs.
+/// Validate it first ([`parse_graph_with`]): errors here are parse errors
+/// only.
+pub fn native_graph_text(
+    text: &str,
+    overrides: &[graph::overrides::Override],
+    models: &comfy::ModelFolders,
+) -> Result<String, GraphErrors> {
+    if let Some(t) = translate_comfy(text, overrides, models)? {
+        return Ok(t.doc.to_string());
+    }
+    if overrides.is_empty() {
+        return Ok(text.to_string());
+    }
+    let mut doc = graph::model::parse_document(text).map_err(GraphErrors)?;
+    graph::overrides::apply(&mut doc, overrides)
+        .map_err(|m| GraphErrors(vec![GraphError::new(graph::ErrorKind::InvalidGraph, m)]))?;
+    Ok(doc.to_string())
+}
+
 /// Native parse errors, plus what the document looks like when it is in no
 /// format diffgraph reads.
 fn with_format_hint(text: &str, mut errors: Vec<GraphError>) -> GraphErrors {

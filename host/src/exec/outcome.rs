@@ -16,7 +16,7 @@ pub enum RunError {
         type_name: String,
         message: String,
     },
-    #[error("interrupted before node `{node}`")]
+    #[error("interrupted at node `{node}`")]
     Interrupted { node: String },
     #[error("cannot plan the graph: {0}")]
     Plan(String),

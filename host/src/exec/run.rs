@@ -202,6 +202,13 @@ impl Run<'_> {
             .opened
             .call(t.index, &inputs, &env)
             .map_err(|f| match f {
+                // A node that gave up because the run was interrupted
+                // (`diffgraph_sdk::interrupt`).
+                CallFailure::Error(_) if self.env.interrupt.load(Ordering::Relaxed) => {
+                    RunError::Interrupted {
+                        node: step.id.to_string(),
+                    }
+                }
                 CallFailure::Error(message) => fail(clean_node_message(&message)),
                 CallFailure::Panic(message) => RunError::Panic {
                     node: step.id.to_string(),

@@ -3,11 +3,13 @@ pub mod comfy_api;
 pub mod constants;
 mod cycles;
 pub mod errors;
+mod fast_parse;
 pub mod json_keys;
 mod loop_checks;
 pub mod model;
 pub mod overrides;
 pub mod resolved;
+mod type_names;
 pub mod validate;
 
 pub use errors::{ErrorKind, GraphError, GraphErrors};

@@ -101,6 +101,11 @@ const NODE_KEYS: &[&str] = &["type", "inputs", "body", "next", "title", "comment
 
 /// Parses graph text; collects every structural problem it can find.
 pub fn parse(text: &str) -> Result<Graph, Vec<GraphError>> {
+    // Well-formed text takes the streaming path; anything else gets the
+    // full parser's errors (`fast_parse`).
+    if let Some(graph) = super::fast_parse::parse(text) {
+        return Ok(graph);
+    }
     let json = parse_document(text)?;
     from_json(&json)
 }
@@ -311,10 +316,14 @@ fn parse_inputs(
     }
 }
 
+fn parse_input(v: &Json) -> Input {
+    input_of(v.clone())
+}
+
 /// A link is `["id", "output"]` or `["id", index]`; `{"value": x}` is the
 /// constant x; anything else is a constant as written.
-fn parse_input(v: &Json) -> Input {
-    if let Json::Array(items) = v {
+pub(super) fn input_of(v: Json) -> Input {
+    if let Json::Array(items) = &v {
         if let [Json::String(node), out] = items.as_slice() {
             let output = match out {
                 Json::String(name) => Some(OutputRef::Name(name.clone())),
@@ -329,14 +338,15 @@ fn parse_input(v: &Json) -> Input {
             }
         }
     }
-    if let Json::Object(map) = v {
-        if map.len() == 1 {
-            if let Some(inner) = map.get("value").or_else(|| map.get("__value__")) {
-                return Input::Const(inner.clone());
+    match v {
+        Json::Object(mut map) if map.len() == 1 => {
+            match map.remove("value").or_else(|| map.remove("__value__")) {
+                Some(inner) => Input::Const(inner),
+                None => Input::Const(Json::Object(map)),
             }
         }
+        v => Input::Const(v),
     }
-    Input::Const(v.clone())
 }
 
 /// How a JSON value is described in error messages.

@@ -5,6 +5,7 @@ use super::constants::{check_constant, const_type};
 use super::errors::{ErrorKind, GraphError, GraphErrors};
 use super::model::{Graph, Input, Link, OutputRef, LOOP_INDEX, LOOP_ITEM, LOOP_OVER};
 use super::resolved::Resolved;
+use super::type_names;
 use crate::plugin::{Lookup, NodeType, Registry};
 use crate::value::Value;
 use diffgraph_sdk::PortType;
@@ -63,12 +64,16 @@ pub fn validate(
             match registry.lookup(&node.type_name) {
                 Ok(t) => Some(Kind::Plugin(t.clone())),
                 Err(Lookup::Ambiguous(all)) => {
-                    errors.push(ambiguous_type(&node.id, &node.type_name, all));
+                    errors.push(type_names::ambiguous_type(&node.id, &node.type_name, all));
                     None
                 }
                 Err(Lookup::Unknown) => {
                     if !node.type_name.is_empty() {
-                        errors.push(unknown_type(&node.id, &node.type_name, registry));
+                        errors.push(type_names::unknown_type(
+                            &node.id,
+                            &node.type_name,
+                            registry,
+                        ));
                     }
                     None
                 }
@@ -133,65 +138,6 @@ pub fn validate(
         output_names,
         output_types,
     })
-}
-
-/// A plain type name several plugins provide: name them all, and the
-/// qualified names that pick one.
-fn ambiguous_type(id: &str, type_name: &str, all: &[Arc<NodeType>]) -> GraphError {
-    let providers: Vec<String> = all
-        .iter()
-        .map(|t| format!("`{}` ({})", t.library.name, t.library.path.display()))
-        .collect();
-    let choices: Vec<String> = all
-        .iter()
-        .map(|t| format!("\"{}\"", t.qualified_name()))
-        .collect();
-    GraphError::new(
-        ErrorKind::AmbiguousNodeType,
-        format!(
-            "node type `{type_name}` is provided by several plugins: {}; write the plugin's name before it",
-            providers.join(" and ")
-        ),
-    )
-    .node(id)
-    .expected(format!("one of {}", choices.join(", ")))
-    .received(type_name)
-}
-
-fn unknown_type(id: &str, type_name: &str, registry: &Registry) -> GraphError {
-    // Suggestions only for names of a plausible length (string similarity
-    // is quadratic: a 50 MB name must not stall validation).
-    let mut close: Vec<(f64, &str)> = registry
-        .type_names()
-        .chain([super::model::LOOP_TYPE])
-        .filter(|_| type_name.len() <= 200)
-        .map(|k| {
-            (
-                strsim::jaro_winkler(&k.to_lowercase(), &type_name.to_lowercase()),
-                k,
-            )
-        })
-        .filter(|(s, _)| *s > 0.75)
-        .collect();
-    close.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let hint = match close.len() {
-        0 => "run `diffgraph nodes` to list the known types".to_string(),
-        _ => format!(
-            "did you mean {}?",
-            close
-                .iter()
-                .take(3)
-                .map(|(_, k)| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    GraphError::new(
-        ErrorKind::UnknownNodeType,
-        format!("unknown node type `{type_name}`; {hint}"),
-    )
-    .node(id)
-    .received(type_name)
 }
 
 /// A loop's outputs: its carried variables, then the per-iteration `item` and

@@ -126,6 +126,9 @@ impl fmt::Display for Skipped {
 /// Loads every library of every source into `registry`; what could not be
 /// loaded is returned, in order, and is not fatal.
 pub fn load_into(registry: &mut Registry, sources: &[PluginSource]) -> Vec<Skipped> {
+    // Probe every library in one child process first (see `probe`).
+    let all: Vec<PathBuf> = sources.iter().flat_map(PluginSource::files).collect();
+    super::probe::check(&all);
     let mut skipped = Vec::new();
     for source in sources {
         if !source.exists() {

@@ -4,6 +4,7 @@
 pub mod discovery;
 #[allow(unsafe_code)]
 pub mod ffi;
+pub mod probe;
 
 use diffgraph_sdk::NodeSchema;
 use ffi::OpenedLibrary;
@@ -148,6 +149,11 @@ impl Registry {
             path: path.to_path_buf(),
             message,
         };
+        // A library that kills the process opening it is refused here, not
+        // opened (`probe`; a no-op unless the program turned probing on).
+        if let Some(Err(m)) = probe::check(&[open.to_path_buf()]).pop() {
+            return Err(fail(m));
+        }
         let hs = ffi::open_library(open).map_err(fail)?;
         let schemas: Vec<NodeSchema> = serde_json::from_str(&hs.schema_json)
             .map_err(|e| fail(format!("its node metadata is not valid: {e}")))?;

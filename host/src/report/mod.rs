@@ -130,3 +130,41 @@ pub fn event_json(e: &Event) -> Json {
         Event::RunDone { seconds } => json!({ "event": "run_done", "seconds": seconds }),
     }
 }
+
+/// The inverse of [`event_json`]: hands an event received as JSON (from a
+/// worker process) to `observer`, so progress bars and profiles work the same
+/// for isolated runs. Unknown or malformed events are ignored.
+pub fn replay_event(event: &Json, observer: &dyn crate::exec::Observer) {
+    let s = |k: &str| event[k].as_str().unwrap_or_default();
+    let n = |k: &str| event[k].as_u64().unwrap_or_default();
+    let f = |k: &str| event[k].as_f64().unwrap_or_default();
+    let e = match s("event") {
+        "run_start" => Event::RunStart {
+            steps: n("steps") as usize,
+        },
+        "node_start" => Event::NodeStart {
+            id: s("node"),
+            type_name: s("type"),
+        },
+        "node_cached" => Event::NodeCached { id: s("node") },
+        "node_done" => Event::NodeDone {
+            id: s("node"),
+            seconds: f("seconds"),
+        },
+        "loop_step" => Event::LoopStep {
+            id: s("node"),
+            done: n("done") as usize,
+            total: n("total") as usize,
+        },
+        "node_progress" => Event::NodeProgress {
+            id: s("node"),
+            done: n("done"),
+            total: n("total"),
+        },
+        "run_done" => Event::RunDone {
+            seconds: f("seconds"),
+        },
+        _ => return,
+    };
+    observer.event(&e);
+}

@@ -8,8 +8,10 @@ pub mod cargo;
 use crate::exec::{Executor, Observer, RunError, RunOutcome};
 use crate::graph::overrides::Override;
 use crate::graph::GraphErrors;
-use crate::plugin::{PluginLibrary, Registry};
+use crate::plugin::PluginLibrary;
+use crate::plugin::Registry;
 use crate::CheckedGraph;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,6 +46,19 @@ impl Reloader {
         registry: &Registry,
         path: &Path,
     ) -> Result<(Registry, Arc<PluginLibrary>), String> {
+        let (registry, library, copy) = self.load_keeping_copy(registry, path)?;
+        // The copy is mapped: its file is no longer needed.
+        let _ = std::fs::remove_file(&copy);
+        Ok((registry, library))
+    }
+
+    /// As [`Reloader::load`], keeping the private copy (returned), which a
+    /// worker process (`watch --isolate`) then loads; the caller removes it.
+    pub fn load_keeping_copy(
+        &mut self,
+        registry: &Registry,
+        path: &Path,
+    ) -> Result<(Registry, Arc<PluginLibrary>, PathBuf), String> {
         self.copies += 1;
         let stem = path
             .file_stem()
@@ -55,11 +70,13 @@ impl Reloader {
             .join(format!("{stem}.gen{}.so", self.copies));
         std::fs::copy(path, &copy).map_err(|e| format!("cannot copy {}: {e}", path.display()))?;
         let mut registry = registry.clone();
-        let loaded = registry.load_file_from(&copy, path);
-        // The copy is mapped (or was refused): its file is no longer needed.
-        let _ = std::fs::remove_file(&copy);
-        let library = loaded.map_err(|e| e.message)?;
-        Ok((registry, library))
+        match registry.load_file_from(&copy, path) {
+            Ok(library) => Ok((registry, library, copy)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&copy);
+                Err(e.message)
+            }
+        }
     }
 }
 
@@ -73,6 +90,11 @@ pub struct Session {
     /// The last graph that validated (None until one does).
     checked: Option<CheckedGraph>,
     reloader: Reloader,
+    /// The private copy each loaded library was opened from, by the path
+    /// users know: a worker process (`watch --isolate`) loads these.
+    staged: BTreeMap<PathBuf, PathBuf>,
+    /// The plugins of the last run that did not crash ([`Session::mark_good`]).
+    good: Option<(Registry, BTreeMap<PathBuf, PathBuf>)>,
 }
 
 impl Session {
@@ -90,6 +112,8 @@ impl Session {
             models: crate::comfy::ModelFolders::new(&[]),
             checked: None,
             reloader: Reloader::new()?,
+            staged: BTreeMap::new(),
+            good: None,
         })
     }
 
@@ -132,7 +156,8 @@ impl Session {
     /// the original file may then be overwritten in place (`cp`) without
     /// touching the code this process runs.
     pub fn reload_library(&mut self, path: &Path) -> Result<Arc<PluginLibrary>, String> {
-        let (registry, library) = self.reloader.load(&self.exec.registry, path)?;
+        let (registry, library, copy) =
+            self.reloader.load_keeping_copy(&self.exec.registry, path)?;
         let checked = if self.checked.is_some() || self.graph_path.exists() {
             match crate::load_graph_with(
                 &self.graph_path,
@@ -155,7 +180,82 @@ impl Session {
         self.exec.registry = registry;
         // Validation resolved node types to the new generation's.
         self.checked = checked;
+        if let Some(old) = self.staged.insert(path.to_path_buf(), copy) {
+            self.remove_unless_kept(&old);
+        }
         Ok(library)
+    }
+
+    /// Removes a private copy no generation still names (the process keeps
+    /// what it mapped).
+    fn remove_unless_kept(&self, copy: &Path) {
+        let kept = |m: &BTreeMap<PathBuf, PathBuf>| m.values().any(|c| c == copy);
+        if !kept(&self.staged) && !self.good.as_ref().is_some_and(|g| kept(&g.1)) {
+            let _ = std::fs::remove_file(copy);
+        }
+    }
+
+    /// The private copies of the current generation's libraries: what a
+    /// worker process loads to run exactly the code validation used.
+    pub fn plugin_files(&self) -> Vec<PathBuf> {
+        self.staged.values().cloned().collect()
+    }
+
+    /// Records the current plugins as good: a run with them did not crash.
+    pub fn mark_good(&mut self) {
+        let old = self
+            .good
+            .replace((self.exec.registry.clone(), self.staged.clone()));
+        for copy in old.iter().flat_map(|g| g.1.values()) {
+            self.remove_unless_kept(copy);
+        }
+    }
+
+    /// Goes back to the plugins of the last run that did not crash, when a
+    /// newer generation crashed a worker (`watch --isolate`). Returns the
+    /// plugins changed back as (name, generation now serving, generation
+    /// dropped); None if there is nothing to go back to. The graph is
+    /// validated again against the old generation.
+    pub fn fall_back(&mut self) -> Option<Vec<(String, u64, u64)>> {
+        let (registry, staged) = self.good.clone()?;
+        let generation = |r: &Registry, name: &str| {
+            r.libraries()
+                .iter()
+                .find(|l| l.name == name)
+                .map(|l| l.generation)
+        };
+        let changed: Vec<(String, u64, u64)> = self
+            .exec
+            .registry
+            .libraries()
+            .iter()
+            .filter_map(|l| {
+                let old = generation(&registry, &l.name)?;
+                (old != l.generation).then(|| (l.name.clone(), old, l.generation))
+            })
+            .collect();
+        if changed.is_empty() {
+            return None;
+        }
+        let dropped: Vec<PathBuf> = std::mem::replace(&mut self.staged, staged)
+            .into_values()
+            .collect();
+        self.exec.registry = registry;
+        for copy in dropped {
+            self.remove_unless_kept(&copy);
+        }
+        let _ = self.reload_graph();
+        Some(changed)
+    }
+
+    /// The validated graph as native JSON text (ComfyUI translated,
+    /// overrides applied), for a worker process. None until a graph validated.
+    pub fn native_text(&self) -> Option<Result<String, GraphErrors>> {
+        self.checked.as_ref()?;
+        Some(
+            crate::read_graph_text(&self.graph_path)
+                .and_then(|t| crate::native_graph_text(&t, &self.overrides, &self.models)),
+        )
     }
 
     /// Runs the current graph, if it validated.

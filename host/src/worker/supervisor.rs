@@ -96,6 +96,14 @@ impl Supervisor {
         self.stdin.clone()
     }
 
+    /// Starts the next worker with `command` (other plugin libraries:
+    /// `watch --isolate` after a reload); the running worker is stopped. The
+    /// interrupter stays valid.
+    pub fn restart_with(&mut self, command: WorkerCommand) {
+        self.stop();
+        self.command = command;
+    }
+
     /// Starts the worker now (if none runs) and waits until it has loaded its
     /// plugins; returns how long that took.
     pub fn start(&mut self) -> Result<f64, String> {

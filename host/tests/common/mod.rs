@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: finding the built plugins and
 //! running graphs given as JSON text.
 #![allow(dead_code)]
+pub mod comfy_support;
+pub mod core_support;
 pub mod shapes;
 
 use diffgraph::{Executor, Registry, RunOutcome, Silent};

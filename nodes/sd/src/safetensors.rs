@@ -94,6 +94,8 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>, String> {
     let mut buf = Vec::new();
     let mut out = BTreeMap::new();
     for (name, kind, shape, begin, end) in parsed {
+        // Between tensors: a Ctrl-C ends a long load here.
+        diffgraph_sdk::interrupt::check();
         buf.resize((end - begin) as usize, 0);
         file.seek(SeekFrom::Start(data_start + begin))
             .and_then(|_| file.read_exact(&mut buf))

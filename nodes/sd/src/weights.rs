@@ -57,6 +57,9 @@ impl Weights {
     /// device); records a missing key or a shape mismatch and returns zeros so
     /// that construction can go on and report everything.
     pub fn take(&mut self, name: &str, shape: &[i64]) -> Tensor {
+        // Between tensors (each is converted and moved): a Ctrl-C ends a
+        // long model construction here.
+        diffgraph_sdk::interrupt::check();
         if self.taken.contains(name) {
             // Taken before: not in `tensors` any more; a model takes each
             // name once, so this is a bug in the model's constructor.

@@ -80,15 +80,41 @@ fn build(name: &'static str, make_nodes: fn() -> Vec<Box<dyn Node>>) -> Plugin {
     }
 }
 
+type InterruptFn = unsafe extern "C" fn(host: *mut c_void) -> bool;
+
+thread_local! {
+    /// The running call's interrupt callback and host pointer, on the thread
+    /// running the node (for [`crate::interrupt`]); None between calls.
+    static CURRENT_CALL: std::cell::Cell<Option<(InterruptFn, *mut c_void)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Whether the host asked the node running on this thread to stop; false
+/// outside a node call.
+pub(crate) fn current_call_interrupted() -> bool {
+    match CURRENT_CALL.with(|c| c.get()) {
+        // SAFETY: set only while `run_node` runs on this thread, during which
+        // the host's callback and pointer are valid.
+        Some((f, host)) => unsafe { f(host) },
+        None => false,
+    }
+}
+
 /// The descriptor's `run`: catches every panic so that none unwinds into the
 /// host (which would abort the process), and reports it as the node's error.
+/// An unwind from [`crate::interrupt::check`] is reported as an interruption.
 unsafe extern "C" fn run_node(node: u32, call: *const AbiCall) -> AbiStatus {
     // SAFETY: the host passes a valid AbiCall for the duration of this call.
     let call = unsafe { &*call };
+    let previous = CURRENT_CALL.with(|c| c.replace(Some((call.interrupted, call.host))));
     let outcome = catch_unwind(AssertUnwindSafe(|| run_checked(node as usize, call)));
+    CURRENT_CALL.with(|c| c.set(previous));
     let (status, message) = match outcome {
         Ok(Ok(())) => return AbiStatus::Ok,
         Ok(Err(e)) => (AbiStatus::Error, e.0),
+        Err(payload) if payload.is::<crate::interrupt::Interrupted>() => {
+            (AbiStatus::Error, crate::interrupt::MESSAGE.to_string())
+        }
         Err(payload) => (
             AbiStatus::Panic,
             format!("node panicked: {}", panic_message(&*payload)),

@@ -29,6 +29,7 @@
 pub mod abi;
 #[doc(hidden)]
 pub mod export;
+pub mod interrupt;
 mod node;
 mod schema;
 mod value;

@@ -42,11 +42,14 @@ pub enum Command {
     /// SQLite, jobs run in a supervised worker process that keeps models loaded.
     #[cfg(feature = "server")]
     Serve(crate::server::ServeArgs),
+    /// Internal: opens plugin libraries in a throw-away process, so that one
+    /// whose constructor crashes is refused instead of killing diffgraph.
+    #[command(hide = true)]
+    ProbePlugins { files: Vec<PathBuf> },
     /// With --queue redis://...: a scale-out worker taking jobs from Redis
-    /// Streams (docs/scale-out.md). Without: the worker process `serve`
-    /// starts (JSON lines on stdin/stdout).
-    #[cfg(feature = "server")]
-    Worker(crate::server::WorkerArgs),
+    /// Streams (docs/scale-out.md). Without: the worker process `serve` and
+    /// `--isolate` start (JSON lines on stdin/stdout).
+    Worker(crate::worker::WorkerArgs),
     /// The Redis job queue: `diffgraph queue status --queue redis://...`.
     #[cfg(feature = "server")]
     Queue(crate::server::QueueArgs),
@@ -116,6 +119,13 @@ pub struct ExecArgs {
     pub plugins: PluginArgs,
     #[command(flatten)]
     pub models: ModelArgs,
+    /// Run nodes in a supervised worker process: a node that aborts,
+    /// segfaults, overflows its stack or calls exit() fails the run, naming
+    /// the node, instead of killing diffgraph. `watch` restarts the worker on
+    /// a plugin reload and falls back to the previous generation if the new
+    /// one crashes it.
+    #[arg(long)]
+    pub isolate: bool,
 }
 
 #[derive(Args)]

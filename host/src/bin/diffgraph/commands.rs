@@ -61,6 +61,15 @@ pub fn run(a: RunArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
+    let observer = progress::observer_for(a.quiet, checked.top_level_ids());
+    let profile = report::Profile::new(observer.as_ref());
+    if a.exec.isolate {
+        let end = crate::isolate::run(&a, &profile);
+        if a.profile {
+            eprint!("{}", profile.report());
+        }
+        return end;
+    }
     let mut exec = Executor::new(registry);
     exec.set_device(device);
     exec.set_output_dir(a.exec.out.to_string_lossy());
@@ -68,35 +77,48 @@ pub fn run(a: RunArgs) -> i32 {
     let _ = ctrlc::set_handler(crate::interrupt::handler(move || {
         flag.store(true, Ordering::Relaxed)
     }));
-    let observer = progress::observer_for(a.quiet, checked.top_level_ids());
-    let profile = report::Profile::new(observer.as_ref());
     let result = exec.run(&checked, None, &profile);
     if a.profile {
         eprint!("{}", profile.report());
     }
     match result {
-        Ok(outcome) => {
-            embed_graph(&a, &report::output_files(&outcome));
-            if a.json {
-                println!("{}", report::outcome_json(&outcome));
-            } else {
-                for file in report::output_files(&outcome) {
-                    println!("{file}");
-                }
-            }
-            0
+        Ok(outcome) => finish_ok(
+            &a,
+            &report::output_files(&outcome),
+            &report::outcome_json(&outcome),
+        ),
+        Err(e) => finish_failed(
+            &a,
+            &report::run_error_json(&e),
+            matches!(e, RunError::Interrupted { .. }),
+        ),
+    }
+}
+
+/// A run that succeeded (in process or in a worker): the graph goes into
+/// its PNGs, then the files (or the outcome JSON) are printed.
+pub fn finish_ok(a: &RunArgs, files: &[String], outcome: &serde_json::Value) -> i32 {
+    embed_graph(a, files);
+    if a.json {
+        println!("{outcome}");
+    } else {
+        for file in files {
+            println!("{file}");
         }
-        Err(e) => {
-            if a.json {
-                println!("{}", report::run_error_json(&e));
-            }
-            eprintln!("error: {e}");
-            if matches!(e, RunError::Interrupted { .. }) {
-                EXIT_INTERRUPTED
-            } else {
-                EXIT_RUN_FAILED
-            }
-        }
+    }
+    0
+}
+
+/// A run that failed: `error` is `report::run_error_json`'s shape.
+pub fn finish_failed(a: &RunArgs, error: &serde_json::Value, interrupted: bool) -> i32 {
+    if a.json {
+        println!("{error}");
+    }
+    eprintln!("error: {}", error["error"].as_str().unwrap_or_default());
+    if interrupted {
+        EXIT_INTERRUPTED
+    } else {
+        EXIT_RUN_FAILED
     }
 }
 

@@ -4,10 +4,12 @@
 mod args;
 mod commands;
 mod interrupt;
+mod isolate;
 mod progress;
 #[cfg(feature = "server")]
 mod server;
 mod watch;
+mod worker;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -17,8 +19,9 @@ fn main() {
     // The commands that run nodes (serve's worker inherits the policy).
     let runs_nodes = match &cli.command {
         Command::Run(_) | Command::Watch(_) => true,
+        Command::Worker(_) => true,
         #[cfg(feature = "server")]
-        Command::Serve(_) | Command::Worker(_) => true,
+        Command::Serve(_) => true,
         _ => false,
     };
     if runs_nodes {
@@ -28,7 +31,14 @@ fn main() {
             eprintln!("warning: could not re-execute with OMP_WAIT_POLICY=passive: {e}");
         }
     }
+    if !matches!(cli.command, Command::ProbePlugins { .. }) {
+        // Every library is opened in a child process before this one opens it.
+        if let Ok(exe) = std::env::current_exe() {
+            diffgraph::plugin::probe::enable(exe, vec!["probe-plugins".into()]);
+        }
+    }
     let code = match cli.command {
+        Command::ProbePlugins { files } => diffgraph::plugin::probe::child_main(&files),
         Command::Run(a) => commands::run(a),
         Command::Validate(a) => commands::validate(a),
         Command::Nodes(a) => commands::nodes(a),
@@ -37,8 +47,7 @@ fn main() {
         Command::Watch(a) => watch::watch(a),
         #[cfg(feature = "server")]
         Command::Serve(a) => server::serve(a),
-        #[cfg(feature = "server")]
-        Command::Worker(a) => server::worker(a),
+        Command::Worker(a) => worker::worker(a),
         #[cfg(feature = "server")]
         Command::Queue(a) => server::queue_command(a),
     };

@@ -6,6 +6,7 @@
 use crate::args::{WatchArgs, EXIT_BAD_INPUT};
 use diffgraph::plugin::discovery::PluginSource;
 use diffgraph::watch::{cargo, Session};
+use diffgraph::worker::Supervisor;
 use diffgraph::{report, Executor, Registry};
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
@@ -114,12 +115,36 @@ pub fn watch(a: WatchArgs) -> i32 {
         }
     }
 
+    // With --isolate: the worker running the graph (started at the first run).
+    let mut worker = match a.exec.isolate {
+        true => match crate::isolate::worker_command(&a.exec, Some(&session.plugin_files())) {
+            Ok(c) => Some(Isolated {
+                supervisor: Supervisor::new(c),
+                files: session.plugin_files(),
+            }),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        },
+        false => None,
+    };
     let interrupt = session.exec.interrupt_flag();
+    let interrupter = worker.as_ref().map(|w| w.supervisor.interrupter());
     let stop_tx = tx.clone();
     let _ = ctrlc::set_handler(crate::interrupt::handler(move || {
         interrupt.store(true, Ordering::Relaxed);
+        if let Some(i) = &interrupter {
+            i.interrupt(WATCH_JOB);
+        }
         let _ = stop_tx.send(Msg::Stop);
     }));
+    let mut run_once = |session: &mut Session, p: &Printer, reloaded: &[serde_json::Value]| {
+        match worker.as_mut() {
+            Some(w) => run_isolated(session, w, &a.exec, p, reloaded),
+            None => run_once(session, p, reloaded),
+        }
+    };
 
     if let Err(e) = session.reload_graph() {
         p.event(
@@ -275,5 +300,102 @@ fn run_once(session: &mut Session, p: &Printer, reloaded: &[serde_json::Value]) 
         Err(e) => p.event("run_failed", report::run_error_fields(&e), || {
             format!("error: {e}")
         }),
+    }
+}
+
+/// The job id of every isolated watch run (Ctrl-C interrupts it, then stops).
+const WATCH_JOB: &str = "watch";
+
+/// `watch --isolate`: the worker and the plugin files it was started with.
+struct Isolated {
+    supervisor: Supervisor,
+    files: Vec<PathBuf>,
+}
+
+/// One run in the worker. A worker that dies while running a newer
+/// generation of a plugin than the last run that worked is not the end: the
+/// session falls back to that generation (said loudly) and runs again.
+fn run_isolated(
+    session: &mut Session,
+    w: &mut Isolated,
+    exec: &crate::args::ExecArgs,
+    p: &Printer,
+    reloaded: &[serde_json::Value],
+) {
+    for attempt in 0..2 {
+        let text = match session.native_text() {
+            None => return,
+            Some(Err(e)) => {
+                p.event(
+                    "graph_invalid",
+                    serde_json::json!({ "errors": e.0 }),
+                    || format!("graph invalid, waiting for a fix:\n{e}"),
+                );
+                return;
+            }
+            Some(Ok(t)) => t,
+        };
+        let files = session.plugin_files();
+        if files != w.files {
+            // New generations: a worker that loads them (its cache starts empty).
+            match crate::isolate::worker_command(exec, Some(&files)) {
+                Ok(c) => w.supervisor.restart_with(c),
+                Err(e) => return eprintln!("error: {e}"),
+            }
+            w.files = files;
+        }
+        let end = crate::isolate::run_job(&mut w.supervisor, WATCH_JOB, &text, &diffgraph::Silent);
+        if end.ok {
+            session.mark_good();
+            let o = &end.json;
+            p.event(
+                "run",
+                serde_json::json!({ "executed": o["executed"], "cached": o["cached"], "seconds": o["seconds"], "outputs": o["outputs"], "reloaded": reloaded, "isolated": true }),
+                || {
+                    let names = |k: &str| {
+                        let v = o[k].as_array().cloned().unwrap_or_default();
+                        v.iter().filter_map(|x| x.as_str().map(str::to_string)).collect::<Vec<_>>().join(", ")
+                    };
+                    format!(
+                        "ran in {:.1} ms (worker process): re-ran [{}], cached [{}]",
+                        o["seconds"].as_f64().unwrap_or_default() * 1e3,
+                        names("executed"),
+                        names("cached")
+                    )
+                },
+            );
+            return;
+        }
+        let error = end.json["error"].as_str().unwrap_or_default().to_string();
+        let back = if end.crashed && attempt == 0 {
+            session.fall_back()
+        } else {
+            None
+        };
+        let Some(back) = back else {
+            let mut fields = end.json.clone();
+            fields["reloaded"] = reloaded.into();
+            p.event("run_failed", fields, || format!("error: {error}"));
+            return;
+        };
+        let plugins: Vec<serde_json::Value> = back
+            .iter()
+            .map(|(name, good, bad)| serde_json::json!({ "plugin": name, "generation": good, "crashed_generation": bad }))
+            .collect();
+        p.event(
+            "fell_back",
+            serde_json::json!({ "node": end.json["node"], "error": error, "plugins": plugins }),
+            || {
+                let which: Vec<String> = back
+                    .iter()
+                    .map(|(n, good, bad)| format!("`{n}` generation {bad} -> {good}"))
+                    .collect();
+                format!(
+                    "error: {error}\n  the reloaded plugin crashed the worker: falling back to the \
+                     previous generation ({}) until the next rebuild",
+                    which.join(", ")
+                )
+            },
+        );
     }
 }

@@ -51,6 +51,9 @@ impl Denoiser for SdUnet {
             .unet
             .lock()
             .map_err(|_| NodeError::new("the U-Net was poisoned by an earlier panic"))?;
-        Ok(unet.try_forward(x, t, context)?)
+        // `catch`: a Ctrl-C between blocks ends the call without poisoning the lock.
+        Ok(diffgraph_sdk::interrupt::catch(|| {
+            unet.try_forward(x, t, context)
+        })??)
     }
 }

@@ -31,7 +31,10 @@ impl Node for VAEDecode {
         let vae = lock(inputs)?;
         let latent = inputs.tensor("latent")?;
         let raw = inputs.bool("force_not_quantize")?;
-        let decoded = tch::no_grad(|| vae.decode_with(latent, raw).map_err(NodeError::new))?;
+        // `catch`: a Ctrl-C between blocks ends the call without poisoning the lock.
+        let decoded =
+            diffgraph_sdk::interrupt::catch(|| tch::no_grad(|| vae.decode_with(latent, raw)))?
+                .map_err(NodeError::new)?;
         Ok(vec![to_pixels(&decoded).into()])
     }
 }
@@ -56,7 +59,9 @@ impl Node for VAEEncode {
         let vae = lock(inputs)?;
         let image = inputs.tensor("image")? * 2.0 - 1.0;
         let noise = inputs.opt_tensor("noise")?;
-        let latent = tch::no_grad(|| vae.encode_latents(&image, noise).map_err(NodeError::new))?;
+        let latent =
+            diffgraph_sdk::interrupt::catch(|| tch::no_grad(|| vae.encode_latents(&image, noise)))?
+                .map_err(NodeError::new)?;
         Ok(vec![latent.to_kind(Kind::Float).into()])
     }
 }

@@ -335,6 +335,8 @@ impl UNet {
         let mut h = self.conv_in.forward(&sample);
         let mut skips = vec![h.shallow_clone()];
         for block in &self.down_blocks {
+            // Between blocks: a Ctrl-C ends a long U-Net call here.
+            diffgraph_sdk::interrupt::check();
             h = block.forward(&h, &temb, context, &mut skips);
         }
         if let Some(mid) = &self.mid_block {
@@ -342,6 +344,7 @@ impl UNet {
         }
         let last = self.up_blocks.len() - 1;
         for (i, block) in self.up_blocks.iter().enumerate() {
+            diffgraph_sdk::interrupt::check();
             // diffusers' forward_upsample_size: upsample to the size of the
             // skip the next block will concatenate.
             let upsample_size = (i < last && forward_upsample_size).then(|| {

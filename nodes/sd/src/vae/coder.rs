@@ -98,6 +98,8 @@ impl Encoder {
         let mut h = self.conv_in.forward(x);
         for block in &self.down_blocks {
             for resnet in &block.resnets {
+                // Between blocks: a Ctrl-C ends a long VAE call here.
+                diffgraph_sdk::interrupt::check();
                 h = resnet.forward(&h);
             }
             if let Some(down) = &block.downsample {
@@ -185,6 +187,8 @@ impl Decoder {
         let mut h = self.mid_block.forward(&self.conv_in.forward(z));
         for block in &self.up_blocks {
             for resnet in &block.resnets {
+                // Between blocks: a Ctrl-C ends a long VAE call here.
+                diffgraph_sdk::interrupt::check();
                 h = resnet.forward(&h);
             }
             if let Some(up) = &block.upsample {

@@ -87,19 +87,12 @@ impl PreviewArgs {
     }
 }
 
-/// `diffgraph worker`: with `--queue`, a scale-out worker taking jobs from
-/// Redis; without, the child process `serve` drives over stdin/stdout.
+/// The `worker` subcommand's options that only a server build has (the
+/// rest, shared with `run --isolate`, are `crate::worker::WorkerArgs`):
+/// with `--queue`, a scale-out worker taking jobs from Redis; without, the
+/// child process `serve` drives over stdin/stdout.
 #[derive(Args)]
 pub struct WorkerArgs {
-    #[command(flatten)]
-    pub plugins: PluginArgs,
-    /// cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceRequest,
-    /// Output folder (with --queue: shared with the front-ends, unless
-    /// --output-store redis).
-    #[arg(long, default_value = "output")]
-    pub out: PathBuf,
     /// Take jobs from Redis Streams: redis://HOST:PORT/N.
     #[arg(long, value_name = "URL")]
     pub queue: Option<String>,
@@ -144,15 +137,4 @@ pub struct WorkerArgs {
     /// Result cache budget in MiB, as `serve --cache-mb`.
     #[arg(long)]
     pub cache_mb: Option<u64>,
-}
-
-impl WorkerArgs {
-    /// `--device` as text again (cpu, cuda:N, auto).
-    pub fn device_text(&self) -> String {
-        match self.device {
-            DeviceRequest::Cpu => "cpu".to_string(),
-            DeviceRequest::Cuda(n) => format!("cuda:{n}"),
-            DeviceRequest::Auto => "auto".to_string(),
-        }
-    }
 }

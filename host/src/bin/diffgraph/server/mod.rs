@@ -28,7 +28,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use diffgraph::{device, Executor, SharedCache};
+use diffgraph::{Executor, SharedCache};
 use serde_json::json;
 use state::AppState;
 use std::sync::Arc;
@@ -56,23 +56,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `diffgraph worker` (hidden): serves jobs on stdin/stdout for a server.
-pub fn worker(a: WorkerArgs) -> i32 {
-    if let Some(url) = a.queue.clone() {
-        return queue::worker::run(a, &url);
-    }
-    let device = match device::select(a.device) {
-        Ok((d, _)) => d,
-        Err(e) => {
-            eprintln!("worker: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let (registry, skipped) = reload::load_plugins(&a.plugins.sources(), a.watch);
+/// A scale-out worker (`diffgraph worker --queue redis://...`).
+pub fn queue_worker(a: crate::worker::WorkerArgs, url: &str) -> i32 {
+    queue::worker::run(a, url)
+}
+
+/// The worker process a server (or `--isolate`) drives over stdin/stdout,
+/// with a server build's options: hot reload, cache budget, previews.
+pub fn child_worker(a: &crate::worker::WorkerArgs, device: tch::Device) {
+    let o = &a.server;
+    let (registry, skipped) = reload::load_plugins(&a.plugins.sources(), o.watch);
     for s in skipped {
         eprintln!("worker: warning: {s}");
     }
-    let cache = match a.cache_mb {
+    let cache = match o.cache_mb {
         Some(mb) => SharedCache::with_budget(mb.saturating_mul(1 << 20)),
         None => SharedCache::default(),
     };
@@ -80,9 +77,8 @@ pub fn worker(a: WorkerArgs) -> i32 {
     exec.set_device(device);
     exec.set_output_dir(a.out.to_string_lossy());
     let input = std::io::BufReader::new(std::io::stdin());
-    let previewer = preview::previewer(a.preview.preview_method, a.preview.preview_size);
+    let previewer = preview::previewer(o.preview.preview_method, o.preview.preview_size);
     diffgraph::worker::child::serve_with(exec, input, std::io::stdout(), true, previewer);
-    0
 }
 
 pub fn serve(a: ServeArgs) -> i32 {

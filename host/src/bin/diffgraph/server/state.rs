@@ -1,7 +1,6 @@
 //! What the handlers and the job runner share.
 use super::args::ServeArgs;
 use super::queue::Db;
-use diffgraph::device::DeviceRequest;
 use diffgraph::worker::{Interrupter, WorkerCommand};
 use diffgraph::Registry;
 use std::path::{Path, PathBuf};
@@ -99,11 +98,7 @@ impl AppState {
             args.push("--plugins".into());
             args.push(std::path::absolute(p).unwrap_or(p.clone()).into());
         }
-        let device = match a.device {
-            DeviceRequest::Cpu => "cpu".to_string(),
-            DeviceRequest::Cuda(n) => format!("cuda:{n}"),
-            DeviceRequest::Auto => "auto".to_string(),
-        };
+        let device = crate::worker::device_arg(a.device);
         args.push("--device".into());
         args.push(device.clone().into());
         args.push("--out".into());

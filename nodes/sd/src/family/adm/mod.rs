@@ -100,7 +100,8 @@ impl Denoiser for Adm {
         if let (Some(y), Some(n)) = (labels, unet.arch.num_classes) {
             check_labels(y, n, "class_labels")?;
         }
-        Ok(tch::no_grad(|| unet.forward(x, &ts, labels)))
+        // `catch`: a Ctrl-C between blocks ends the call without poisoning the lock.
+        diffgraph_sdk::interrupt::catch(|| tch::no_grad(|| unet.forward(x, &ts, labels)))
     }
 }
 

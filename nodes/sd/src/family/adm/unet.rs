@@ -177,11 +177,14 @@ impl AdmUNet {
         let mut hs = Vec::with_capacity(self.encoder.input_blocks.len());
         let mut h = x.to_kind(self.out_conv.weight.kind());
         for b in &self.encoder.input_blocks {
+            // Between blocks: a Ctrl-C ends a long U-Net call here.
+            diffgraph_sdk::interrupt::check();
             h = b.forward(&h, &emb);
             hs.push(h.shallow_clone());
         }
         h = self.encoder.middle_block.forward(&h, &emb);
         for b in &self.output_blocks {
+            diffgraph_sdk::interrupt::check();
             let skip = hs.pop().expect("one skip per output block");
             h = b.forward(&Tensor::cat(&[h, skip], 1), &emb);
         }

@@ -14,7 +14,6 @@
 //!
 //! SIGINT/SIGTERM: finish the current job, then leave; a second one hands
 //! the job back to the queue and leaves at once.
-use super::super::args::WorkerArgs;
 use super::super::runner;
 use super::super::state::{AppState, Payload};
 use super::conn::{self, Conn};
@@ -23,6 +22,7 @@ use super::relay;
 use super::storage;
 use super::streams::{touch, Entry, Streams};
 use crate::args::EXIT_BAD_INPUT;
+use crate::worker::WorkerArgs;
 use diffgraph::worker::Supervisor;
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
@@ -132,16 +132,19 @@ fn state(a: &WorkerArgs, url: &str) -> Result<AppState, String> {
     }
     let mut argv: Vec<std::ffi::OsString> = vec!["serve".into(), "--queue".into(), url.into()];
     argv.extend(["--output".into(), a.out.clone().into_os_string()]);
-    argv.extend(["--input".into(), a.input.clone().into_os_string()]);
-    argv.extend(["--models".into(), a.models.clone().into_os_string()]);
-    argv.extend(["--device".into(), a.device_text().into()]);
+    argv.extend(["--input".into(), a.server.input.clone().into_os_string()]);
+    argv.extend(["--models".into(), a.server.models.clone().into_os_string()]);
+    argv.extend([
+        "--device".into(),
+        crate::worker::device_arg(a.device).into(),
+    ]);
     for p in &a.plugins.plugins {
         argv.extend(["--plugins".into(), p.clone().into_os_string()]);
     }
-    if let Some(mb) = a.cache_mb {
+    if let Some(mb) = a.server.cache_mb {
         argv.extend(["--cache-mb".into(), mb.to_string().into()]);
     }
-    argv.extend(a.preview.to_args());
+    argv.extend(a.server.preview.to_args());
     let s = ServeOnly::try_parse_from(argv).map_err(|e| e.to_string())?;
     AppState::new(&s.a)
 }
@@ -157,14 +160,14 @@ pub fn run(a: WorkerArgs, url: &str) -> i32 {
 }
 
 fn serve_queue(a: WorkerArgs, url: &str) -> Result<(), String> {
-    if a.watch {
+    if a.server.watch {
         return Err("--watch is for `serve` without --queue; restart queue workers to pick up rebuilt plugins".into());
     }
     let state = Arc::new(state(&a, url)?);
     let client = conn::client(url)?;
-    let name = a.name.clone().unwrap_or_else(default_name);
-    let visibility = Duration::from_millis(a.visibility_ms.max(300));
-    let store: Arc<dyn storage::OutputStore> = storage::open(a.output_store, &client).into();
+    let name = a.server.name.clone().unwrap_or_else(default_name);
+    let visibility = Duration::from_millis(a.server.visibility_ms.max(300));
+    let store: Arc<dyn storage::OutputStore> = storage::open(a.server.output_store, &client).into();
     relay::to_redis(
         state.ws.subscribe(),
         Conn::new(client.clone()),
@@ -339,7 +342,7 @@ fn next_entry(
             }
         }
     }
-    let affinity = !a.no_affinity;
+    let affinity = !a.server.no_affinity;
     // Streams whose model another idle worker has loaded are left to it.
     let mut elsewhere: Vec<String> = Vec::new();
     if affinity {
@@ -369,7 +372,7 @@ fn next_entry(
         .collect();
     waiting.sort_by_key(|(_, h)| *h);
     let now = super::jobs::now_ms();
-    let overdue = |h: &(u64, u64)| now.saturating_sub(h.0) > a.affinity_wait_ms;
+    let overdue = |h: &(u64, u64)| now.saturating_sub(h.0) > a.server.affinity_wait_ms;
     let mut order: Vec<&String> = Vec::new();
     for (q, h) in &waiting {
         if *q == keys::FRONT || !affinity || overdue(h) {
@@ -433,11 +436,11 @@ fn run_entry(
     let Some(taken) = streams.take(&entry).map_err(e)? else {
         return Ok(()); // finished or deleted already: acknowledged
     };
-    if taken.attempts > i64::from(a.max_attempts) {
+    if taken.attempts > i64::from(a.server.max_attempts) {
         let mut errors = taken.errors.clone();
         errors.push(format!(
             "taken {} times (--max-attempts {}): moved to the dead-letter stream",
-            taken.attempts, a.max_attempts
+            taken.attempts, a.server.max_attempts
         ));
         let messages = json!([["execution_error", {
             "prompt_id": taken.job.id, "exception_type": "DeadLetter",
@@ -462,7 +465,7 @@ fn run_entry(
         i.running = Some(entry.clone());
         // Room for one more model only by dropping the cache (a GPU that
         // holds --max-models checkpoints): restart the child process.
-        let full = a.max_models > 0 && i.models.len() >= a.max_models;
+        let full = a.server.max_models > 0 && i.models.len() >= a.server.max_models;
         if full && !model.is_empty() && !i.models.contains(&model) {
             supervisor.stop();
             i.models.clear();

@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 pub mod config;
 pub mod demo;
+pub mod ksampler;
 pub mod nodes;
 pub mod noise;
 pub mod quadrature;

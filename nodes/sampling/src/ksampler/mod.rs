@@ -1,0 +1,129 @@
+//! ComfyUI's samplers (`comfy/k_diffusion/sampling.py` `sample_*`, chosen as
+//! `comfy/samplers.py` `sampler_object` does) as a state machine over model
+//! evaluations, so that the graph's Loop calls the U-Net once per iteration:
+//! [`KRun::model_input`] says where to evaluate the model next,
+//! [`KRun::feed`] takes the (guided) denoised prediction there and returns
+//! the run after it. A two-evaluation step (Heun, DPM-2, DPM++ 2S) is two
+//! iterations. [`evaluations`] counts them beforehand (the Loop's `over`).
+//!
+//! The arithmetic is k-diffusion's, op for op, on libtorch tensors: sigmas
+//! and step sizes are 0-d float32 tensors there, so they are here
+//! (`diffgraph_diffusion::comfy::scalar0`). Ancestral noise comes from
+//! `default_noise_sampler`: a CPU generator seeded with the sampler's seed,
+//! one `randn(x.shape)` per call ([`crate::noise::NoiseStream`]).
+#[cfg(test)]
+mod parity_tests;
+mod run;
+mod steps;
+
+pub use run::KRun;
+
+/// The k-diffusion methods diffgraph implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Euler,
+    EulerAncestral,
+    Heun,
+    Dpm2,
+    Dpm2Ancestral,
+    Lms,
+    Dpmpp2sAncestral,
+    Dpmpp2m,
+    Ddpm,
+    Lcm,
+}
+
+/// ComfyUI `sampler_name`s diffgraph runs, with their method. `ddim` is
+/// ComfyUI's `ksampler("euler", inpaint_options={"random": True})`: Euler,
+/// with its own noise only for inpainting's masked-out region.
+pub const SAMPLERS: &[(&str, Method)] = &[
+    ("euler", Method::Euler),
+    ("euler_ancestral", Method::EulerAncestral),
+    ("heun", Method::Heun),
+    ("dpm_2", Method::Dpm2),
+    ("dpm_2_ancestral", Method::Dpm2Ancestral),
+    ("lms", Method::Lms),
+    ("dpmpp_2s_ancestral", Method::Dpmpp2sAncestral),
+    ("dpmpp_2m", Method::Dpmpp2m),
+    ("ddpm", Method::Ddpm),
+    ("lcm", Method::Lcm),
+    ("ddim", Method::Euler),
+];
+
+/// ComfyUI's full `SAMPLER_NAMES` (`comfy/samplers.py`), for schemas that
+/// list them all; those not in [`SAMPLERS`] are refused by name.
+pub const COMFY_SAMPLER_NAMES: &[&str] = &[
+    "euler",
+    "euler_cfg_pp",
+    "euler_ancestral",
+    "euler_ancestral_cfg_pp",
+    "heun",
+    "heunpp2",
+    "dpm_2",
+    "dpm_2_ancestral",
+    "lms",
+    "dpm_fast",
+    "dpm_adaptive",
+    "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp",
+    "dpmpp_sde",
+    "dpmpp_sde_gpu",
+    "dpmpp_2m",
+    "dpmpp_2m_cfg_pp",
+    "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun",
+    "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
+    "ddpm",
+    "lcm",
+    "ipndm",
+    "ipndm_v",
+    "deis",
+    "res_multistep",
+    "res_multistep_cfg_pp",
+    "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp",
+    "gradient_estimation",
+    "gradient_estimation_cfg_pp",
+    "er_sde",
+    "seeds_2",
+    "seeds_3",
+    "sa_solver",
+    "sa_solver_pece",
+    "ddim",
+    "uni_pc",
+    "uni_pc_bh2",
+];
+
+/// The method of a `sampler_name`, or an error naming what diffgraph has.
+pub fn method(name: &str) -> Result<Method, String> {
+    SAMPLERS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, m)| *m)
+        .ok_or_else(|| {
+            let known = SAMPLERS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if COMFY_SAMPLER_NAMES.contains(&name) {
+                format!(
+                    "ComfyUI's sampler `{name}` is not implemented in diffgraph (it has {known})"
+                )
+            } else {
+                format!("unknown sampler `{name}` (expected one of {known})")
+            }
+        })
+}
+
+/// How many model evaluations a run of `method` over `sigmas` makes.
+pub fn evaluations(method: Method, sigmas: &[f32]) -> Result<usize, String> {
+    let mut n = 0;
+    for i in 0..sigmas.len().saturating_sub(1) {
+        n += 1 + usize::from(steps::second_evaluation(method, sigmas[i], sigmas[i + 1])?);
+    }
+    Ok(n)
+}

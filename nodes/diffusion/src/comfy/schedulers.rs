@@ -57,20 +57,8 @@ pub fn scheduler_sigmas(ms: &DiscreteSampling, name: &str, steps: usize) -> Resu
         }
         "sgm_uniform" => normal(ms, steps, true)?,
         "normal" => normal(ms, steps, false)?,
-        "karras" => {
-            let rho = 7.0f64;
-            let ramp = Tensor::f_linspace(0.0, 1.0, n, F32)?;
-            let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-            let s = ramp
-                .f_mul_scalar(min_inv - max_inv)?
-                .f_add_scalar(max_inv)?
-                .f_pow_tensor_scalar(rho)?;
-            append_zero(to_vec(&s)?)
-        }
-        "exponential" => {
-            let s = Tensor::f_linspace(sigma_max.ln(), sigma_min.ln(), n, F32)?.f_exp()?;
-            append_zero(to_vec(&s)?)
-        }
+        "karras" => explicit_sigmas("karras", steps, sigma_min, sigma_max, 7.0)?,
+        "exponential" => explicit_sigmas("exponential", steps, sigma_min, sigma_max, 1.0)?,
         "ddim_uniform" => {
             let len = ms.len();
             let mut x = 1;
@@ -242,4 +230,28 @@ pub fn truncate_steps(
         }
     }
     Some(s)
+}
+
+/// ComfyUI's KarrasScheduler / ExponentialScheduler nodes: k-diffusion's
+/// `get_sigmas_karras` / `get_sigmas_exponential` over explicit bounds.
+pub fn explicit_sigmas(
+    name: &str,
+    steps: usize,
+    sigma_min: f64,
+    sigma_max: f64,
+    rho: f64,
+) -> Result<Vec<f32>> {
+    let n = steps as i64;
+    let s = match name {
+        "karras" => {
+            let ramp = Tensor::f_linspace(0.0, 1.0, n, F32)?;
+            let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
+            ramp.f_mul_scalar(min_inv - max_inv)?
+                .f_add_scalar(max_inv)?
+                .f_pow_tensor_scalar(rho)?
+        }
+        "exponential" => Tensor::f_linspace(sigma_max.ln(), sigma_min.ln(), n, F32)?.f_exp()?,
+        other => return Err(format!("expected karras or exponential, got `{other}`").into()),
+    };
+    Ok(append_zero(to_vec(&s)?))
 }

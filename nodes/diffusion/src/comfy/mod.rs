@@ -10,6 +10,7 @@
 //! rounding), and every Python-float computation in Rust `f64`.
 pub mod beta_ppf;
 pub mod model_sampling;
+pub mod names;
 pub mod scalar0;
 pub mod schedulers;
 

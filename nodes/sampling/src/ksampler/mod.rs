@@ -13,6 +13,12 @@
 //! one `randn(x.shape)` per call ([`crate::noise::NoiseStream`]).
 #[cfg(test)]
 mod parity_tests;
+
+#[test]
+fn the_method_table_is_the_shared_name_list() {
+    let names: Vec<&str> = SAMPLERS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, diffgraph_diffusion::comfy::names::SAMPLERS);
+}
 mod run;
 mod steps;
 
@@ -50,52 +56,7 @@ pub const SAMPLERS: &[(&str, Method)] = &[
     ("ddim", Method::Euler),
 ];
 
-/// ComfyUI's full `SAMPLER_NAMES` (`comfy/samplers.py`), for schemas that
-/// list them all; those not in [`SAMPLERS`] are refused by name.
-pub const COMFY_SAMPLER_NAMES: &[&str] = &[
-    "euler",
-    "euler_cfg_pp",
-    "euler_ancestral",
-    "euler_ancestral_cfg_pp",
-    "heun",
-    "heunpp2",
-    "dpm_2",
-    "dpm_2_ancestral",
-    "lms",
-    "dpm_fast",
-    "dpm_adaptive",
-    "dpmpp_2s_ancestral",
-    "dpmpp_2s_ancestral_cfg_pp",
-    "dpmpp_sde",
-    "dpmpp_sde_gpu",
-    "dpmpp_2m",
-    "dpmpp_2m_cfg_pp",
-    "dpmpp_2m_sde",
-    "dpmpp_2m_sde_gpu",
-    "dpmpp_2m_sde_heun",
-    "dpmpp_2m_sde_heun_gpu",
-    "dpmpp_3m_sde",
-    "dpmpp_3m_sde_gpu",
-    "ddpm",
-    "lcm",
-    "ipndm",
-    "ipndm_v",
-    "deis",
-    "res_multistep",
-    "res_multistep_cfg_pp",
-    "res_multistep_ancestral",
-    "res_multistep_ancestral_cfg_pp",
-    "gradient_estimation",
-    "gradient_estimation_cfg_pp",
-    "er_sde",
-    "seeds_2",
-    "seeds_3",
-    "sa_solver",
-    "sa_solver_pece",
-    "ddim",
-    "uni_pc",
-    "uni_pc_bh2",
-];
+pub use diffgraph_diffusion::comfy::names::COMFY_SAMPLER_NAMES;
 
 /// The method of a `sampler_name`, or an error naming what diffgraph has.
 pub fn method(name: &str) -> Result<Method, String> {

@@ -50,6 +50,9 @@ pub struct KRun {
     history: Vec<Tensor>,
     /// Noise draws made so far.
     draws: usize,
+    /// The denoised prediction of the last step's first evaluation (what
+    /// k-diffusion's callback reports, SamplerCustom's `denoised_output`).
+    x0: Option<Tensor>,
 }
 
 fn shallow(t: &Tensor) -> Tensor {
@@ -76,6 +79,7 @@ impl KRun {
             pending: None,
             history: Vec::new(),
             draws: 0,
+            x0: None,
         }
     }
 
@@ -90,6 +94,11 @@ impl KRun {
     /// The current sample (between steps: the sampler's x).
     pub fn x(&self) -> &Tensor {
         &self.x
+    }
+
+    /// The denoised prediction of the last step's first evaluation, if any.
+    pub fn x0(&self) -> Option<&Tensor> {
+        self.x0.as_ref()
     }
 
     /// True when every step has run.
@@ -154,6 +163,7 @@ impl KRun {
             pending: None,
             history: self.history.iter().map(shallow).collect(),
             draws: self.draws,
+            x0: self.x0.as_ref().map(shallow),
         };
         match &self.pending {
             Some(p) => next.second(p, denoised)?,
@@ -198,6 +208,7 @@ impl KRun {
     /// The step's first evaluation at (x, sigmas[i]); finishes the step
     /// unless it needs a second evaluation.
     fn first(&mut self, den: &Tensor) -> Result<()> {
+        self.x0 = Some(shallow(den));
         let i = self.i;
         let (si, sn) = (self.sigmas[i], self.sigmas[i + 1]);
         let (s, n) = (t0(si), t0(sn));

@@ -253,7 +253,7 @@ impl Node for KSamplerStart {
             ms.noise_scaling(s0, &noise, &latent, max)
                 .map_err(String::from)?
         };
-        let n = evaluations(m, &sigmas).map_err(String::from)?;
+        let n = evaluations(m, &sigmas)?;
         let run = KRun::new(m, ms, sigmas, inputs.int("seed")?, x.shallow_clone());
         Ok(vec![
             Object::new(KSAMPLER_RUN, KState(Mutex::new(run))).into(),
@@ -354,15 +354,21 @@ impl Node for KSamplerStep {
             .input(InputSpec::new("denoised", PortType::Latent))
             .output(OutputSpec::new("state", PortType::object(KSAMPLER_RUN)))
             .output(OutputSpec::new("latent", PortType::Latent).doc("the sampler's x after this evaluation"))
+            .output(
+                OutputSpec::new("denoised", PortType::Latent)
+                    .doc("the denoised prediction of the step's first evaluation (ComfyUI's x0 preview, SamplerCustom's denoised_output)"),
+            )
     }
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let run = inputs.object::<KState>("state")?.lock();
         let next = run.feed(inputs.tensor("denoised")?).map_err(String::from)?;
         let x = next.x().shallow_clone();
+        let x0 = next.x0().unwrap_or(&x).shallow_clone();
         Ok(vec![
             Object::new(KSAMPLER_RUN, KState(Mutex::new(next))).into(),
             x.into(),
+            x0.into(),
         ])
     }
 }

@@ -22,7 +22,7 @@ fn the_method_table_is_the_shared_name_list() {
 mod run;
 mod steps;
 
-pub use run::KRun;
+pub use run::{Inpaint, KRun};
 
 /// The k-diffusion methods diffgraph implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +78,39 @@ pub fn method(name: &str) -> Result<Method, String> {
                 format!("unknown sampler `{name}` (expected one of {known})")
             }
         })
+}
+
+/// ComfyUI's `prepare_mask` (`comfy/utils.py` `reshape_mask`): a mask
+/// ([H, W], [B, H, W] or [B, 1, H, W]) resized bilinearly to the latent's
+/// height and width, repeated over its channels and batch.
+pub fn prepare_mask(
+    mask: &diffgraph_sdk::tch::Tensor,
+    shape: &[i64],
+) -> diffgraph_diffusion::Result<diffgraph_sdk::tch::Tensor> {
+    use diffgraph_sdk::tch::Kind;
+    if shape.len() != 4 || mask.dim() < 2 {
+        return Err(format!(
+            "a mask [.., H, W] for a latent [B, C, H, W], got {:?} for {:?}",
+            mask.size(),
+            shape
+        )
+        .into());
+    }
+    let ms = mask.size();
+    let (h, w) = (ms[ms.len() - 2], ms[ms.len() - 1]);
+    let m = mask.f_to_kind(Kind::Float)?.f_reshape([-1, 1, h, w])?;
+    let m = m.f_upsample_bilinear2d([shape[2], shape[3]], false, None, None)?;
+    let m = m.f_repeat([1, shape[1], 1, 1])?;
+    // repeat_to_batch_size.
+    let n = m.size()[0];
+    let b = shape[0];
+    Ok(if n > b {
+        m.f_narrow(0, 0, b)?
+    } else if n < b {
+        m.f_repeat([(b + n - 1) / n, 1, 1, 1])?.f_narrow(0, 0, b)?
+    } else {
+        m
+    })
 }
 
 /// How many model evaluations a run of `method` over `sigmas` makes.

@@ -4,7 +4,7 @@
 //! with every scheduler (10 steps, cfg 4, txt2img), img2img (denoise 0.6,
 //! cfg 1), v-prediction, and KSamplerAdvanced's split, on the fixture's toy
 //! eps-model, which this file implements with the same libtorch ops.
-use super::{evaluations, method, KRun};
+use super::{evaluations, method, prepare_mask, Inpaint, KRun};
 use crate::noise::seeded_randn;
 use diffgraph_diffusion::cfg::cfg_mix;
 use diffgraph_diffusion::comfy::{
@@ -62,6 +62,7 @@ struct Case<'a> {
     latent: Tensor,
     add_noise: bool,
     prediction: ModelPrediction,
+    mask: Option<Tensor>,
 }
 
 /// nodes.common_ksampler -> KSAMPLER.sample -> sample_*, with the toy model.
@@ -80,6 +81,21 @@ fn run(case: Case, toy: &Value) -> Tensor {
     let m = method(case.sampler).unwrap();
     let total = evaluations(m, &case.sigmas).unwrap();
     let mut krun = KRun::new(m, ms, case.sigmas, case.seed, x);
+    if let Some(mask) = &case.mask {
+        let noise = if case.sampler == "ddim" {
+            seeded_randn(case.seed + 1, &shape).unwrap()
+        } else {
+            noise
+        };
+        let mask = prepare_mask(mask, &shape).unwrap();
+        krun = krun
+            .with_inpaint(Inpaint {
+                mask,
+                latent: case.latent.copy(),
+                noise,
+            })
+            .unwrap();
+    }
     let mut calls = 0;
     while !krun.done() {
         let (x, sigma) = krun.model_input().unwrap();
@@ -140,6 +156,7 @@ fn every_sampler_and_scheduler_matches_comfyui() {
                 latent,
                 add_noise: true,
                 prediction,
+                mask: None,
             },
             &fx["toy"],
         );
@@ -199,6 +216,7 @@ fn advanced_split_matches_comfyui_and_the_whole_run() {
                 latent: zeros.copy(),
                 add_noise: true,
                 prediction: ModelPrediction::Eps,
+                mask: None,
             },
             &fx["toy"],
         );
@@ -216,6 +234,7 @@ fn advanced_split_matches_comfyui_and_the_whole_run() {
                 latent: first,
                 add_noise: false,
                 prediction: ModelPrediction::Eps,
+                mask: None,
             },
             &fx["toy"],
         );
@@ -232,5 +251,45 @@ fn advanced_split_matches_comfyui_and_the_whole_run() {
                 "{sampler} split vs whole"
             );
         }
+    }
+}
+
+#[test]
+fn inpainting_masks_match_comfyuis_ksampler_x0_inpaint() {
+    let fx = fixture();
+    let shape: Vec<i64> = fx["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let image = Tensor::from_slice(&floats(&fx["image_latent"])).reshape(&shape);
+    let mask = Tensor::from_slice(&floats(&fx["inpaint_mask"])).reshape([1, 8, 8]);
+    let ms = DiscreteSampling::sd(ModelPrediction::Eps).unwrap();
+    let cases = fx["inpaint"].as_array().unwrap();
+    assert!(cases.len() >= 12);
+    for c in cases {
+        let sampler = c["sampler"].as_str().unwrap();
+        let denoise = c["denoise"].as_f64().unwrap();
+        let sigmas = ksampler_sigmas(
+            &ms,
+            "normal",
+            sampler,
+            c["steps"].as_u64().unwrap() as usize,
+            denoise,
+        )
+        .unwrap();
+        let case = Case {
+            sampler,
+            sigmas,
+            cfg: c["cfg"].as_f64().unwrap(),
+            seed: c["seed"].as_i64().unwrap(),
+            latent: image.copy(),
+            add_noise: true,
+            prediction: ModelPrediction::Eps,
+            mask: Some(mask.copy()),
+        };
+        let d = max_diff(&run(case, &fx["toy"]), &floats(&c["out"]));
+        assert!(d <= TOL, "{sampler} denoise {denoise}: max |diff| {d:e}");
     }
 }

@@ -28,6 +28,33 @@ enum Second {
     },
 }
 
+/// Inpainting (`comfy/samplers.py` `KSamplerX0Inpaint`): where the mask is
+/// 0 the model sees the original latent noised to the current sigma, and the
+/// denoised prediction there is the original latent.
+pub struct Inpaint {
+    /// 1 where the sampler denoises, 0 where the latent is kept; the
+    /// latent's shape (ComfyUI's `prepare_mask`).
+    pub mask: Tensor,
+    pub latent: Tensor,
+    /// The run's noise (`KSAMPLER.sample`'s `model_k.noise`).
+    pub noise: Tensor,
+}
+
+impl Inpaint {
+    fn shallow(&self) -> Inpaint {
+        Inpaint {
+            mask: self.mask.shallow_clone(),
+            latent: self.latent.shallow_clone(),
+            noise: self.noise.shallow_clone(),
+        }
+    }
+
+    /// 1 − mask (`latent_mask = 1. - denoise_mask`).
+    fn keep(&self) -> Result<Tensor> {
+        Ok(self.mask.f_neg()?.f_add_scalar(1.0)?)
+    }
+}
+
 struct Pending {
     x2: Tensor,
     sigma2: f32,
@@ -53,6 +80,7 @@ pub struct KRun {
     /// The denoised prediction of the last step's first evaluation (what
     /// k-diffusion's callback reports, SamplerCustom's `denoised_output`).
     x0: Option<Tensor>,
+    inpaint: Option<Inpaint>,
 }
 
 fn shallow(t: &Tensor) -> Tensor {
@@ -80,7 +108,28 @@ impl KRun {
             history: Vec::new(),
             draws: 0,
             x0: None,
+            inpaint: None,
         }
+    }
+
+    /// The run with inpainting's masking (see [`Inpaint`]).
+    pub fn with_inpaint(mut self, inpaint: Inpaint) -> Result<KRun> {
+        for (name, t) in [
+            ("mask", &inpaint.mask),
+            ("latent", &inpaint.latent),
+            ("noise", &inpaint.noise),
+        ] {
+            if t.size() != self.x.size() {
+                return Err(format!(
+                    "the inpainting {name} has shape {:?}, the sample {:?}",
+                    t.size(),
+                    self.x.size()
+                )
+                .into());
+            }
+        }
+        self.inpaint = Some(inpaint);
+        Ok(self)
     }
 
     pub fn sampling(&self) -> &DiscreteSampling {
@@ -121,10 +170,16 @@ impl KRun {
         if self.done() {
             return Err("the sampling run has no step left (the Loop runs longer than the run's evaluations)".into());
         }
-        Ok(match &self.pending {
+        let (x, sigma) = match &self.pending {
             Some(p) => (shallow(&p.x2), p.sigma2),
             None => (shallow(&self.x), self.sigmas[self.i]),
-        })
+        };
+        let Some(ip) = &self.inpaint else {
+            return Ok((x, sigma));
+        };
+        // x * denoise_mask + scale_latent_inpaint(x, sigma, noise, latent) * latent_mask.
+        let kept = self.ms.noise_scaling(sigma, &ip.noise, &ip.latent, false)?;
+        Ok((x.f_mul(&ip.mask)?.f_add(&kept.f_mul(&ip.keep()?)?)?, sigma))
     }
 
     fn draw(&mut self) -> Result<Tensor> {
@@ -164,10 +219,18 @@ impl KRun {
             history: self.history.iter().map(shallow).collect(),
             draws: self.draws,
             x0: self.x0.as_ref().map(shallow),
+            inpaint: self.inpaint.as_ref().map(Inpaint::shallow),
+        };
+        // out * denoise_mask + latent_image * latent_mask.
+        let denoised = match &self.inpaint {
+            Some(ip) => denoised
+                .f_mul(&ip.mask)?
+                .f_add(&ip.latent.f_mul(&ip.keep()?)?)?,
+            None => shallow(denoised),
         };
         match &self.pending {
-            Some(p) => next.second(p, denoised)?,
-            None => next.first(denoised)?,
+            Some(p) => next.second(p, &denoised)?,
+            None => next.first(&denoised)?,
         }
         Ok(next)
     }

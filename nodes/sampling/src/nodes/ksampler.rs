@@ -8,7 +8,8 @@
 //! ComfyUI's CFG mix) and `KSamplerStep`. The math: `crate::ksampler` and
 //! `diffgraph_diffusion::comfy`.
 use crate::config::ConfigFile;
-use crate::ksampler::{evaluations, method, KRun, COMFY_SAMPLER_NAMES};
+use crate::ksampler::{evaluations, method, prepare_mask, Inpaint, KRun, COMFY_SAMPLER_NAMES};
+use crate::noise::seeded_randn;
 use diffgraph_diffusion::cfg::cfg_mix;
 use diffgraph_diffusion::comfy::{
     ksampler_sigmas, truncate_steps, DiscreteSampling, ModelPrediction, SCHEDULER_NAMES,
@@ -220,6 +221,10 @@ impl Node for KSamplerStart {
             .input(InputSpec::int("seed").default(0).min(0.0).doc("the ancestral samplers' noise generator"))
             .input(InputSpec::new("latent", PortType::Latent))
             .input(InputSpec::tensor("noise").optional().doc("prepare_noise's; absent: no noise (add_noise disabled)"))
+            .input(InputSpec::tensor("mask").optional().doc(
+                "inpainting (the latent's noise_mask): 1 where the sampler denoises, 0 where the latent is kept; \
+                 any [.., H, W], resized as ComfyUI's prepare_mask",
+            ))
             .input(prediction_input())
             .input(config_input())
             .output(OutputSpec::new("state", PortType::object(KSAMPLER_RUN)))
@@ -233,8 +238,9 @@ impl Node for KSamplerStart {
         let ms = model_sampling(inputs, prediction(inputs)?)?;
         let sigmas = sigmas_of(inputs.tensor("sigmas")?)?;
         let latent = inputs.tensor("latent")?.f_to_kind(Kind::Float)?;
+        let mut inpaint_noise = None;
         let x = if sigmas.len() < 2 {
-            latent
+            latent.shallow_clone()
         } else {
             let noise = match inputs.opt_tensor("noise")? {
                 Some(n) if n.size() != latent.size() => {
@@ -248,13 +254,36 @@ impl Node for KSamplerStart {
                 Some(n) => n.f_to_kind(Kind::Float)?.f_to_device(latent.device())?,
                 None => latent.f_zeros_like()?,
             };
+            inpaint_noise = Some(noise.shallow_clone());
             let s0 = sigmas[0];
             let max = ms.max_denoise(s0).map_err(String::from)?;
             ms.noise_scaling(s0, &noise, &latent, max)
                 .map_err(String::from)?
         };
         let n = evaluations(m, &sigmas)?;
-        let run = KRun::new(m, ms, sigmas, inputs.int("seed")?, x.shallow_clone());
+        let seed = inputs.int("seed")?;
+        let mut run = KRun::new(m, ms, sigmas, seed, x.shallow_clone());
+        if let (Some(mask), Some(noise)) = (inputs.opt_tensor("mask")?, inpaint_noise) {
+            let shape = latent.size();
+            let mask = prepare_mask(mask, &shape)
+                .map_err(|e| format!("input `mask`: {e}"))?
+                .f_to_device(latent.device())?;
+            // ddim: ksampler("euler", inpaint_options={"random": True}), noise of seed + 1.
+            let noise = if inputs.str("sampler_name")? == "ddim" {
+                seeded_randn(seed + 1, &shape)
+                    .map_err(String::from)?
+                    .f_to_device(latent.device())?
+            } else {
+                noise
+            };
+            run = run
+                .with_inpaint(Inpaint {
+                    mask,
+                    latent,
+                    noise,
+                })
+                .map_err(String::from)?;
+        }
         Ok(vec![
             Object::new(KSAMPLER_RUN, KState(Mutex::new(run))).into(),
             x.into(),

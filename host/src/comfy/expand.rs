@@ -1,15 +1,16 @@
 //! A validated API workflow expanded into a native diffgraph graph. Every
 //! ComfyUI node keeps its id (so `--set 5.width=64` and error messages use
 //! the workflow's ids); a node that becomes several native nodes names the
-//! extra ones `ID:part`. KSampler expands into the native denoising Loop
-//! (graphs/demo.json): Scheduler, initial noise, then per timestep
-//! ScaleModelInput, UNetStep (which owns CFG: uncond + cfg·(cond − uncond))
-//! and SchedulerStep.
+//! extra ones `ID:part`. The sampler nodes expand into the native denoising
+//! Loop of ComfyUI's sampling (`sampling`): KSchedule, KSamplerStart, then
+//! per model evaluation KModelInput, UNetStep, CFGDenoise and KSamplerStep.
 //!
 //! LATENT values in the native graph are the VAE's scaled latents (native
 //! VAEEncode/VAEDecode apply the scaling factor); ComfyUI's are unscaled
 //! and its sampler scales on the way in and out: the same numbers reach the
 //! model either way.
+mod sampling;
+
 use super::models::{sidecar_config, ModelFolders};
 use super::workflow::{ApiInput, ApiNode, Workflow};
 use serde_json::{json, Map, Value as Json};
@@ -72,7 +73,12 @@ impl Ctx<'_> {
             ("CLIPSetLastLayer", _) => return self.link(&self.wf[&src], "clip"),
             ("CLIPTextEncode", _) => "conditioning",
             ("EmptyLatentImage", _) => "latent",
-            ("KSampler", _) => "latent",
+            ("KSampler" | "KSamplerAdvanced", _) => "latent",
+            ("SamplerCustom" | "SamplerCustomAdvanced", 0) => "latent",
+            ("SamplerCustom" | "SamplerCustomAdvanced", _) => "denoised",
+            ("BasicScheduler" | "KarrasScheduler" | "ExponentialScheduler", _) => "sigmas",
+            ("SplitSigmas", 0) => "high_sigmas",
+            ("SplitSigmas", _) => "low_sigmas",
             ("VAEDecode", _) => "image",
             ("VAEEncode", _) => "latent",
             _ => unreachable!("schema::check refuses links to {class} output {out}"),
@@ -149,7 +155,19 @@ impl Ctx<'_> {
                     id,
                 );
             }
-            "KSampler" => self.ksampler(id, n),
+            "KSampler"
+            | "KSamplerAdvanced"
+            | "SamplerCustom"
+            | "SamplerCustomAdvanced"
+            | "BasicScheduler"
+            | "KarrasScheduler"
+            | "ExponentialScheduler"
+            | "SplitSigmas"
+            | "KSamplerSelect"
+            | "RandomNoise"
+            | "DisableNoise"
+            | "BasicGuider"
+            | "CFGGuider" => self.sampler_node(id, n),
             "VAEDecode" => {
                 let spec = json!({ "type": "VAEDecode", "inputs": {
                     "vae": self.link(n, "vae"), "latent": self.link(n, "samples") }});
@@ -177,151 +195,5 @@ impl Ctx<'_> {
             }
             other => unreachable!("schema::check refuses {other}"),
         }
-    }
-
-    /// KSampler: the native Loop of graphs/demo.json. The initial latent is
-    /// ComfyUI's `noise_scaling`: latent + noise·init_noise_sigma at full
-    /// denoise, the scheduler's add_noise at its first timestep otherwise;
-    /// the noise is `torch.manual_seed(seed); torch.randn(latent.shape)`
-    /// (ComfyUI's `prepare_noise`), GaussianNoise's definition.
-    fn ksampler(&mut self, id: &str, n: &ApiNode) {
-        let loader = self.loader_of(n);
-        let latent = self.link(n, "latent_image");
-        let denoise = self.konst(n, "denoise").as_f64().unwrap_or(1.0);
-        let steps = self.konst(n, "steps").as_i64().unwrap_or(1);
-        let (total, strength) = partial_denoise(steps, denoise);
-        let scheduler = self.konst(n, "scheduler");
-        let (schedule, spacing) = match scheduler.as_str() {
-            Some("karras") => ("karras", "linspace"),
-            Some("sgm_uniform") => ("normal", "trailing"),
-            _ => ("normal", "linspace"),
-        };
-        let p = |part: &str| format!("{id}:{part}");
-        let sched = p("scheduler");
-        self.put(
-            &sched,
-            json!({ "type": "Scheduler", "inputs": {
-                "sampler": self.konst(n, "sampler_name"),
-                "steps": total,
-                "schedule": schedule,
-                "timestep_spacing": spacing,
-                "strength": strength,
-                "seed": self.konst(n, "seed"),
-                "config": [loader, "scheduler_config"],
-                "prediction_type": [loader, "prediction_type"],
-            }}),
-            &[
-                ("sampler", "sampler_name"),
-                ("steps", "steps"),
-                ("schedule", "scheduler"),
-                ("strength", "denoise"),
-                ("seed", "seed"),
-            ],
-            id,
-        );
-        self.put(
-            &p("shape"),
-            json!({ "type": "TensorShape", "inputs": { "x": latent } }),
-            &[("x", "latent_image")],
-            id,
-        );
-        let full = denoise >= 1.0;
-        let scale = if full {
-            json!([sched, "init_noise_sigma"])
-        } else {
-            json!(1.0)
-        };
-        self.put(
-            &p("noise"),
-            json!({ "type": "GaussianNoise", "inputs": {
-                "seed": self.konst(n, "seed"), "shape": [p("shape"), "shape"], "scale": scale }}),
-            &[("seed", "seed")],
-            id,
-        );
-        let (start, start_out) = if full {
-            (
-                json!({ "type": "TensorAdd", "inputs": { "a": latent, "b": [p("noise"), "noise"] } }),
-                "sum",
-            )
-        } else {
-            (
-                json!({ "type": "AddNoise", "inputs": {
-                    "state": [sched, "state"], "sample": latent, "noise": [p("noise"), "noise"] }}),
-                "noisy",
-            )
-        };
-        self.put(&p("start"), start, &[("sample", "latent_image")], id);
-        let body = json!({
-            p("scaled"): { "type": "ScaleModelInput", "inputs": {
-                "state": [id, "state"], "sample": [id, "latent"], "timestep": [id, "item"] }},
-            p("unet"): { "type": "UNetStep", "inputs": {
-                "model": self.link(n, "model"),
-                "sample": [p("scaled"), "sample"],
-                "timestep": [id, "item"],
-                "cond": self.link(n, "positive"),
-                "uncond": self.link(n, "negative"),
-                "guidance_scale": self.konst(n, "cfg"),
-            }},
-            p("step"): { "type": "SchedulerStep", "inputs": {
-                "state": [id, "state"],
-                "model_output": [p("unet"), "model_output"],
-                "timestep": [id, "item"],
-                "sample": [id, "latent"],
-            }},
-        });
-        for (native, comfy) in [
-            ("model", "model"),
-            ("cond", "positive"),
-            ("uncond", "negative"),
-            ("guidance_scale", "cfg"),
-        ] {
-            self.origins
-                .push(((p("unet"), native.into()), (id.to_string(), comfy.into())));
-        }
-        self.put(
-            id,
-            json!({
-                "type": "Loop",
-                "comment": "ComfyUI KSampler: the denoising loop it hides",
-                "inputs": {
-                    "over": [sched, "timesteps"],
-                    "latent": [p("start"), start_out],
-                    "state": [sched, "state"],
-                },
-                "body": body,
-                "next": { "latent": [p("step"), "prev_sample"], "state": [p("step"), "state"] },
-            }),
-            &[],
-            id,
-        );
-    }
-}
-
-/// ComfyUI's `denoise` < 1 (`KSampler.set_steps` in `comfy/samplers.py`):
-/// the schedule of `int(steps / denoise)` steps, of which the last `steps`
-/// run. As the native Scheduler's img2img strength (diffusers: the last
-/// `int(total * strength)` of `total` steps), that is `total` steps with a
-/// strength a half step above `steps / total`, so that the product floors to
-/// `steps` exactly whatever the rounding.
-pub fn partial_denoise(steps: i64, denoise: f64) -> (i64, f64) {
-    if denoise >= 1.0 || denoise <= 0.0 {
-        return (steps, denoise.clamp(0.0, 1.0));
-    }
-    let total = (steps as f64 / denoise) as i64;
-    (total, ((steps as f64 + 0.5) / total as f64).min(1.0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::partial_denoise;
-
-    #[test]
-    fn partial_denoise_runs_comfyuis_last_steps() {
-        for (steps, denoise) in [(20, 0.6), (20, 0.5), (4, 0.7), (30, 0.33), (1, 0.99)] {
-            let (total, strength) = partial_denoise(steps, denoise);
-            assert_eq!(total, (steps as f64 / denoise) as i64);
-            assert_eq!((total as f64 * strength) as i64, steps, "{steps} {denoise}");
-        }
-        assert_eq!(partial_denoise(20, 1.0), (20, 1.0));
     }
 }

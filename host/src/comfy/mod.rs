@@ -10,6 +10,7 @@
 pub mod expand;
 pub mod extra_paths;
 pub mod models;
+pub mod sampler_specs;
 pub mod schema;
 pub mod ui;
 pub mod workflow;

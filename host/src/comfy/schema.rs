@@ -5,6 +5,7 @@
 //! ComfyUI's error kinds where they overlap (`execution.py`,
 //! `validate_inputs`).
 use super::models::ModelFolders;
+use super::sampler_specs::{implemented, SAMPLER_SPECS};
 use super::workflow::{ApiInput, Workflow};
 use crate::graph::{ErrorKind, GraphError};
 use serde_json::Value as Json;
@@ -18,6 +19,8 @@ pub enum Ty {
     Float(f64, f64),
     Str,
     Choice(&'static [&'static str]),
+    /// ComfyUI's BOOLEAN widget.
+    Bool,
     /// A file name in this kind of model folder.
     Model(&'static str),
 }
@@ -30,28 +33,8 @@ pub struct Spec {
     pub output_node: bool,
 }
 
-/// ComfyUI's `sampler_name`s with a diffgraph sampler today (diffusers'
-/// numerics of the same method; see README "ComfyUI workflows").
-pub const SAMPLERS: &[&str] = &[
-    "euler",
-    "euler_ancestral",
-    "heun",
-    "lms",
-    "dpmpp_2m",
-    "ddim",
-    "ddpm",
-];
-/// ComfyUI's `scheduler`s with a diffgraph schedule today.
-pub const SCHEDULERS: &[&str] = &["normal", "karras", "sgm_uniform"];
-
-/// The samplers that have a Karras schedule (the diffusers classes that offer
-/// `use_karras_sigmas`).
-pub const KARRAS_SAMPLERS: &[&str] = &["euler", "heun", "lms", "dpmpp_2m"];
-
 /// ComfyUI's MAX_RESOLUTION.
 const MAX_RES: i64 = 16384;
-/// ComfyUI's seeds go to 2^64 - 1; libtorch's `manual_seed` here takes an i64.
-const MAX_SEED: i64 = i64::MAX;
 
 pub const SPECS: &[Spec] = &[
     Spec {
@@ -86,24 +69,6 @@ pub const SPECS: &[Spec] = &[
         output_node: false,
     },
     Spec {
-        class: "KSampler",
-        inputs: &[
-            ("model", Ty::Link("MODEL")),
-            ("seed", Ty::Int(0, MAX_SEED)),
-            ("steps", Ty::Int(1, 10000)),
-            ("cfg", Ty::Float(0.0, 100.0)),
-            ("sampler_name", Ty::Choice(SAMPLERS)),
-            ("scheduler", Ty::Choice(SCHEDULERS)),
-            ("positive", Ty::Link("CONDITIONING")),
-            ("negative", Ty::Link("CONDITIONING")),
-            ("latent_image", Ty::Link("LATENT")),
-            // ComfyUI's min is 0 (nothing runs); diffgraph needs a step.
-            ("denoise", Ty::Float(0.01, 1.0)),
-        ],
-        outputs: &["LATENT"],
-        output_node: false,
-    },
-    Spec {
         class: "VAEDecode",
         inputs: &[("samples", Ty::Link("LATENT")), ("vae", Ty::Link("VAE"))],
         outputs: &["IMAGE"],
@@ -129,8 +94,14 @@ pub const SPECS: &[Spec] = &[
     },
 ];
 
+/// Every ComfyUI node type diffgraph translates (the sampler nodes have
+/// their own table, `sampler_specs`).
+pub fn all_specs() -> impl Iterator<Item = &'static Spec> {
+    SPECS.iter().chain(SAMPLER_SPECS)
+}
+
 pub fn spec(class: &str) -> Option<&'static Spec> {
-    SPECS.iter().find(|s| s.class == class)
+    all_specs().find(|s| s.class == class)
 }
 
 /// Validates the whole workflow; Ok when it can be expanded.
@@ -148,7 +119,7 @@ pub fn check(wf: &Workflow, models: &ModelFolders) -> Result<(), Vec<GraphError>
                     ),
                 )
                 .node(id)
-                .expected(SPECS.iter().map(|s| s.class).collect::<Vec<_>>().join(", ")),
+                .expected(all_specs().map(|s| s.class).collect::<Vec<_>>().join(", ")),
             );
         }
     }
@@ -189,26 +160,19 @@ pub fn check(wf: &Workflow, models: &ModelFolders) -> Result<(), Vec<GraphError>
     }
 }
 
-/// Sampler and scheduler pairs diffgraph does not have.
+/// A `sampler_name` of ComfyUI's list that diffgraph does not implement.
 fn check_combination(node: &super::workflow::ApiNode) -> Option<GraphError> {
-    let text = |name| match node.input(name) {
-        Some(ApiInput::Const(Json::String(s))) => Some(s.as_str()),
+    match node.input("sampler_name") {
+        Some(ApiInput::Const(Json::String(s))) if !implemented(s) => Some(
+            GraphError::new(
+                ErrorKind::ValueNotInList,
+                format!("ComfyUI's sampler `{s}` is not implemented in diffgraph"),
+            )
+            .input("sampler_name")
+            .expected(diffgraph_diffusion::comfy::names::SAMPLERS.join(", ")),
+        ),
         _ => None,
-    };
-    if node.class_type == "KSampler" && text("scheduler") == Some("karras") {
-        let sampler = text("sampler_name")?;
-        if !KARRAS_SAMPLERS.contains(&sampler) {
-            return Some(
-                GraphError::new(
-                    ErrorKind::ValueNotInList,
-                    format!("the karras scheduler is not available with sampler_name `{sampler}` in diffgraph"),
-                )
-                .input("scheduler")
-                .expected(format!("karras with one of {}", KARRAS_SAMPLERS.join(", "))),
-            );
-        }
     }
-    None
 }
 
 type Problem = (ErrorKind, String);
@@ -296,6 +260,10 @@ fn check_const(v: &Json, ty: &Ty, models: &ModelFolders) -> Result<(), Problem> 
                 ErrorKind::ValueNotInList,
                 format!("value not in list: {v} (diffgraph has {})", list.join(", ")),
             )),
+        },
+        Ty::Bool => match v {
+            Json::Bool(_) => Ok(()),
+            _ => mismatch("a boolean"),
         },
         Ty::Model(kind) => match v.as_str() {
             Some(name) => models

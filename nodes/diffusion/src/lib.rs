@@ -15,9 +15,11 @@
 //! - [`numpy`], [`scalar`]: numpy's and libtorch's float arithmetic, for
 //!   results that match diffusers bit for bit.
 //! - [`cfg`]: the classifier-free guidance mix (UNetStep and CFGMixer both call it).
+//! - [`comfy`]: ComfyUI's model sampling, schedulers and KSampler sigma handling.
 //! - [`error`]: [`Error`]; plugins convert it through `String`.
 #![deny(unsafe_code)]
 pub mod cfg;
+pub mod comfy;
 pub mod error;
 pub mod gaussian;
 pub mod names;

@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 pub mod config;
 pub mod demo;
+pub mod ksampler;
 pub mod nodes;
 pub mod noise;
 pub mod quadrature;
@@ -48,6 +49,13 @@ diffgraph_sdk::export_plugin!(
         nodes::ADMSchedule,
         nodes::ADMStep,
         nodes::SplitVariance,
+        nodes::KSchedule,
+        nodes::KSigmas,
+        nodes::SplitSigmas,
+        nodes::KSamplerStart,
+        nodes::KModelInput,
+        nodes::CFGDenoise,
+        nodes::KSamplerStep,
         demo::ProceduralImages,
         demo::ExactDenoiser,
         demo::SyntheticModel,

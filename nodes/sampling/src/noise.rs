@@ -61,6 +61,12 @@ fn draw(seed: i64, shape: &[i64], kind: Kind, count: usize) -> Result<Tensor> {
     }
 }
 
+/// ComfyUI's `prepare_noise` (`comfy/sample.py`): `torch.manual_seed(seed)`
+/// then one `torch.randn(shape)` on the CPU, float32.
+pub fn seeded_randn(seed: i64, shape: &[i64]) -> Result<Tensor> {
+    Ok(draw(seed, shape, Kind::Float, 1)?.f_get(0)?)
+}
+
 struct Cache {
     shape: Vec<i64>,
     kind: Kind,

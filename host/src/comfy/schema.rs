@@ -20,6 +20,8 @@ pub enum Ty {
     Choice(&'static [&'static str]),
     /// A file name in this kind of model folder.
     Model(&'static str),
+    /// An image file name in the input folder (LoadImage's `image`).
+    Input,
 }
 
 pub struct Spec {
@@ -130,7 +132,13 @@ pub const SPECS: &[Spec] = &[
 ];
 
 pub fn spec(class: &str) -> Option<&'static Spec> {
-    SPECS.iter().find(|s| s.class == class)
+    all().find(|s| s.class == class)
+}
+
+/// Every supported node type: `SPECS` and the image, mask and batch nodes
+/// of `image_nodes`.
+pub fn all() -> impl Iterator<Item = &'static Spec> {
+    SPECS.iter().chain(super::image_nodes::SPECS.iter())
 }
 
 /// Validates the whole workflow; Ok when it can be expanded.
@@ -148,7 +156,7 @@ pub fn check(wf: &Workflow, models: &ModelFolders) -> Result<(), Vec<GraphError>
                     ),
                 )
                 .node(id)
-                .expected(SPECS.iter().map(|s| s.class).collect::<Vec<_>>().join(", ")),
+                .expected(all().map(|s| s.class).collect::<Vec<_>>().join(", ")),
             );
         }
     }
@@ -296,6 +304,13 @@ fn check_const(v: &Json, ty: &Ty, models: &ModelFolders) -> Result<(), Problem> 
                 ErrorKind::ValueNotInList,
                 format!("value not in list: {v} (diffgraph has {})", list.join(", ")),
             )),
+        },
+        Ty::Input => match v.as_str() {
+            Some(name) => models
+                .resolve_input(name)
+                .map(|_| ())
+                .map_err(|m| (ErrorKind::ValueNotInList, m)),
+            None => mismatch("an image file name"),
         },
         Ty::Model(kind) => match v.as_str() {
             Some(name) => models

@@ -26,7 +26,7 @@ use batch::{BatchConcat, BatchRepeat, BatchSlice};
 use constants::{BoolConstant, FloatConstant, IntConstant, IntList, Range, StringConstant};
 use image_io::{LatentToImage, LoadImage, SaveImage};
 use image_ops::{Composite, Invert, SolidImage};
-use masks::LoadMask;
+use masks::{ImageToMask, LoadMask, MaskToImage};
 use math::{FloatAdd, IntAdd, TensorAdd, TensorScale, TensorShape, TensorStats};
 use noise::{EmptyLatent, GaussianNoise};
 use resize::Resize;
@@ -56,6 +56,8 @@ diffgraph_sdk::export_plugin!(
         IntAdd,
         Resize,
         LoadMask,
+        MaskToImage,
+        ImageToMask,
         BatchSlice,
         BatchRepeat,
         BatchConcat,

@@ -92,3 +92,64 @@ impl Node for LoadMask {
             .into()])
     }
 }
+
+pub struct MaskToImage;
+
+impl Node for MaskToImage {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("MaskToImage", "image")
+            .description(
+                "A mask ([B,H,W] or [H,W]) as a gray [B,3,H,W] image, the mask value in every channel \
+                 (ComfyUI's MaskToImage).",
+            )
+            .input(InputSpec::tensor("mask"))
+            .output(OutputSpec::new("image", PortType::Image))
+    }
+
+    fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+        let mask = inputs.tensor("mask")?;
+        let s = mask.size();
+        if s.len() < 2 || s.contains(&0) {
+            return Err(format!("input `mask`: expected a [B,H,W] mask, got shape {s:?}").into());
+        }
+        let (h, w) = (s[s.len() - 2], s[s.len() - 1]);
+        let image = mask
+            .f_reshape([-1, 1, h, w])?
+            .f_expand([-1, 3, h, w], false)?;
+        Ok(vec![image.f_contiguous()?.into()])
+    }
+}
+
+pub struct ImageToMask;
+
+impl Node for ImageToMask {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ImageToMask", "image")
+            .description(
+                "One channel of a [B,C,H,W] image as a [B,H,W] mask (ComfyUI's ImageToMask).",
+            )
+            .input(InputSpec::tensor("image"))
+            .input(
+                InputSpec::string("channel")
+                    .default("red")
+                    .choices(&["red", "green", "blue", "alpha"]),
+            )
+            .output(OutputSpec::new("mask", PortType::Tensor))
+    }
+
+    fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+        let image = inputs.tensor("image")?;
+        let index = ["red", "green", "blue", "alpha"]
+            .iter()
+            .position(|c| *c == inputs.str("channel").unwrap_or_default())
+            .unwrap_or(0) as i64;
+        if image.dim() != 4 || image.size()[1] <= index {
+            return Err(format!(
+                "input `image`: a [B,C,H,W] image with a channel {index} expected, got shape {:?}",
+                image.size()
+            )
+            .into());
+        }
+        Ok(vec![image.f_select(1, index)?.f_contiguous()?.into()])
+    }
+}

@@ -227,3 +227,154 @@ fn a_missing_input_image_is_a_validation_error_naming_it() {
     assert!(err.contains("nothere.png") && err.contains("`1`"), "{err}");
     assert!(err.contains(&input.path().display().to_string()), "{err}");
 }
+
+/// A models folder with the tiny SD 1 fixture as the default workflow's
+/// checkpoint (its diffusers folder as the sidecar config).
+fn tiny_models() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpts = dir.path().join("checkpoints");
+    std::fs::create_dir_all(&ckpts).unwrap();
+    let fixtures = repo().join("tests/fixtures/sd");
+    let name = ckpts.join("v1-5-pruned-emaonly");
+    std::os::unix::fs::symlink(
+        fixtures.join("sd1-tiny.safetensors"),
+        name.with_extension("safetensors"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(fixtures.join("sd1-tiny"), &name).unwrap();
+    dir
+}
+
+/// The default UI workflow with KSampler and VAEDecode moved into a
+/// subgraph (instance 10), VAEDecode itself in a nested one (instance 8
+/// inside it), and the seed promoted to a widget of the instance.
+fn subgraph_workflow() -> Json {
+    let mut wf: Json = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/fixtures/comfy/default-ui-workflow.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let nodes = wf["nodes"].as_array().unwrap().clone();
+    let find = |id: i64| nodes.iter().find(|n| n["id"] == id).unwrap().clone();
+    let mut ksampler = find(3);
+    ksampler["widgets_values"][2] = json!(2); // steps
+    for (i, link) in [101, 102, 103, 104].into_iter().enumerate() {
+        ksampler["inputs"][i]["link"] = json!(link);
+    }
+    ksampler["inputs"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "seed", "type": "INT", "widget": { "name": "seed" }, "link": 106 }));
+    let mut decode = find(8);
+    decode["inputs"][0]["link"] = json!(1);
+    decode["inputs"][1]["link"] = json!(2);
+    decode["id"] = json!(1);
+    let link = |id: i64, o: i64, os: i64, t: i64, ts: i64, ty: &str| json!({ "id": id, "origin_id": o, "origin_slot": os, "target_id": t, "target_slot": ts, "type": ty });
+    let dec_instance = json!({ "id": 8, "type": "dec-0000", "mode": 0,
+        "inputs": [ { "name": "samples", "type": "LATENT", "link": 107 }, { "name": "vae", "type": "VAE", "link": 105 } ],
+        "outputs": [ { "name": "IMAGE", "type": "IMAGE", "links": [108] } ] });
+    let dec = json!({ "id": "dec-0000", "name": "decode", "nodes": [decode],
+        "links": [ link(1, -10, 0, 1, 0, "LATENT"), link(2, -10, 1, 1, 1, "VAE"), link(3, 1, 0, -20, 0, "IMAGE") ],
+        "inputs": [ { "name": "samples", "type": "LATENT" }, { "name": "vae", "type": "VAE" } ],
+        "outputs": [ { "name": "IMAGE", "type": "IMAGE" } ] });
+    let sub = json!({ "id": "sub-0000", "name": "sample and decode",
+        "nodes": [ksampler, dec_instance],
+        "links": [ link(101, -10, 0, 3, 0, "MODEL"), link(102, -10, 1, 3, 1, "CONDITIONING"),
+            link(103, -10, 2, 3, 2, "CONDITIONING"), link(104, -10, 3, 3, 3, "LATENT"),
+            link(105, -10, 4, 8, 1, "VAE"), link(106, -10, 5, 3, 4, "INT"),
+            link(107, 3, 0, 8, 0, "LATENT"), link(108, 8, 0, -20, 0, "IMAGE") ],
+        "inputs": [], "outputs": [] });
+    let instance = json!({ "id": 10, "type": "sub-0000", "mode": 0,
+        "inputs": [ { "name": "model", "type": "MODEL", "link": 1 },
+            { "name": "positive", "type": "CONDITIONING", "link": 4 },
+            { "name": "negative", "type": "CONDITIONING", "link": 6 },
+            { "name": "latent_image", "type": "LATENT", "link": 2 },
+            { "name": "vae", "type": "VAE", "link": 8 },
+            { "name": "seed", "type": "INT", "widget": { "name": "seed" }, "link": null } ],
+        "outputs": [ { "name": "IMAGE", "type": "IMAGE", "links": [9] } ],
+        "widgets_values": [7] });
+    let mut top: Vec<Json> = nodes
+        .into_iter()
+        .filter(|n| n["id"] != 3 && n["id"] != 8)
+        .collect();
+    top.push(instance);
+    wf["nodes"] = json!(top);
+    wf["links"] = json!([
+        [1, 4, 0, 10, 0, "MODEL"],
+        [2, 5, 0, 10, 3, "LATENT"],
+        [3, 4, 1, 6, 0, "CLIP"],
+        [4, 6, 0, 10, 1, "CONDITIONING"],
+        [5, 4, 1, 7, 0, "CLIP"],
+        [6, 7, 0, 10, 2, "CONDITIONING"],
+        [8, 4, 2, 10, 4, "VAE"],
+        [9, 10, 0, 9, 0, "IMAGE"]
+    ]);
+    wf["definitions"] = json!({ "subgraphs": [sub, dec] });
+    wf
+}
+
+/// Subgraphs expand as the frontend's ExecutableNodeDTO: inner nodes under
+/// `INSTANCE:INNER` ids, links through the input and output nodes, promoted
+/// widget values; the image is the flat workflow's, byte for byte.
+#[test]
+fn a_subgraph_workflow_gives_the_flat_workflows_image() {
+    let models = tiny_models();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("subgraph.json");
+    std::fs::write(&file, subgraph_workflow().to_string()).unwrap();
+    let diffgraph = |args: &[&str]| {
+        let out = Command::new(common::diffgraph_bin())
+            .args(args)
+            .args(["--models", models.path().to_str().unwrap()])
+            .current_dir(repo())
+            .env_remove("DIFFGRAPH_PLUGINS")
+            .env_remove("DIFFGRAPH_MODELS")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let native = diffgraph(&["convert", file.to_str().unwrap()]);
+    assert!(
+        native.contains("\"10:3\"") && native.contains("\"10:8:1\""),
+        "{native}"
+    );
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    let common = [
+        "--quiet",
+        "--threads",
+        "1",
+        "--out",
+        out,
+        "--set",
+        "5.width=32",
+        "--set",
+        "5.height=32",
+    ];
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--set",
+        "9.filename_prefix=sub",
+    ];
+    args.extend(common);
+    diffgraph(&args);
+    let mut args = vec!["run", "tests/fixtures/comfy/default-api-workflow.json"];
+    args.extend([
+        "--set",
+        "9.filename_prefix=flat",
+        "--set",
+        "3.seed=7",
+        "--set",
+        "3.steps=2",
+    ]);
+    args.extend(common);
+    diffgraph(&args);
+    let read = |p: &str| std::fs::read(Path::new(out).join(p)).unwrap();
+    assert!(read("sub.png") == read("flat.png"));
+}

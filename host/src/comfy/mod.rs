@@ -13,6 +13,7 @@ pub mod image_nodes;
 pub mod models;
 pub mod object_info;
 pub mod schema;
+pub mod subgraph;
 pub mod ui;
 pub mod workflow;
 

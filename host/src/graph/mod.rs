@@ -7,6 +7,7 @@ pub mod json_keys;
 mod loop_checks;
 pub mod model;
 pub mod overrides;
+pub mod relative;
 pub mod resolved;
 pub mod validate;
 

@@ -378,3 +378,83 @@ fn a_subgraph_workflow_gives_the_flat_workflows_image() {
     let read = |p: &str| std::fs::read(Path::new(out).join(p)).unwrap();
     assert!(read("sub.png") == read("flat.png"));
 }
+
+/// CheckpointLoader's `config_name` (a diffusers folder in `configs/`) and a
+/// checkpoint's `NAME.json` sidecar give the checkpoint what its shapes
+/// cannot tell: both give the image of the sidecar-folder checkpoint.
+#[test]
+fn checkpoint_configs_from_config_name_and_sidecar_json() {
+    let models = tiny_models();
+    let fixtures = repo().join("tests/fixtures/sd");
+    let root = models.path();
+    std::fs::create_dir_all(root.join("configs")).unwrap();
+    std::os::unix::fs::symlink(fixtures.join("sd1-tiny"), root.join("configs/sd1-tiny")).unwrap();
+    for name in ["plain", "withjson"] {
+        std::os::unix::fs::symlink(
+            fixtures.join("sd1-tiny.safetensors"),
+            root.join(format!("checkpoints/{name}.safetensors")),
+        )
+        .unwrap();
+    }
+    let json_config = json!({ "config": fixtures.join("sd1-tiny") });
+    std::fs::write(
+        root.join("checkpoints/withjson.json"),
+        json_config.to_string(),
+    )
+    .unwrap();
+    let api: Json = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/fixtures/comfy/default-api-workflow.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let loaders = [
+        (
+            "folder",
+            json!({ "class_type": "CheckpointLoaderSimple",
+            "inputs": { "ckpt_name": "v1-5-pruned-emaonly.safetensors" } }),
+        ),
+        (
+            "config_name",
+            json!({ "class_type": "CheckpointLoader",
+            "inputs": { "config_name": "sd1-tiny", "ckpt_name": "plain.safetensors" } }),
+        ),
+        (
+            "json",
+            json!({ "class_type": "CheckpointLoaderSimple",
+            "inputs": { "ckpt_name": "withjson.safetensors" } }),
+        ),
+    ];
+    for (prefix, loader) in loaders {
+        let mut wf = api.clone();
+        wf["4"] = loader;
+        wf["3"]["inputs"]["steps"] = json!(2);
+        wf["5"]["inputs"]["width"] = json!(32);
+        wf["5"]["inputs"]["height"] = json!(32);
+        wf["9"]["inputs"]["filename_prefix"] = json!(prefix);
+        let file = dir.path().join(format!("{prefix}.json"));
+        std::fs::write(&file, wf.to_string()).unwrap();
+        let o = Command::new(common::diffgraph_bin())
+            .args(["run", file.to_str().unwrap(), "--quiet", "--threads", "1"])
+            .args([
+                "--models",
+                root.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .current_dir(repo())
+            .env_remove("DIFFGRAPH_PLUGINS")
+            .env_remove("DIFFGRAPH_MODELS")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{prefix}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let read = |p: &str| image::open(out.join(p)).unwrap().to_rgb8().into_raw();
+    assert!(read("folder.png") == read("config_name.png"));
+    assert!(read("folder.png") == read("json.png"));
+}

@@ -124,6 +124,11 @@ impl Ctx<'_> {
         if let Some(cfg) = sidecar_config(&path) {
             inputs["config"] = json!(cfg.to_string_lossy());
         }
+        if let Some(file) = super::models::sidecar_file(&path) {
+            if let Json::Object(extra) = super::models::config_inputs(&file) {
+                inputs.as_object_mut().expect("an object").extend(extra);
+            }
+        }
         inputs
     }
 

@@ -166,31 +166,6 @@ fn spec_of(class: &str) -> Option<&'static Spec> {
     SPECS.iter().find(|s| s.class == class)
 }
 
-/// What a CheckpointLoader `config_name` adds to the native LoadCheckpoint:
-/// a diffusers folder is its `config`; a `.yaml` (ComfyUI's LDM configs)
-/// or `.json` gives the prediction type (`parameterization: "v"` /
-/// `"prediction_type"`), the architecture coming from the weights' shapes.
-pub fn config_inputs(path: &std::path::Path) -> Json {
-    if path.is_dir() {
-        return json!({ "config": path.to_string_lossy() });
-    }
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let v = if path.extension().is_some_and(|x| x == "json") {
-        serde_json::from_str::<Json>(&text)
-            .ok()
-            .and_then(|j| j["prediction_type"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "epsilon".into())
-    } else {
-        let v = text.lines().any(|l| {
-            l.trim()
-                .strip_prefix("parameterization:")
-                .is_some_and(|v| v.trim().trim_matches(['"', '\'']) == "v")
-        });
-        if v { "v_prediction" } else { "epsilon" }.into()
-    };
-    json!({ "prediction_type": v })
-}
-
 impl Ctx<'_> {
     /// Expands one of `SPECS`' nodes; false for any other class.
     pub(super) fn image_node(&mut self, id: &str, n: &ApiNode, models: &ModelFolders) -> bool {
@@ -203,7 +178,7 @@ impl Ctx<'_> {
                 let config = models
                     .resolve("configs", name.as_str().unwrap_or_default())
                     .expect("schema::check resolved it");
-                if let Json::Object(extra) = config_inputs(&config) {
+                if let Json::Object(extra) = super::models::config_inputs(&config) {
                     inputs.as_object_mut().expect("an object").extend(extra);
                 }
                 (

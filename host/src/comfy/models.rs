@@ -213,6 +213,51 @@ fn is_relative_inside(rel: &Path) -> bool {
             .any(|c| matches!(c, std::path::Component::ParentDir))
 }
 
+/// What a model config adds to the native LoadCheckpoint (CheckpointLoader's
+/// `config_name`, or a checkpoint's sidecar): a diffusers folder is its
+/// `config`; a `.yaml` (ComfyUI's LDM configs, e.g. `v2-inference-v.yaml`)
+/// gives the prediction type from `parameterization: "v"` (else epsilon);
+/// a `.json` may give `prediction_type` and `config` (a diffusers folder,
+/// relative to the JSON file). The architecture comes from the weights'
+/// shapes, as for any single file.
+pub fn config_inputs(path: &Path) -> serde_json::Value {
+    use serde_json::{json, Value as Json};
+    if path.is_dir() {
+        return json!({ "config": path.to_string_lossy() });
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    if path.extension().is_some_and(|x| x == "json") {
+        let j: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+        let mut out = json!({});
+        if let Some(p) = j["prediction_type"].as_str() {
+            out["prediction_type"] = json!(p);
+        }
+        if let Some(c) = j["config"].as_str() {
+            let dir = path.parent().unwrap_or(Path::new("")).join(c);
+            out["config"] = json!(dir.to_string_lossy());
+        }
+        return out;
+    }
+    let v = text.lines().any(|l| {
+        l.trim()
+            .strip_prefix("parameterization:")
+            .is_some_and(|v| v.trim().trim_matches(['"', '\'']) == "v")
+    });
+    json!({ "prediction_type": if v { "v_prediction" } else { "epsilon" } })
+}
+
+/// For a single-file checkpoint `NAME.ext`, a config file next to it:
+/// `NAME.yaml` (ComfyUI's) or `NAME.json` (see `config_inputs`).
+pub fn sidecar_file(checkpoint: &Path) -> Option<PathBuf> {
+    if checkpoint.is_dir() {
+        return None;
+    }
+    ["yaml", "json"]
+        .iter()
+        .map(|x| checkpoint.with_extension(x))
+        .find(|p| p.is_file())
+}
+
 /// For a single-file checkpoint `NAME.ext`, the diffusers folder `NAME/`
 /// next to it (with `model_index.json`), if any: the config `LoadCheckpoint`
 /// takes for what the weights' shapes cannot tell (ComfyUI's
@@ -275,5 +320,36 @@ mod tests {
         assert!(none
             .list("checkpoints")
             .contains(&DEMO_CHECKPOINT.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn configs_and_sidecars_give_prediction_type_and_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let ckpt = d.path().join("m.safetensors");
+        std::fs::write(&ckpt, b"").unwrap();
+        assert_eq!(sidecar_file(&ckpt), None);
+        let yaml = d.path().join("m.yaml");
+        std::fs::write(&yaml, "model:\n  params:\n    parameterization: \"v\"\n").unwrap();
+        assert_eq!(sidecar_file(&ckpt), Some(yaml.clone()));
+        assert_eq!(
+            config_inputs(&yaml),
+            json!({ "prediction_type": "v_prediction" })
+        );
+        std::fs::write(&yaml, "model:\n  params:\n    linear_start: 0.00085\n").unwrap();
+        assert_eq!(
+            config_inputs(&yaml),
+            json!({ "prediction_type": "epsilon" })
+        );
+        let j = d.path().join("c.json");
+        std::fs::write(&j, r#"{"prediction_type": "epsilon", "config": "sd1"}"#).unwrap();
+        let got = config_inputs(&j);
+        assert_eq!(got["prediction_type"], "epsilon");
+        assert_eq!(got["config"], json!(d.path().join("sd1").to_string_lossy()));
     }
 }

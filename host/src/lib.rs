@@ -68,7 +68,15 @@ pub fn load_graph_with(
     models: &comfy::ModelFolders,
 ) -> Result<CheckedGraph, GraphErrors> {
     let text = read_graph_text(path)?;
-    parse_graph_with(&text, overrides, registry, require_outputs, models)
+    let base = path.parent().unwrap_or(std::path::Path::new(""));
+    parse_graph_in(
+        &text,
+        overrides,
+        registry,
+        require_outputs,
+        models,
+        Some(base),
+    )
 }
 
 /// The text of a graph file; for a PNG, the ComfyUI workflow it carries.
@@ -110,6 +118,19 @@ pub fn parse_graph_with(
     require_outputs: bool,
     models: &comfy::ModelFolders,
 ) -> Result<CheckedGraph, GraphErrors> {
+    parse_graph_in(text, overrides, registry, require_outputs, models, None)
+}
+
+/// `parse_graph_with` for the text of a file in `base`: a native graph's
+/// relative file paths also resolve there (`graph::relative`).
+fn parse_graph_in(
+    text: &str,
+    overrides: &[graph::overrides::Override],
+    registry: &Registry,
+    require_outputs: bool,
+    models: &comfy::ModelFolders,
+    base: Option<&std::path::Path>,
+) -> Result<CheckedGraph, GraphErrors> {
     if let Some(t) = translate_comfy(text, overrides, models)? {
         let graph = graph::model::from_json(&t.doc).map_err(|e| t.map_errors(GraphErrors(e)))?;
         return graph::validate(graph, registry, require_outputs).map_err(|e| t.map_errors(e));
@@ -122,6 +143,10 @@ pub fn parse_graph_with(
             .map_err(|m| GraphErrors(vec![GraphError::new(graph::ErrorKind::InvalidGraph, m)]))?;
         graph::model::from_json(&doc).map_err(|e| with_format_hint(text, e))?
     };
+    let mut graph = graph;
+    if let Some(base) = base {
+        graph::relative::resolve_relative(&mut graph, base, registry);
+    }
     graph::validate(graph, registry, require_outputs)
 }
 

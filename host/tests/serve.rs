@@ -192,17 +192,20 @@ fn comfyui_example_clients_run_the_demo_graph() {
     for prefix in ["", "/api"] {
         let (s, info) = server.get(&format!("{prefix}/object_info"));
         assert_eq!(s, 200);
+        // A name both have is ComfyUI's node (what ComfyUI clients send).
         let save = &info["SaveImage"];
-        assert_eq!(save["input"]["required"]["image"][0], "IMAGE");
+        assert_eq!(save["input"]["required"]["images"][0], "IMAGE");
         assert_eq!(
             save["input"]["required"]["filename_prefix"][1]["default"],
-            "diffgraph"
+            "ComfyUI"
         );
         assert_eq!(save["output_node"], true);
         assert_eq!(
             save["input_order"]["required"],
-            json!(["image", "filename_prefix"])
+            json!(["images", "filename_prefix"])
         );
+        let ckpt = &info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0];
+        assert!(ckpt.as_array().unwrap().iter().any(|c| c == "shapes-ldm"));
         let sched = &info["Scheduler"]["input"];
         let sampler = sched["required"]["sampler"]
             .as_array()

@@ -22,8 +22,8 @@ pub struct Expanded {
     pub origins: Vec<((String, String), (String, String))>,
 }
 
-struct Ctx<'a> {
-    wf: &'a Workflow,
+pub(super) struct Ctx<'a> {
+    pub(super) wf: &'a Workflow,
     nodes: Map<String, Json>,
     origins: Vec<((String, String), (String, String))>,
 }
@@ -48,7 +48,7 @@ pub fn expand(wf: &Workflow, models: &ModelFolders) -> Expanded {
 }
 
 impl Ctx<'_> {
-    fn konst(&self, node: &ApiNode, name: &str) -> Json {
+    pub(super) fn konst(&self, node: &ApiNode, name: &str) -> Json {
         match node.input(name) {
             Some(ApiInput::Const(v)) => v.clone(),
             other => panic!("schema::check guarantees a constant `{name}`, got {other:?}"),
@@ -63,7 +63,7 @@ impl Ctx<'_> {
     }
 
     /// The native link for a ComfyUI link input.
-    fn link(&self, node: &ApiNode, name: &str) -> Json {
+    pub(super) fn link(&self, node: &ApiNode, name: &str) -> Json {
         let (src, out) = self.source(node, name);
         let class = self.wf[&src].class_type.as_str();
         let output = match (class, out) {
@@ -81,7 +81,10 @@ impl Ctx<'_> {
             ("SplitSigmas", _) => "low_sigmas",
             ("VAEDecode", _) => "image",
             ("VAEEncode", _) => "latent",
-            _ => unreachable!("schema::check refuses links to {class} output {out}"),
+            _ => match super::image_nodes::output(class, out) {
+                Some(name) => name,
+                None => unreachable!("schema::check refuses links to {class} output {out}"),
+            },
         };
         json!([src, output])
     }
@@ -106,7 +109,7 @@ impl Ctx<'_> {
         self.source(node, "model").0
     }
 
-    fn put(&mut self, id: &str, spec: Json, renames: &[(&str, &str)], comfy_id: &str) {
+    pub(super) fn put(&mut self, id: &str, spec: Json, renames: &[(&str, &str)], comfy_id: &str) {
         for (native, comfy) in renames {
             self.origins.push((
                 (id.to_string(), native.to_string()),
@@ -116,17 +119,29 @@ impl Ctx<'_> {
         self.nodes.insert(id.to_string(), spec);
     }
 
+    /// LoadCheckpoint's inputs for a loader's `ckpt_name` (with its sidecar
+    /// config, if any).
+    pub(super) fn checkpoint_inputs(&self, n: &ApiNode, models: &ModelFolders) -> Json {
+        let name = self.konst(n, "ckpt_name");
+        let path = models
+            .resolve("checkpoints", name.as_str().unwrap_or_default())
+            .expect("schema::check resolved it");
+        let mut inputs = json!({ "path": path.to_string_lossy(), "dtype": "fp32" });
+        if let Some(cfg) = sidecar_config(&path) {
+            inputs["config"] = json!(cfg.to_string_lossy());
+        }
+        if let Some(file) = super::models::sidecar_file(&path) {
+            if let Json::Object(extra) = super::models::config_inputs(&file) {
+                inputs.as_object_mut().expect("an object").extend(extra);
+            }
+        }
+        inputs
+    }
+
     fn node(&mut self, id: &str, n: &ApiNode, models: &ModelFolders) {
         match n.class_type.as_str() {
             "CheckpointLoaderSimple" => {
-                let name = self.konst(n, "ckpt_name");
-                let path = models
-                    .resolve("checkpoints", name.as_str().unwrap_or_default())
-                    .expect("schema::check resolved it");
-                let mut inputs = json!({ "path": path.to_string_lossy(), "dtype": "fp32" });
-                if let Some(cfg) = sidecar_config(&path) {
-                    inputs["config"] = json!(cfg.to_string_lossy());
-                }
+                let inputs = self.checkpoint_inputs(n, models);
                 self.put(
                     id,
                     json!({ "type": "LoadCheckpoint", "inputs": inputs }),
@@ -193,7 +208,11 @@ impl Ctx<'_> {
                     id,
                 );
             }
-            other => unreachable!("schema::check refuses {other}"),
+            other => {
+                if !self.image_node(id, n, models) {
+                    unreachable!("schema::check refuses {other}")
+                }
+            }
         }
     }
 }

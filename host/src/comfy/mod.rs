@@ -9,9 +9,12 @@
 //! native graph, so `run`, `validate`, `convert` and servers all get it.
 pub mod expand;
 pub mod extra_paths;
+pub mod image_nodes;
 pub mod models;
+pub mod object_info;
 pub mod sampler_specs;
 pub mod schema;
+pub mod subgraph;
 pub mod ui;
 pub mod workflow;
 

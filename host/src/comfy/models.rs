@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 pub const DEMO_CHECKPOINT: &str = "shapes-ldm";
 /// File endings ComfyUI lists in model folders that diffgraph can load.
 const MODEL_ENDINGS: &[&str] = &["safetensors", "sft"];
+/// File endings listed in `configs/` (ComfyUI lists `.yaml`).
+const CONFIG_ENDINGS: &[&str] = &["yaml", "json"];
+/// Image files LoadImage lists in the input folder (ComfyUI filters by
+/// content type `image`).
+const IMAGE_ENDINGS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"];
 
 /// Where models are looked up.
 #[derive(Clone, Debug, Default)]
@@ -23,6 +28,9 @@ pub struct ModelFolders {
     /// Folders by kind from `extra_model_paths.yaml` files, searched after
     /// the roots' own (ComfyUI's `add_model_folder_path`).
     pub extra: Vec<(String, PathBuf)>,
+    /// ComfyUI's input folder (what LoadImage lists); None: `$DIFFGRAPH_INPUT`,
+    /// else `input` in the working directory, as ComfyUI's default.
+    pub input: Option<PathBuf>,
 }
 
 impl ModelFolders {
@@ -46,6 +54,63 @@ impl ModelFolders {
         folders
     }
 
+    /// The same folders with `dir` as the input folder (servers: `--input`).
+    pub fn with_input(mut self, dir: PathBuf) -> ModelFolders {
+        self.input = Some(dir);
+        self
+    }
+
+    /// The input folder images are read from.
+    pub fn input_folder(&self) -> PathBuf {
+        self.input
+            .clone()
+            .or_else(|| std::env::var_os("DIFFGRAPH_INPUT").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("input"))
+    }
+
+    /// An input image name (ComfyUI's annotated form `NAME [input]` too)
+    /// as a path in the input folder, or a message naming the file and the
+    /// folder searched.
+    pub fn resolve_input(&self, name: &str) -> Result<PathBuf, String> {
+        let folder = self.input_folder();
+        let plain = name.strip_suffix(" [input]").unwrap_or(name);
+        if plain.ends_with(" [output]") || plain.ends_with(" [temp]") {
+            return Err(format!(
+                "`{name}`: diffgraph reads input images from the input folder only ({})",
+                folder.display()
+            ));
+        }
+        let rel = Path::new(plain);
+        if plain.is_empty() || !is_relative_inside(rel) {
+            return Err(format!(
+                "`{name}` is not a file name inside the input folder"
+            ));
+        }
+        let path = folder.join(rel);
+        if path.is_file() {
+            // Absolute: the native graph means this file wherever it runs.
+            Ok(std::fs::canonicalize(&path).unwrap_or(path))
+        } else {
+            Err(format!(
+                "image `{name}` not found in the input folder {}",
+                folder.display()
+            ))
+        }
+    }
+
+    /// The images in the input folder (LoadImage's choices), sorted.
+    pub fn list_input(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.input_folder())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_file() && has_ending(&e.path(), IMAGE_ENDINGS))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The folders a file of `kind` (`checkpoints`, `vae`, ...) is searched in.
     pub fn folders(&self, kind: &str) -> Vec<PathBuf> {
         let extra = self.extra.iter().filter(|(k, _)| k == kind);
@@ -62,12 +127,7 @@ impl ModelFolders {
     /// giving what its shapes cannot tell; see `sidecar_config`.
     pub fn resolve(&self, kind: &str, name: &str) -> Result<PathBuf, String> {
         let rel = Path::new(name);
-        if name.is_empty()
-            || rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
+        if name.is_empty() || !is_relative_inside(rel) {
             return Err(format!(
                 "`{name}` is not a file name inside the {kind} folders"
             ));
@@ -115,12 +175,15 @@ impl ModelFolders {
             };
             for e in entries.flatten() {
                 let path = e.path();
+                let endings = if kind == "configs" {
+                    CONFIG_ENDINGS
+                } else {
+                    MODEL_ENDINGS
+                };
                 let loadable = if path.is_dir() {
                     path.join("model_index.json").exists()
                 } else {
-                    path.extension()
-                        .and_then(|x| x.to_str())
-                        .is_some_and(|x| MODEL_ENDINGS.contains(&x))
+                    has_ending(&path, endings)
                 };
                 if loadable {
                     names.push(e.file_name().to_string_lossy().into_owned());
@@ -134,6 +197,65 @@ impl ModelFolders {
         names.dedup();
         names
     }
+}
+
+fn has_ending(path: &Path, endings: &[&str]) -> bool {
+    path.extension()
+        .and_then(|x| x.to_str())
+        .is_some_and(|x| endings.contains(&x.to_ascii_lowercase().as_str()))
+}
+
+/// A relative path that stays inside the folder it is joined to.
+fn is_relative_inside(rel: &Path) -> bool {
+    !rel.is_absolute()
+        && !rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+}
+
+/// What a model config adds to the native LoadCheckpoint (CheckpointLoader's
+/// `config_name`, or a checkpoint's sidecar): a diffusers folder is its
+/// `config`; a `.yaml` (ComfyUI's LDM configs, e.g. `v2-inference-v.yaml`)
+/// gives the prediction type from `parameterization: "v"` (else epsilon);
+/// a `.json` may give `prediction_type` and `config` (a diffusers folder,
+/// relative to the JSON file). The architecture comes from the weights'
+/// shapes, as for any single file.
+pub fn config_inputs(path: &Path) -> serde_json::Value {
+    use serde_json::{json, Value as Json};
+    if path.is_dir() {
+        return json!({ "config": path.to_string_lossy() });
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    if path.extension().is_some_and(|x| x == "json") {
+        let j: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+        let mut out = json!({});
+        if let Some(p) = j["prediction_type"].as_str() {
+            out["prediction_type"] = json!(p);
+        }
+        if let Some(c) = j["config"].as_str() {
+            let dir = path.parent().unwrap_or(Path::new("")).join(c);
+            out["config"] = json!(dir.to_string_lossy());
+        }
+        return out;
+    }
+    let v = text.lines().any(|l| {
+        l.trim()
+            .strip_prefix("parameterization:")
+            .is_some_and(|v| v.trim().trim_matches(['"', '\'']) == "v")
+    });
+    json!({ "prediction_type": if v { "v_prediction" } else { "epsilon" } })
+}
+
+/// For a single-file checkpoint `NAME.ext`, a config file next to it:
+/// `NAME.yaml` (ComfyUI's) or `NAME.json` (see `config_inputs`).
+pub fn sidecar_file(checkpoint: &Path) -> Option<PathBuf> {
+    if checkpoint.is_dir() {
+        return None;
+    }
+    ["yaml", "json"]
+        .iter()
+        .map(|x| checkpoint.with_extension(x))
+        .find(|p| p.is_file())
 }
 
 /// For a single-file checkpoint `NAME.ext`, the diffusers folder `NAME/`
@@ -181,7 +303,7 @@ mod tests {
         std::fs::write(b.path().join("checkpoints/m.safetensors"), b"").unwrap();
         let f = ModelFolders {
             roots: vec![a.path().into(), b.path().into()],
-            extra: Vec::new(),
+            ..ModelFolders::default()
         };
         assert_eq!(
             f.resolve("checkpoints", "m.safetensors").unwrap(),
@@ -198,5 +320,36 @@ mod tests {
         assert!(none
             .list("checkpoints")
             .contains(&DEMO_CHECKPOINT.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn configs_and_sidecars_give_prediction_type_and_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let ckpt = d.path().join("m.safetensors");
+        std::fs::write(&ckpt, b"").unwrap();
+        assert_eq!(sidecar_file(&ckpt), None);
+        let yaml = d.path().join("m.yaml");
+        std::fs::write(&yaml, "model:\n  params:\n    parameterization: \"v\"\n").unwrap();
+        assert_eq!(sidecar_file(&ckpt), Some(yaml.clone()));
+        assert_eq!(
+            config_inputs(&yaml),
+            json!({ "prediction_type": "v_prediction" })
+        );
+        std::fs::write(&yaml, "model:\n  params:\n    linear_start: 0.00085\n").unwrap();
+        assert_eq!(
+            config_inputs(&yaml),
+            json!({ "prediction_type": "epsilon" })
+        );
+        let j = d.path().join("c.json");
+        std::fs::write(&j, r#"{"prediction_type": "epsilon", "config": "sd1"}"#).unwrap();
+        let got = config_inputs(&j);
+        assert_eq!(got["prediction_type"], "epsilon");
+        assert_eq!(got["config"], json!(d.path().join("sd1").to_string_lossy()));
     }
 }

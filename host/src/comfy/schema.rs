@@ -23,6 +23,8 @@ pub enum Ty {
     Bool,
     /// A file name in this kind of model folder.
     Model(&'static str),
+    /// An image file name in the input folder (LoadImage's `image`).
+    Input,
 }
 
 pub struct Spec {
@@ -94,10 +96,14 @@ pub const SPECS: &[Spec] = &[
     },
 ];
 
-/// Every ComfyUI node type diffgraph translates (the sampler nodes have
-/// their own table, `sampler_specs`).
+/// Every ComfyUI node type diffgraph translates: `SPECS`, the sampler
+/// nodes (`sampler_specs`) and the image, mask and batch nodes
+/// (`image_nodes`).
 pub fn all_specs() -> impl Iterator<Item = &'static Spec> {
-    SPECS.iter().chain(SAMPLER_SPECS)
+    SPECS
+        .iter()
+        .chain(SAMPLER_SPECS)
+        .chain(super::image_nodes::SPECS.iter())
 }
 
 pub fn spec(class: &str) -> Option<&'static Spec> {
@@ -264,6 +270,13 @@ fn check_const(v: &Json, ty: &Ty, models: &ModelFolders) -> Result<(), Problem> 
         Ty::Bool => match v {
             Json::Bool(_) => Ok(()),
             _ => mismatch("a boolean"),
+        },
+        Ty::Input => match v.as_str() {
+            Some(name) => models
+                .resolve_input(name)
+                .map(|_| ())
+                .map_err(|m| (ErrorKind::ValueNotInList, m)),
+            None => mismatch("an image file name"),
         },
         Ty::Model(kind) => match v.as_str() {
             Some(name) => models

@@ -9,7 +9,8 @@
 //! - `Reroute` is followed to what feeds it; `Note`/`MarkdownNote` are ignored;
 //! - a muted node (mode 2) is left out, and so is every input it fed;
 //! - a bypassed node (mode 4) is left out and its consumers read the input of
-//!   the same type instead (the same slot first, else the first such input).
+//!   the same type instead (the same slot first, else the first such input);
+//! - subgraphs (`definitions.subgraphs`) are flattened first (`subgraph`).
 use super::schema::{self, Ty};
 use crate::graph::{ErrorKind, GraphError};
 use serde_json::{json, Map, Value as Json};
@@ -40,12 +41,8 @@ struct Ui<'a> {
 /// The API-format workflow of a UI-format document.
 pub fn to_api(doc: &Json) -> Result<Json, Vec<GraphError>> {
     let bad = |m: String| vec![GraphError::new(ErrorKind::InvalidGraph, m)];
-    if doc
-        .get("definitions")
-        .and_then(|d| d.get("subgraphs"))
-        .is_some_and(|s| s.as_array().is_some_and(|a| !a.is_empty()))
-    {
-        return Err(bad("this UI workflow has subgraphs (`definitions.subgraphs`), which diffgraph does not expand yet".into()));
+    if super::subgraph::has_subgraphs(doc) {
+        return to_api(&super::subgraph::flatten(doc)?);
     }
     let list = doc["nodes"]
         .as_array()

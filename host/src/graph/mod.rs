@@ -8,6 +8,7 @@ pub mod json_keys;
 mod loop_checks;
 pub mod model;
 pub mod overrides;
+pub mod relative;
 pub mod resolved;
 mod type_names;
 pub mod validate;

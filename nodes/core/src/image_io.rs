@@ -4,7 +4,7 @@ use crate::paths::output_path;
 use crate::shapes::image_bchw;
 use diffgraph_sdk::prelude::*;
 use image::codecs::png::PngEncoder;
-use image::{DynamicImage, ExtendedColorType, ImageEncoder, ImageReader};
+use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageReader};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -117,24 +117,22 @@ impl Node for LoadImage {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("LoadImage", "image")
             .description(
-                "Reads an image file (detected from its content) as a float [1,3,H,W] tensor with \
-                 values in [0,1] (8-bit values / 255, 16-bit / 65535). Grayscale becomes RGB and \
-                 alpha is dropped.",
+                "Reads an image file (detected from its content; EXIF orientation applied, as \
+                 ComfyUI's exif_transpose) as a float [1,3,H,W] tensor with values in [0,1] (8-bit \
+                 values / 255, 16-bit / 65535); grayscale becomes RGB. `mask` is ComfyUI's LoadImage \
+                 mask: 1 - alpha as [1,H,W] when the file has transparency, else zeros of [1,64,64].",
             )
             .input(InputSpec::string("path").file())
             .output(OutputSpec::new("image", PortType::Image))
+            .output(
+                OutputSpec::new("mask", PortType::Tensor)
+                    .doc("ComfyUI's MASK: [1,H,W], 1 where the image is transparent"),
+            )
     }
 
     fn run(&self, ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let path = inputs.str("path")?;
-        let fail =
-            |e: &dyn std::fmt::Display| NodeError::new(format!("cannot read image {path}: {e}"));
-        let decoded = ImageReader::open(path)
-            .map_err(|e| fail(&e))?
-            .with_guessed_format()
-            .map_err(|e| fail(&e))?
-            .decode()
-            .map_err(|e| fail(&e))?;
+        let decoded = decode_oriented(path)?;
         let (w, h) = (decoded.width() as i64, decoded.height() as i64);
         let values = rgb_floats(&decoded);
         let image = Tensor::f_from_slice(&values)?
@@ -142,12 +140,32 @@ impl Node for LoadImage {
             .f_permute([2, 0, 1])?
             .f_unsqueeze(0)?
             .f_contiguous()?;
-        Ok(vec![image.f_to_device(ctx.device())?.into()])
+        let mask = crate::masks::image_mask(&decoded)?;
+        Ok(vec![
+            image.f_to_device(ctx.device())?.into(),
+            mask.f_to_device(ctx.device())?.into(),
+        ])
     }
 }
 
+/// Decodes an image file (format from its content) upright: its EXIF
+/// orientation applied (ComfyUI's `ImageOps.exif_transpose`).
+pub fn decode_oriented(path: &str) -> Result<DynamicImage, NodeError> {
+    let fail = |e: &dyn std::fmt::Display| NodeError::new(format!("cannot read image {path}: {e}"));
+    let mut decoder = ImageReader::open(path)
+        .map_err(|e| fail(&e))?
+        .with_guessed_format()
+        .map_err(|e| fail(&e))?
+        .into_decoder()
+        .map_err(|e| fail(&e))?;
+    let orientation = decoder.orientation().map_err(|e| fail(&e))?;
+    let mut decoded = DynamicImage::from_decoder(decoder).map_err(|e| fail(&e))?;
+    decoded.apply_orientation(orientation);
+    Ok(decoded)
+}
+
 /// Interleaved RGB values in [0,1], keeping 16-bit precision when the file has it.
-fn rgb_floats(image: &DynamicImage) -> Vec<f32> {
+pub(crate) fn rgb_floats(image: &DynamicImage) -> Vec<f32> {
     match image {
         DynamicImage::ImageLuma16(_)
         | DynamicImage::ImageLumaA16(_)

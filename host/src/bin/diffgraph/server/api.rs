@@ -67,7 +67,8 @@ pub async fn post_prompt(
         let e = prompt::prompt_error("no_prompt", "No prompt provided");
         return Ok((StatusCode::BAD_REQUEST, Json(e)).into_response());
     };
-    let models = diffgraph::comfy::ModelFolders::new(std::slice::from_ref(&state.models));
+    let models = diffgraph::comfy::ModelFolders::new(std::slice::from_ref(&state.models))
+        .with_input(state.input.clone());
     let (accepted, _) = match prompt::check(p, &state.registry(), &models) {
         Ok(a) => a,
         Err(e) => return Ok((StatusCode::BAD_REQUEST, Json(e)).into_response()),

@@ -73,12 +73,21 @@ pub fn node_info(s: &NodeSchema) -> Json_ {
     })
 }
 
+/// The model and input folders whose files `/object_info` lists.
+fn folders(state: &AppState) -> diffgraph::comfy::ModelFolders {
+    diffgraph::comfy::ModelFolders::new(std::slice::from_ref(&state.models))
+        .with_input(state.input.clone())
+}
+
+/// Native node types, then ComfyUI's (`diffgraph::comfy::object_info`),
+/// which take a name both have.
 pub async fn object_info(State(state): State<Arc<AppState>>) -> Json<Json_> {
-    let map: Map<String, Json_> = state
+    let mut map: Map<String, Json_> = state
         .registry()
         .types()
         .map(|t| (t.schema.type_name.clone(), node_info(&t.schema)))
         .collect();
+    map.extend(diffgraph::comfy::object_info::all_nodes(&folders(&state)));
     Json(Json_::Object(map))
 }
 
@@ -86,6 +95,10 @@ pub async fn object_info_one(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
+    if let Some(spec) = diffgraph::comfy::schema::spec(&name) {
+        let info = diffgraph::comfy::object_info::node_info(spec, &folders(&state));
+        return Ok(Json(json!({ name: info })));
+    }
     match state.registry().get(&name) {
         Some(t) => Ok(Json(json!({ name: node_info(&t.schema) }))),
         None => Err(ApiError(

@@ -9,10 +9,12 @@
 //! guidance for every family alike.
 //!
 //! - [`sd`]: the Stable Diffusion 1.x/2.x U-Net (text context).
+//! - [`sdxl`]: SDXL base and refiner (text context, pooled embedding, time ids).
 //! - [`torchscript`]: a TorchScript module with forward(x_t, t, context).
 pub mod adm;
 pub mod conditioning;
 pub mod sd;
+pub mod sdxl;
 pub mod torchscript;
 
 pub use conditioning::{Accepts, Conditioning, Use};

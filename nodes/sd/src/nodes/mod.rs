@@ -5,5 +5,8 @@ pub mod component;
 pub mod denoise;
 pub mod labels;
 pub mod loader;
+pub mod sdxl_loader;
+pub mod sdxl_single_file;
+pub mod sdxl_time_ids;
 pub mod text;
 pub mod torchscript;

@@ -45,7 +45,7 @@ fn load(path: &Path, reference: Option<&Path>) -> LoadedXl {
 
 fn prompt(i: usize) -> String {
     match PROMPTS[i] {
-        "LONG" => vec!["a very long prompt about shapes and colours"; 12].join(" "),
+        "LONG" => ["a very long prompt about shapes and colours"; 12].join(" "),
         p => p.to_string(),
     }
 }

@@ -16,8 +16,8 @@
 //! `attention_head_dim` [5, 10, 20]), 32 groups, sample_size 128; VAE
 //! scaling_factor 0.13025 and force_upcast; text encoders quick_gelu / gelu,
 //! heads hidden / 64. The time-id width (`addition_time_embed_dim`, 256 in
-//! SDXL) is inferred: `label_emb.0.0.weight` is [time_embed_dim, pooled + n
-//! * width] with n = 6 time ids (base) or 5 (refiner). Skipped on purpose:
+//! SDXL) is inferred: `label_emb.0.0.weight` is [time_embed_dim, pooled +
+//! n × width] with n = 6 time ids (base) or 5 (refiner). Skipped on purpose:
 //! the DDPM buffers, `model_ema.*`, `position_ids`, OpenCLIP's
 //! `logit_scale` and `attn_mask`; any other key is an error, all listed.
 use super::clip::{convert_clip_from, convert_open_clip_from, infer_config as clip_config};

@@ -73,10 +73,7 @@ fn load_folder(dir: &Path, kind: Kind, device: Device) -> Result<LoadedXl, Strin
         };
     let second = encoder("text_encoder_2", "tokenizer_2", true)?;
     // The refiner has no first encoder: its absence is what makes it one.
-    let first = match encoder("text_encoder", "tokenizer", false)? {
-        Ok(e) => Some(e),
-        Err(_) => None,
-    };
+    let first = encoder("text_encoder", "tokenizer", false)?.ok();
     let text = second.map(|second| SdxlText { first, second });
     let vae = match part("vae") {
         Ok(v) => {

@@ -10,7 +10,7 @@
 //! VAEEncode/VAEDecode apply the scaling factor); ComfyUI's are unscaled
 //! and its sampler scales on the way in and out: the same numbers reach the
 //! model either way.
-use super::models::{sidecar_config, ModelFolders};
+use super::models::{is_sdxl_checkpoint, sidecar_config, ModelFolders};
 use super::workflow::{ApiInput, ApiNode, Workflow};
 use serde_json::{json, Map, Value as Json};
 
@@ -149,7 +149,7 @@ impl Ctx<'_> {
                     id,
                 );
             }
-            "KSampler" => self.ksampler(id, n),
+            "KSampler" => self.ksampler(id, n, models),
             "VAEDecode" => {
                 let spec = json!({ "type": "VAEDecode", "inputs": {
                     "vae": self.link(n, "vae"), "latent": self.link(n, "samples") }});
@@ -184,8 +184,16 @@ impl Ctx<'_> {
     /// denoise, the scheduler's add_noise at its first timestep otherwise;
     /// the noise is `torch.manual_seed(seed); torch.randn(latent.shape)`
     /// (ComfyUI's `prepare_noise`), GaussianNoise's definition.
-    fn ksampler(&mut self, id: &str, n: &ApiNode) {
+    fn ksampler(&mut self, id: &str, n: &ApiNode, models: &ModelFolders) {
         let loader = self.loader_of(n);
+        let sdxl = models
+            .resolve(
+                "checkpoints",
+                self.konst(&self.wf[&loader], "ckpt_name")
+                    .as_str()
+                    .unwrap_or_default(),
+            )
+            .is_ok_and(|path| is_sdxl_checkpoint(&path));
         let latent = self.link(n, "latent_image");
         let denoise = self.konst(n, "denoise").as_f64().unwrap_or(1.0);
         let steps = self.konst(n, "steps").as_i64().unwrap_or(1);
@@ -251,17 +259,33 @@ impl Ctx<'_> {
             )
         };
         self.put(&p("start"), start, &[("sample", "latent_image")], id);
+        let mut unet = json!({ "type": "UNetStep", "inputs": {
+            "model": self.link(n, "model"),
+            "sample": [p("scaled"), "sample"],
+            "timestep": [id, "item"],
+            "cond": self.link(n, "positive"),
+            "uncond": self.link(n, "negative"),
+            "guidance_scale": self.konst(n, "cfg"),
+        }});
+        if sdxl {
+            // ComfyUI's SDXL `encode_adm`: the pooled output each
+            // CONDITIONING carries, and size = target size = the latent's
+            // size x 8 (`encode_model_conds`), no crop.
+            self.put(
+                &p("time_ids"),
+                json!({ "type": "SDXLTimeIds", "inputs": { "latent": latent } }),
+                &[("latent", "latent_image")],
+                id,
+            );
+            let inputs = &mut unet["inputs"];
+            inputs["pooled"] = json!([self.source(n, "positive").0, "pooled"]);
+            inputs["uncond_pooled"] = json!([self.source(n, "negative").0, "pooled"]);
+            inputs["time_ids"] = json!([p("time_ids"), "time_ids"]);
+        }
         let body = json!({
             p("scaled"): { "type": "ScaleModelInput", "inputs": {
                 "state": [id, "state"], "sample": [id, "latent"], "timestep": [id, "item"] }},
-            p("unet"): { "type": "UNetStep", "inputs": {
-                "model": self.link(n, "model"),
-                "sample": [p("scaled"), "sample"],
-                "timestep": [id, "item"],
-                "cond": self.link(n, "positive"),
-                "uncond": self.link(n, "negative"),
-                "guidance_scale": self.konst(n, "cfg"),
-            }},
+            p("unet"): unet,
             p("step"): { "type": "SchedulerStep", "inputs": {
                 "state": [id, "state"],
                 "model_output": [p("unet"), "model_output"],

@@ -28,11 +28,26 @@ impl Node for SDXLTimeIds {
                     .optional()
                     .doc("the refiner's form: replaces the target size"),
             )
+            .input(InputSpec::new("latent", PortType::Latent).optional().doc(
+                "take the original and target size from this latent, times 8 (ComfyUI's rule for SDXL \
+                 conditioning without sizes) instead of width, height and the target size",
+            ))
             .output(OutputSpec::new("time_ids", PortType::Tensor).doc("[1, 6] or [1, 5], float32"))
     }
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
-        let (w, h) = (inputs.int("width")?, inputs.int("height")?);
+        let (w, h) = match inputs.opt_tensor("latent")? {
+            Some(latent) => match latent.size()[..] {
+                [_, _, h, w] => (w * 8, h * 8),
+                ref s => {
+                    return Err(format!(
+                        "input `latent`: expected [batch, channels, height, width], got {s:?}"
+                    )
+                    .into())
+                }
+            },
+            None => (inputs.int("width")?, inputs.int("height")?),
+        };
         let mut ids = vec![
             h as f32,
             w as f32,

@@ -77,7 +77,11 @@ fn overrides(case: &serde_json::Value, schedulers: &[&str], ckpt: &Path) -> Vec<
         o.push(set(s, "sampler", case["sampler"].clone()));
         o.push(set(s, "schedule", schedule.into()));
         o.push(set(s, "steps", case["steps"].clone()));
-        o.push(set(s, "seed", case.get("sched_seed").cloned().unwrap_or(0.into())));
+        o.push(set(
+            s,
+            "seed",
+            case.get("sched_seed").cloned().unwrap_or(0.into()),
+        ));
     }
     o
 }
@@ -103,10 +107,16 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn check(report: Vec<(String, f64)>, expected: usize) {
-    let text: Vec<String> = report.iter().map(|(k, e)| format!("{k}: {e:.2e}")).collect();
+    let text: Vec<String> = report
+        .iter()
+        .map(|(k, e)| format!("{k}: {e:.2e}"))
+        .collect();
     println!("{}", text.join("\n"));
     assert_eq!(report.len(), expected, "{text:#?}");
-    assert!(report.iter().all(|(_, e)| *e <= TOLERANCE), "over {TOLERANCE}: {text:#?}");
+    assert!(
+        report.iter().all(|(_, e)| *e <= TOLERANCE),
+        "over {TOLERANCE}: {text:#?}"
+    );
 }
 
 #[test]
@@ -133,11 +143,23 @@ fn base_then_refiner_matches_diffusers() {
         let mut o = overrides(&case, &["scheduler", "refiner_scheduler"], &ckpt);
         o.push(set("refiner", "path", refiner.to_string_lossy().into()));
         o.push(set("refiner_prompt", "text", case["prompt"].clone()));
-        o.push(set("refiner_negative", "text", case["negative_prompt"].clone()));
+        o.push(set(
+            "refiner_negative",
+            "text",
+            case["negative_prompt"].clone(),
+        ));
         o.push(set("split", "value", case["split"].clone()));
-        let ours = run(&mut exec, "graphs/sdxl_refiner.json", &o, &["denoise", "refine"]);
+        let ours = run(
+            &mut exec,
+            "graphs/sdxl_refiner.json",
+            &o,
+            &["denoise", "refine"],
+        );
         let key = case["key"].as_str().unwrap();
-        report.push((format!("{key} (base part)"), max_abs(&ours[0], &reference(&format!("{key}_base")))));
+        report.push((
+            format!("{key} (base part)"),
+            max_abs(&ours[0], &reference(&format!("{key}_base"))),
+        ));
         report.push((key.to_string(), max_abs(&ours[1], &reference(key))));
     }
     check(report, 6);
@@ -151,8 +173,17 @@ fn single_file_gives_the_folders_latents() {
         .find(|c| c["key"] == "txt2img_euler_g5.0")
         .unwrap();
     let folder = fixtures().join("sdxl-tiny");
-    let a = run(&mut exec, "graphs/txt2img_sdxl.json", &overrides(&case, &["scheduler"], &folder), &["denoise"]);
-    let mut o = overrides(&case, &["scheduler"], &fixtures().join("sdxl-tiny.safetensors"));
+    let a = run(
+        &mut exec,
+        "graphs/txt2img_sdxl.json",
+        &overrides(&case, &["scheduler"], &folder),
+        &["denoise"],
+    );
+    let mut o = overrides(
+        &case,
+        &["scheduler"],
+        &fixtures().join("sdxl-tiny.safetensors"),
+    );
     // What shapes cannot tell (heads, groups) from the folder, as diffusers' from_single_file(config=...).
     o.push(set("ckpt", "config", folder.to_string_lossy().into()));
     let b = run(&mut exec, "graphs/txt2img_sdxl.json", &o, &["denoise"]);

@@ -11,7 +11,7 @@
 //! model either way.
 mod sampling;
 
-use super::models::{sidecar_config, ModelFolders};
+use super::models::{is_sdxl_checkpoint, sidecar_config, ModelFolders};
 use super::workflow::{ApiInput, ApiNode, Workflow};
 use serde_json::{json, Map, Value as Json};
 
@@ -109,6 +109,26 @@ impl Ctx<'_> {
         self.source(node, "model").0
     }
 
+    /// Whether the checkpoint behind a MODEL link is SDXL (following model
+    /// patches such as LoRA loaders back to the checkpoint loader): ComfyUI's
+    /// CONDITIONING carries SDXL's pooled embedding and the sampler adds
+    /// the time ids implicitly; the native graph wires both.
+    pub(super) fn is_sdxl(&self, mut id: String, models: &ModelFolders) -> bool {
+        for _ in 0..self.wf.len() {
+            let node = &self.wf[&id];
+            if let Some(ApiInput::Const(Json::String(name))) = node.input("ckpt_name") {
+                return models
+                    .resolve("checkpoints", name)
+                    .is_ok_and(|path| is_sdxl_checkpoint(&path));
+            }
+            match node.input("model") {
+                Some(ApiInput::Link { node, .. }) => id = node.clone(),
+                _ => return false,
+            }
+        }
+        false
+    }
+
     pub(super) fn put(&mut self, id: &str, spec: Json, renames: &[(&str, &str)], comfy_id: &str) {
         for (native, comfy) in renames {
             self.origins.push((
@@ -182,7 +202,7 @@ impl Ctx<'_> {
             | "RandomNoise"
             | "DisableNoise"
             | "BasicGuider"
-            | "CFGGuider" => self.sampler_node(id, n),
+            | "CFGGuider" => self.sampler_node(id, n, models),
             "VAEDecode" => {
                 let spec = json!({ "type": "VAEDecode", "inputs": {
                     "vae": self.link(n, "vae"), "latent": self.link(n, "samples") }});

@@ -270,6 +270,30 @@ pub fn sidecar_config(checkpoint: &Path) -> Option<PathBuf> {
     folder.join("model_index.json").exists().then_some(folder)
 }
 
+/// Whether a checkpoint is SDXL, by the rule of the sd plugin's
+/// `LoadCheckpoint` (`nodes/sd/src/nodes/sdxl_loader.rs` `is_sdxl`): a
+/// diffusers folder with `text_encoder_2/`, or a `.safetensors` file whose
+/// header names `conditioner.embedders.*` keys. The translation needs it to
+/// give KSampler's U-Net step SDXL's pooled embeddings and time ids, which
+/// ComfyUI's CONDITIONING carries implicitly.
+pub fn is_sdxl_checkpoint(path: &Path) -> bool {
+    use std::io::Read;
+    if path.is_dir() {
+        return path.join("text_encoder_2").is_dir();
+    }
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut len = [0u8; 8];
+    if f.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let n = u64::from_le_bytes(len).min(100_000_000) as usize;
+    let mut header = vec![0u8; n];
+    let needle = b"conditioner.embedders.";
+    f.read_exact(&mut header).is_ok() && header.windows(needle.len()).any(|w| w == needle)
+}
+
 /// The embedded demo model: `models/shapes-ldm` under the working directory,
 /// next to the executable's build tree (`target/<profile>/../../models`), or
 /// in the source tree this library was built from.

@@ -302,6 +302,28 @@ impl ClipTextModel {
         })?;
         Ok(self.final_norm.forward(&self.hidden_state(ids, layers)?))
     }
+    /// The hidden state before the last `skip + 1` layers (transformers'
+    /// `hidden_states[-(skip + 2)]`, no final layer norm: SDXL's context) and
+    /// the last layer's output after the final layer norm (what the pooled
+    /// output is taken from), in one pass.
+    pub fn penultimate_and_last(
+        &self,
+        ids: &Tensor,
+        skip: usize,
+    ) -> Result<(Tensor, Tensor), TchError> {
+        let n = self.layers.len();
+        let inner = n.checked_sub(skip + 1).ok_or_else(|| {
+            TchError::Shape(format!(
+                "clip_skip {skip} leaves none of the text encoder's {n} layers"
+            ))
+        })?;
+        let hidden = self.hidden_state(ids, inner)?;
+        let mut x = hidden.shallow_clone();
+        for layer in &self.layers[inner..] {
+            x = layer.forward(&x)?;
+        }
+        Ok((hidden, self.final_norm.forward(&x)))
+    }
 }
 
 /// Token id rows (all the same length) as an int64 [rows, length] tensor.

@@ -22,6 +22,7 @@ diffgraph_sdk::export_plugin!(
     [
         nodes::loader::LoadCheckpoint,
         nodes::text::CLIPTextEncode,
+        nodes::sdxl_time_ids::SDXLTimeIds,
         nodes::denoise::UNetStep,
         nodes::denoise::Denoise,
         nodes::autoencoder::VAEDecode,

@@ -14,7 +14,7 @@
 //! DisableNoise, BasicGuider, CFGGuider) are settings: they are folded into
 //! the sampler that uses them. SIGMAS are native tensors (BasicScheduler ->
 //! KSchedule, Karras/ExponentialScheduler -> KSigmas, SplitSigmas).
-use super::Ctx;
+use super::{Ctx, ModelFolders};
 use crate::comfy::workflow::ApiNode;
 use serde_json::{json, Value as Json};
 
@@ -38,7 +38,7 @@ struct Sampling {
 
 impl Ctx<'_> {
     /// The sampler nodes and the SIGMAS nodes; the settings nodes are folded.
-    pub(super) fn sampler_node(&mut self, id: &str, n: &ApiNode) {
+    pub(super) fn sampler_node(&mut self, id: &str, n: &ApiNode, models: &ModelFolders) {
         match n.class_type.as_str() {
             "KSampler" => {
                 let sched = json!({ "type": "KSchedule", "inputs": {
@@ -56,7 +56,7 @@ impl Ctx<'_> {
                     Some(self.konst(n, "seed")),
                     self.konst(n, "seed"),
                 );
-                self.sample(id, s);
+                self.sample(id, s, models);
             }
             "KSamplerAdvanced" => {
                 // common_ksampler(..., denoise=1, disable_noise, start_step, last_step, force_full_denoise).
@@ -73,7 +73,7 @@ impl Ctx<'_> {
                 let seed = self.konst(n, "noise_seed");
                 let noise = (self.konst(n, "add_noise") == "enable").then(|| seed.clone());
                 let s = self.simple(id, n, sigmas, noise, seed);
-                self.sample(id, s);
+                self.sample(id, s, models);
             }
             "SamplerCustom" => {
                 let seed = self.konst(n, "noise_seed");
@@ -81,7 +81,7 @@ impl Ctx<'_> {
                 let sigmas = self.link(n, "sigmas");
                 let mut s = self.simple(id, n, sigmas, noise, seed);
                 s.sampler_name = self.sampler_name(n);
-                self.sample(id, s);
+                self.sample(id, s, models);
             }
             "SamplerCustomAdvanced" => {
                 let (nid, _) = self.source(n, "noise");
@@ -127,7 +127,7 @@ impl Ctx<'_> {
                         ),
                     ],
                 };
-                self.sample(id, s);
+                self.sample(id, s, models);
             }
             "BasicScheduler" => {
                 // BasicScheduler has no penultimate-sigma rule (the sampler is not known there).
@@ -242,7 +242,7 @@ impl Ctx<'_> {
     }
 
     /// The native nodes of one sampling run under ComfyUI id `id`.
-    fn sample(&mut self, id: &str, s: Sampling) {
+    fn sample(&mut self, id: &str, s: Sampling, models: &ModelFolders) {
         for (native, node, comfy_node, comfy_input) in &s.origins {
             self.origins.push((
                 (node.clone(), native.clone()),
@@ -283,6 +283,21 @@ impl Ctx<'_> {
             "timestep": [p("input"), "timestep"],
             "cond": s.positive,
         }});
+        if self.is_sdxl(s.loader.clone(), models) {
+            // ComfyUI's SDXL `encode_adm`: the pooled output each
+            // CONDITIONING carries, and size = target size = the latent's
+            // size x 8 (`encode_model_conds`), no crop.
+            self.nodes.insert(
+                p("time_ids"),
+                json!({ "type": "SDXLTimeIds", "inputs": { "latent": s.latent } }),
+            );
+            let inputs = &mut unet["inputs"];
+            inputs["pooled"] = json!([s.positive[0], "pooled"]);
+            inputs["time_ids"] = json!([p("time_ids"), "time_ids"]);
+            if let (Some(neg), false) = (&s.negative, cfg1) {
+                inputs["uncond_pooled"] = json!([neg[0], "pooled"]);
+            }
+        }
         let mut cfg = json!({ "type": "CFGDenoise", "inputs": {
             "state": [id, "state"],
             "output_cond": [p("unet"), "output_cond"],

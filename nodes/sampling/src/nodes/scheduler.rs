@@ -46,6 +46,51 @@ pub fn img2img_start(steps: i64, strength: f64) -> Result<i64, NodeError> {
     Ok(t_start)
 }
 
+/// SDXL's base-then-refiner split (diffusers
+/// `pipelines/stable_diffusion_xl/pipeline_stable_diffusion_xl.py`,
+/// `denoising_end`, and `pipeline_stable_diffusion_xl_img2img.py`
+/// `get_timesteps` with `denoising_start`): the cut-off training timestep
+/// `int(round(N - fraction * N))`; the base keeps the timesteps at or above
+/// it, the refiner runs those below it (for a second-order sampler one more,
+/// so that it never starts between the two evaluations of a step). Returns
+/// the range of `timesteps` to run.
+pub fn denoising_range(
+    timesteps: &[f32],
+    num_train_timesteps: i64,
+    start: Option<f64>,
+    end: Option<f64>,
+    order: usize,
+) -> Result<std::ops::Range<usize>, NodeError> {
+    let cutoff = |f: f64, name: &str| -> Result<f64, NodeError> {
+        if !(0.0..=1.0).contains(&f) {
+            return Err(format!("{name} must lie in [0, 1], got {f}").into());
+        }
+        let n = num_train_timesteps as f64;
+        Ok((n - f * n).round())
+    };
+    let mut range = 0..timesteps.len();
+    if let Some(f) = start {
+        let c = cutoff(f, "denoising_start")?;
+        let mut n = timesteps.iter().filter(|&&t| f64::from(t) < c).count();
+        if order == 2 && n % 2 == 0 {
+            n += 1;
+        }
+        range.start = timesteps.len().saturating_sub(n);
+    }
+    if let Some(f) = end {
+        let c = cutoff(f, "denoising_end")?;
+        range.end = timesteps.iter().filter(|&&t| f64::from(t) >= c).count();
+    }
+    if range.start >= range.end {
+        return Err(format!(
+            "denoising_start {start:?} and denoising_end {end:?} leave no timestep of {:?} to run",
+            timesteps
+        )
+        .into());
+    }
+    Ok(range)
+}
+
 /// The scheduler node, under either of its names.
 pub struct Scheduler {
     name: &'static str,
@@ -190,6 +235,14 @@ impl Node for Scheduler {
                  or the img2img noise came from GaussianNoise with the same seed, as in diffusers' pipelines)",
             ))
             .input(InputSpec::float("eta").default(0.0).min(0.0).doc("DDIM only: 0 deterministic, 1 DDPM-like"))
+            .input(InputSpec::float("denoising_start").optional().range(0.0, 1.0).doc(
+                "SDXL refiner: run only the timesteps below int(round(N - start * N)) (diffusers' denoising_start; \
+                 replaces strength)",
+            ))
+            .input(InputSpec::float("denoising_end").optional().range(0.0, 1.0).doc(
+                "SDXL base: stop before the timesteps below int(round(N - end * N)), leaving noise for a refiner \
+                 (diffusers' denoising_end)",
+            ))
             .output(OutputSpec::new("timesteps", PortType::list(timestep_type)).doc("the run's, in order"))
             .output(OutputSpec::new("state", PortType::object(SCHEDULER)))
             .output(OutputSpec::new("init_noise_sigma", PortType::Float).doc("scale of the initial noise"))
@@ -223,11 +276,21 @@ impl Node for Scheduler {
             inputs.float("eta")?,
         )
         .map_err(String::from)?;
-        let start = img2img_start(steps, inputs.float("strength")?)? as usize * sampler.order();
+        let denoising_start = inputs.opt_float("denoising_start")?;
+        let denoising_end = inputs.opt_float("denoising_end")?;
+        let all = sampler.timesteps();
+        let range = if denoising_start.is_some() || denoising_end.is_some() {
+            let n = sampler.schedule().num_train_timesteps();
+            denoising_range(all, n, denoising_start, denoising_end, sampler.order())?
+        } else {
+            let start = img2img_start(steps, inputs.float("strength")?)? as usize * sampler.order();
+            start.min(all.len())..all.len()
+        };
+        let start = range.start;
         let skip =
             usize::try_from(inputs.int("skip_draws")?).map_err(|_| "skip_draws must be >= 0")?;
 
-        let run = &sampler.timesteps()[start.min(sampler.timesteps().len())..];
+        let run = &all[range];
         let timesteps: Value = if self.integer_timesteps {
             let ints = run
                 .iter()
@@ -264,6 +327,27 @@ impl Node for Scheduler {
 #[cfg(test)]
 mod tests {
     use super::img2img_start;
+
+    #[test]
+    fn denoising_split_follows_diffusers() {
+        use super::denoising_range;
+        let leading: Vec<f32> = (0..10).rev().map(|i| (i * 100 + 1) as f32).collect();
+        // 0.8 of 1000: cut-off 200; base 901..201, refiner 101, 1.
+        assert_eq!(
+            denoising_range(&leading, 1000, None, Some(0.8), 1).unwrap(),
+            0..8
+        );
+        assert_eq!(
+            denoising_range(&leading, 1000, Some(0.8), None, 1).unwrap(),
+            8..10
+        );
+        // Heun's duplicated timesteps: an even count gets one more.
+        assert_eq!(
+            denoising_range(&leading, 1000, Some(0.8), None, 2).unwrap(),
+            7..10
+        );
+        assert!(denoising_range(&leading, 1000, Some(0.5), Some(0.5), 1).is_err());
+    }
 
     #[test]
     fn img2img_start_follows_diffusers() {

@@ -51,9 +51,15 @@ impl ClipConversion {
 /// Checkpoints saved by transformers versions without the `text_model.`
 /// wrapper get it added (diffusers would fail on those).
 pub fn convert_clip(ldm: BTreeMap<String, Tensor>) -> ClipConversion {
+    convert_clip_from(ldm, CLIP_PREFIX)
+}
+
+/// [`convert_clip`] for keys found under `prefix` (SDXL:
+/// `conditioner.embedders.0.transformer.`), named so in messages.
+pub fn convert_clip_from(ldm: BTreeMap<String, Tensor>, prefix: &str) -> ClipConversion {
     let mut out = ClipConversion::new();
     for (key, t) in ldm {
-        let original = format!("{CLIP_PREFIX}{key}");
+        let original = format!("{prefix}{key}");
         let name = if key.starts_with("text_model.") {
             key
         } else if ["embeddings.", "encoder.", "final_layer_norm."]
@@ -82,12 +88,27 @@ fn param(p: &str) -> bool {
 /// its rows: diffusers splits at `text_projection.shape[0]`, the width, which
 /// is the same for every valid checkpoint).
 pub fn convert_open_clip(ldm: BTreeMap<String, Tensor>) -> ClipConversion {
+    convert_open_clip_from(ldm, OPEN_CLIP_PREFIX, true)
+}
+
+/// [`convert_open_clip`] for keys found under `prefix`. `penultimate`: SD
+/// 2.x's model (the last resblock and `text_projection` dropped); without
+/// it, SDXL's (`conditioner.embedders.1.model.`): every resblock, and
+/// `text_projection` [width, proj] as a Linear weight `text_projection.weight`
+/// [proj, width] (transposed, as `convert_open_clip_checkpoint`), the weights
+/// of transformers' `CLIPTextModelWithProjection`.
+pub fn convert_open_clip_from(
+    ldm: BTreeMap<String, Tensor>,
+    prefix: &str,
+    penultimate: bool,
+) -> ClipConversion {
     let mut out = ClipConversion::new();
     let last = indices(ldm.keys(), "transformer.resblocks.")
         .last()
-        .copied();
+        .copied()
+        .filter(|_| penultimate);
     for (key, t) in ldm {
-        let original = format!("{OPEN_CLIP_PREFIX}{key}");
+        let original = format!("{prefix}{key}");
         let simple = match key.as_str() {
             "token_embedding.weight" => {
                 Some("text_model.embeddings.token_embedding.weight".to_string())
@@ -99,6 +120,14 @@ pub fn convert_open_clip(ldm: BTreeMap<String, Tensor>) -> ClipConversion {
                 "text_model.final_layer_norm.{}",
                 &key["ln_final.".len()..]
             )),
+            "text_projection" if !penultimate => {
+                out.put(
+                    "text_projection.weight".into(),
+                    original,
+                    t.tr().contiguous(),
+                );
+                continue;
+            }
             "text_projection" | "logit_scale" | "attn_mask" => {
                 out.ignored.push(original);
                 continue;

@@ -50,6 +50,7 @@ pub mod clip;
 pub mod configs;
 pub mod file;
 pub mod keys;
+pub mod sdxl;
 pub mod unet;
 pub mod vae;
 
@@ -90,7 +91,7 @@ pub struct SingleFileParts {
 }
 
 /// Top-level keys of SD checkpoints that are not model weights.
-const IGNORED_KEYS: [&str; 14] = [
+pub(crate) const IGNORED_KEYS: [&str; 14] = [
     "betas",
     "alphas_cumprod",
     "alphas_cumprod_prev",

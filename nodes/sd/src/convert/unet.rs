@@ -95,6 +95,9 @@ fn diffusers_name(key: &str, per_block: usize) -> Option<String> {
         ("input_blocks.0.0.", "conv_in."),
         ("out.0.", "conv_norm_out."),
         ("out.2.", "conv_out."),
+        // SDXL's text_time added conditioning (`add_embedding` in diffusers).
+        ("label_emb.0.0.", "add_embedding.linear_1."),
+        ("label_emb.0.2.", "add_embedding.linear_2."),
     ];
     for (old, new) in top {
         if let Some(p) = key.strip_prefix(old) {

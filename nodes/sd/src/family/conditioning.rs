@@ -64,7 +64,7 @@ impl Accepts {
 const FIELDS: [(&str, &str, &str); 5] = [
     ("a text context", "cond", "uncond"),
     ("a pooled text embedding", "pooled", "uncond_pooled"),
-    ("added time ids", "time_ids", "time_ids"),
+    ("added time ids", "time_ids", "uncond_time_ids"),
     ("class labels", "class_labels", "uncond_class_labels"),
     ("a mask", "mask", "mask"),
 ];

@@ -9,6 +9,7 @@
 //! guidance for every family alike.
 //!
 //! - [`sd`]: the Stable Diffusion 1.x/2.x U-Net (text context).
+//! - [`sdxl`]: SDXL base and refiner (text context, pooled embedding, time ids).
 //! - [`torchscript`]: a TorchScript module with forward(x_t, t, context).
 //! - [`adm`]: guided-diffusion's ADM U-Net (class labels, learned variance).
 //! - [`ldm`]: latent diffusion's UNet2DModel (unconditional or class labels).
@@ -16,6 +17,7 @@ pub mod adm;
 pub mod conditioning;
 pub mod ldm;
 pub mod sd;
+pub mod sdxl;
 pub mod torchscript;
 
 pub use conditioning::{Accepts, Conditioning, Use};

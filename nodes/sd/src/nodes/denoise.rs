@@ -155,6 +155,14 @@ impl UNetStep {
                     .optional()
                     .doc("the unconditional branch's labels (e.g. the null class)"),
             )
+            .input(InputSpec::tensor("pooled").optional().doc("SDXL: the prompt's pooled text embedding (CLIPTextEncode's `pooled`)"))
+            .input(InputSpec::tensor("uncond_pooled").optional().doc("SDXL: the negative prompt's pooled embedding"))
+            .input(InputSpec::tensor("time_ids").optional().doc("SDXL: SDXLTimeIds' time ids (sizes and crop; refiner: aesthetic score)"))
+            .input(
+                InputSpec::tensor("uncond_time_ids")
+                    .optional()
+                    .doc("SDXL: the unconditional branch's time ids (default: `time_ids`; the refiner's negative aesthetic score)"),
+            )
             .input(InputSpec::float("guidance_scale").optional().doc("diffusers' guidance_scale g = w + 1"))
             .input(
                 InputSpec::float("guidance_rescale")
@@ -173,15 +181,33 @@ impl UNetStep {
     fn run_step(inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
         let model: &Model = inputs.object("model")?;
         let x = inputs.tensor("sample")?;
-        let branch = |context: &str, labels: &str| -> Result<Conditioning, NodeError> {
-            Ok(Conditioning {
-                context: inputs.opt_tensor(context)?.map(Tensor::shallow_clone),
-                class_labels: class_labels(inputs, labels, x.device())?,
-                ..Conditioning::default()
-            })
+        let tensor =
+            |name: &str| Ok::<_, NodeError>(inputs.opt_tensor(name)?.map(Tensor::shallow_clone));
+        let branch =
+            |context: &str, pooled: &str, labels: &str| -> Result<Conditioning, NodeError> {
+                Ok(Conditioning {
+                    context: tensor(context)?,
+                    pooled: tensor(pooled)?,
+                    class_labels: class_labels(inputs, labels, x.device())?,
+                    ..Conditioning::default()
+                })
+            };
+        let mut cond = branch("cond", "pooled", "class_labels")?;
+        cond.time_ids = tensor("time_ids")?;
+        // The unconditional branch's time ids default to the conditional's
+        // (diffusers' negative_add_time_ids without negative sizes).
+        let uncond = match Some(branch("uncond", "uncond_pooled", "uncond_class_labels")?)
+            .filter(|u| !u.is_empty())
+        {
+            Some(mut u) => {
+                u.time_ids = match tensor("uncond_time_ids")? {
+                    Some(t) => Some(t),
+                    None => tensor("time_ids")?,
+                };
+                Some(u)
+            }
+            None => None,
         };
-        let cond = branch("cond", "class_labels")?;
-        let uncond = Some(branch("uncond", "uncond_class_labels")?).filter(|u| !u.is_empty());
         let rescale = inputs.float("guidance_rescale")?;
         let guidance = match inputs.opt_float("guidance_scale")? {
             Some(scale) => Some(Guidance { scale, rescale }),

@@ -67,9 +67,10 @@ pub fn load(
     }
 }
 
-fn load_folder(dir: &Path, kind: Kind, device: Device) -> Result<Loaded, String> {
+/// A folder's prediction type: its scheduler config's, else epsilon.
+pub fn folder_prediction_type(dir: &Path) -> Result<String, String> {
     let scheduler = dir.join("scheduler/scheduler_config.json");
-    let prediction_type = match std::fs::read_to_string(&scheduler) {
+    Ok(match std::fs::read_to_string(&scheduler) {
         Ok(text) => serde_json::from_str::<serde_json::Value>(&text)
             .map_err(|e| format!("{}: {e}", scheduler.display()))?
             .get("prediction_type")
@@ -77,7 +78,12 @@ fn load_folder(dir: &Path, kind: Kind, device: Device) -> Result<Loaded, String>
             .unwrap_or(PredictionType::Epsilon.name())
             .to_string(),
         Err(_) => PredictionType::Epsilon.name().to_string(),
-    };
+    })
+}
+
+fn load_folder(dir: &Path, kind: Kind, device: Device) -> Result<Loaded, String> {
+    let scheduler = dir.join("scheduler/scheduler_config.json");
+    let prediction_type = folder_prediction_type(dir)?;
     let has = |parts: &[&str]| -> Result<(), String> {
         let absent: Vec<String> = parts
             .iter()
@@ -180,7 +186,7 @@ impl Node for LoadCheckpoint {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("LoadCheckpoint", "loaders")
             .description(
-                "Loads Stable Diffusion 1.x/2.x from a diffusers folder or a single-file .safetensors \
+                "Loads Stable Diffusion 1.x/2.x or SDXL (base or refiner) from a diffusers folder or a single-file .safetensors \
                  checkpoint (architecture inferred from the keys and shapes; .ckpt pickles are refused). \
                  A wrong or partial file fails listing every missing, unexpected and mis-shaped key. \
                  A folder without vae/ (or text_encoder/ and tokenizer/) still gives the model; the nodes \
@@ -212,12 +218,12 @@ impl Node for LoadCheckpoint {
             .opt_str("config")?
             .filter(|dir| !dir.is_empty())
             .map(Path::new);
-        let loaded = load(
-            Path::new(inputs.str("path")?),
-            reference,
-            kind,
-            ctx.device(),
-        )?;
+        let path = Path::new(inputs.str("path")?);
+        if super::sdxl_loader::is_sdxl(path) {
+            let prediction = inputs.opt_str("prediction_type")?;
+            return super::sdxl_loader::outputs(path, reference, kind, ctx.device(), prediction);
+        }
+        let loaded = load(path, reference, kind, ctx.device())?;
         let name = inputs
             .opt_str("prediction_type")?
             .unwrap_or(&loaded.prediction_type);

@@ -6,5 +6,8 @@ pub mod denoise;
 pub mod labels;
 pub mod ldm;
 pub mod loader;
+pub mod sdxl_loader;
+pub mod sdxl_single_file;
+pub mod sdxl_time_ids;
 pub mod text;
 pub mod torchscript;

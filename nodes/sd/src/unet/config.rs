@@ -171,6 +171,9 @@ pub struct BlockPlan {
     pub up_transformer_layers: Vec<Vec<i64>>,
     /// The mid block's one transformer: the last block's (first) count.
     pub mid_transformer_layers: i64,
+    /// SDXL's `text_time` added conditioning: (`addition_time_embed_dim`,
+    /// `projection_class_embeddings_input_dim`).
+    pub text_time: Option<(i64, i64)>,
 }
 
 /// An activation name diffusers' `get_activation` maps to SiLU.
@@ -214,10 +217,24 @@ impl UNetConfig {
             self.class_embed_type.is_some() || self.num_class_embeds.is_some(),
             "class embeddings".into(),
         );
-        refuse(
-            self.addition_embed_type.is_some(),
-            "addition_embed_type".into(),
-        );
+        let text_time = match self.addition_embed_type.as_deref() {
+            None => None,
+            Some("text_time") => match (
+                self.addition_time_embed_dim,
+                self.projection_class_embeddings_input_dim,
+            ) {
+                (Some(t), Some(p)) if t > 0 && p > 0 => Some((t, p)),
+                _ => return Err(
+                    "unet config: addition_embed_type text_time needs addition_time_embed_dim and \
+                                projection_class_embeddings_input_dim"
+                        .into(),
+                ),
+            },
+            Some(other) => {
+                refuse(true, format!("addition_embed_type {other:?}"));
+                None
+            }
+        };
         refuse(
             self.encoder_hid_dim.is_some() || self.encoder_hid_dim_type.is_some(),
             "encoder_hid_dim".into(),
@@ -285,9 +302,15 @@ impl UNetConfig {
         }
         let heads = self.attention_head_dim.per_block(n, "attention_head_dim")?;
         let layers = self.layers_per_block.per_block(n, "layers_per_block")?;
-        let tl = self
-            .transformer_layers_per_block
-            .per_block(n, "transformer_layers_per_block")?;
+        // A flat list ([1, 2, 10], SDXL) deserializes as One(Many(..)) of the
+        // untagged nested type: it is one count per block.
+        let tl = match &self.transformer_layers_per_block {
+            OneOrMany::One(OneOrMany::Many(v)) => {
+                OneOrMany::Many(v.iter().map(|&x| OneOrMany::One(x)).collect())
+            }
+            other => other.clone(),
+        }
+        .per_block(n, "transformer_layers_per_block")?;
         let per_layer = |v: &OneOrMany<i64>, layers: i64| {
             v.per_block(layers as usize, "transformer_layers_per_block")
         };
@@ -310,6 +333,7 @@ impl UNetConfig {
         };
         let plan = BlockPlan {
             mid_transformer_layers,
+            text_time,
             heads,
             cross_attention_dim: self
                 .cross_attention_dim

@@ -67,6 +67,11 @@ impl TimestepEmbedding {
         }
     }
 
+    /// Where the weights are.
+    pub fn device(&self) -> tch::Device {
+        self.linear_1.weight.device()
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let x = self.linear_2.forward(&self.linear_1.forward(x).silu());
         if self.post_act {

@@ -1,6 +1,7 @@
 //! UNet2DConditionModel as used by Stable Diffusion 1.x and 2.x, following
 //! diffusers `models/unets/unet_2d_condition.py` (construction in `__init__`,
 //! evaluation in `forward`). Parameters are taken by their diffusers names.
+pub mod added;
 pub mod attention;
 pub mod blocks;
 pub mod config;
@@ -11,6 +12,8 @@ pub mod transformer;
 
 use crate::layers::{Conv2d, GroupNorm};
 use crate::weights::Weights;
+use added::AddEmbedding;
+pub use added::Added;
 use blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
 pub use config::{OneOrMany, UNetConfig};
 use embeddings::{timestep_embedding, TimestepEmbedding};
@@ -52,6 +55,8 @@ pub struct UNet {
     pub device: Device,
     conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
+    /// SDXL's `text_time` added conditioning.
+    add_embedding: Option<AddEmbedding>,
     down_blocks: Vec<DownBlock>,
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock>,
@@ -125,6 +130,16 @@ impl UNet {
             time_dim,
             c.timestep_post_act.is_some(),
         );
+        let add_embedding = plan.text_time.map(|(add_dim, in_dim)| {
+            AddEmbedding::load(
+                w,
+                add_dim,
+                in_dim,
+                time_dim,
+                c.flip_sin_to_cos,
+                c.freq_shift,
+            )
+        });
 
         let mut down_blocks = Vec::with_capacity(n);
         let mut out_ch = ch[0];
@@ -208,6 +223,7 @@ impl UNet {
             device,
             conv_in,
             time_embedding,
+            add_embedding,
             down_blocks,
             mid_block,
             up_blocks,
@@ -244,6 +260,12 @@ impl UNet {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Whether the model takes SDXL's added conditioning (pooled text
+    /// embedding and time ids).
+    pub fn takes_added(&self) -> bool {
+        self.add_embedding.is_some()
+    }
+
     /// [`UNet::forward`], with inputs of the wrong shape reported as errors.
     pub fn try_forward<'a>(
         &self,
@@ -251,14 +273,43 @@ impl UNet {
         timestep: impl Into<Timestep<'a>>,
         encoder_hidden_states: &Tensor,
     ) -> Result<Tensor, String> {
+        self.try_forward_added(sample, timestep, encoder_hidden_states, None)
+    }
+
+    /// [`UNet::try_forward`] with SDXL's added conditioning (diffusers'
+    /// `added_cond_kwargs`), which a `text_time` model requires and any
+    /// other refuses.
+    pub fn try_forward_added<'a>(
+        &self,
+        sample: &Tensor,
+        timestep: impl Into<Timestep<'a>>,
+        encoder_hidden_states: &Tensor,
+        added: Option<&Added>,
+    ) -> Result<Tensor, String> {
         let timestep = timestep.into();
         self.check_inputs(sample, &timestep, encoder_hidden_states)?;
+        match (&self.add_embedding, added) {
+            (Some(a), Some(added)) => a.check(added, sample.size()[0])?,
+            (Some(_), None) => {
+                return Err(
+                    "unet: this U-Net (addition_embed_type text_time, SDXL) needs the pooled text \
+                            embedding and the time ids"
+                        .into(),
+                )
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "unet: this U-Net takes no pooled text embedding or time ids (not SDXL)".into(),
+                )
+            }
+            (None, None) => {}
+        }
         let _guard = tch::no_grad_guard();
         let sample = sample.to_device(self.device).to_kind(self.kind);
         let context = encoder_hidden_states
             .to_device(self.device)
             .to_kind(self.kind);
-        Ok(self.run(&sample, &timestep, &context))
+        Ok(self.run(&sample, &timestep, &context, added))
     }
 
     fn check_inputs(
@@ -295,8 +346,10 @@ impl UNet {
     }
 
     /// The time embedding: sinusoidal in float32, cast to the compute dtype,
-    /// then TimestepEmbedding (diffusers `get_time_embed` + `time_embedding`).
-    fn time_embed(&self, timestep: &Timestep, batch: i64) -> Tensor {
+    /// then TimestepEmbedding (diffusers `get_time_embed` + `time_embedding`),
+    /// plus the added conditioning's embedding (`get_aug_embed`) before the
+    /// optional activation.
+    fn time_embed(&self, timestep: &Timestep, batch: i64, added: Option<&Added>) -> Tensor {
         let t = match timestep {
             // diffusers wraps a Python float in a float64 tensor (int64 for an int).
             Timestep::Scalar(v) => Tensor::from_slice(&[*v]).to_device(self.device),
@@ -307,6 +360,10 @@ impl UNet {
         let t_emb =
             timestep_embedding(&t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift);
         let emb = self.time_embedding.forward(&t_emb.to_kind(self.kind));
+        let emb = match (&self.add_embedding, added) {
+            (Some(a), Some(added)) => emb + a.forward(added, self.kind),
+            _ => emb,
+        };
         if c.time_embedding_act_fn.is_some() {
             emb.silu()
         } else {
@@ -314,7 +371,13 @@ impl UNet {
         }
     }
 
-    fn run(&self, sample: &Tensor, timestep: &Timestep, context: &Tensor) -> Tensor {
+    fn run(
+        &self,
+        sample: &Tensor,
+        timestep: &Timestep,
+        context: &Tensor,
+        added: Option<&Added>,
+    ) -> Tensor {
         let size = sample.size();
         let factor = 1i64 << self.num_upsamplers;
         let forward_upsample_size = size[2] % factor != 0 || size[3] % factor != 0;
@@ -324,7 +387,7 @@ impl UNet {
             sample.shallow_clone()
         };
 
-        let emb = self.time_embed(timestep, size[0]);
+        let emb = self.time_embed(timestep, size[0], added);
         // Every resnet applies the nonlinearity to temb before its projection.
         let temb = if self.config.resnet_skip_time_act {
             emb
@@ -359,4 +422,4 @@ impl UNet {
     }
 }
 
-params!(UNet: conv_in, time_embedding, down_blocks, mid_block, up_blocks, conv_norm_out, conv_out);
+params!(UNet: conv_in, time_embedding, add_embedding, down_blocks, mid_block, up_blocks, conv_norm_out, conv_out);

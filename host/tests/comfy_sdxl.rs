@@ -1,0 +1,103 @@
+//! ComfyUI's default API workflow on an SDXL checkpoint: CheckpointLoaderSimple
+//! loads the tiny SDXL single file (its diffusers folder beside it supplies
+//! the config), CLIPTextEncode gives both encoders' context and the pooled
+//! embedding, and the KSampler's U-Net step gets ComfyUI's time ids (the
+//! latent's size x 8, no crop). The translated workflow must give exactly
+//! the latents of graphs/txt2img_sdxl.json set up the same way.
+mod common;
+
+use diffgraph::graph::overrides::Override;
+use diffgraph::{Silent, Value};
+use std::path::{Path, PathBuf};
+
+const WORKFLOW: &str = "tests/fixtures/comfy/default-api-workflow.json";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sets(items: &[String]) -> Vec<Override> {
+    items.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+#[test]
+fn default_workflow_runs_an_sdxl_checkpoint_as_the_native_graph() {
+    let models = tempfile::tempdir().unwrap();
+    let ckpts = models.path().join("checkpoints");
+    std::fs::create_dir_all(&ckpts).unwrap();
+    let fixtures = repo().join("tests/fixtures/sdxl");
+    for name in ["sdxl-tiny.safetensors", "sdxl-tiny"] {
+        std::os::unix::fs::symlink(fixtures.join(name), ckpts.join(name)).unwrap();
+    }
+    let folders = diffgraph::comfy::ModelFolders::new(&[models.path().into()]);
+    let registry = common::registry_with(&[
+        "diffgraph_nodes_core",
+        "diffgraph_nodes_sampling",
+        "diffgraph_nodes_sd",
+    ]);
+    let mut exec = diffgraph::Executor::new(registry.clone());
+    let mut latent = |text: &str, overrides: &[Override], node: &str| {
+        let checked = diffgraph::parse_graph_with(text, overrides, &registry, false, &folders)
+            .unwrap_or_else(|e| panic!("{e}"));
+        exec_run(&mut exec, &checked, node)
+    };
+    let workflow = std::fs::read_to_string(repo().join(WORKFLOW)).unwrap();
+    let comfy = latent(
+        &workflow,
+        &sets(&[
+            "4.ckpt_name=sdxl-tiny.safetensors".into(),
+            "5.width=96".into(),
+            "5.height=64".into(),
+            "3.steps=4".into(),
+            "3.seed=5".into(),
+        ]),
+        "3",
+    );
+    let native = std::fs::read_to_string(repo().join("graphs/txt2img_sdxl.json")).unwrap();
+    let w: serde_json::Value = serde_json::from_str(&workflow).unwrap();
+    let single = fixtures.join("sdxl-tiny.safetensors");
+    let folder = fixtures.join("sdxl-tiny");
+    let ours = latent(
+        &native,
+        &sets(&[
+            format!("ckpt.path={}", single.display()),
+            format!("ckpt.config={}", folder.display()),
+            format!("prompt.text={}", w["6"]["inputs"]["text"].as_str().unwrap()),
+            format!(
+                "negative.text={}",
+                w["7"]["inputs"]["text"].as_str().unwrap()
+            ),
+            format!("guidance.value={}", w["3"]["inputs"]["cfg"]),
+            // The tiny VAE's factor is 2: 24 x 16 pixels are the workflow's 12 x 8 latent.
+            "width.value=24".into(),
+            "height.value=16".into(),
+            "time_ids.width=96".into(),
+            "time_ids.height=64".into(),
+            "scheduler.steps=4".into(),
+            "scheduler.timestep_spacing=linspace".into(),
+            "scheduler.seed=5".into(),
+            "noise.seed=5".into(),
+        ]),
+        "denoise",
+    );
+    assert_eq!(comfy.size(), [1, 4, 8, 12]);
+    let diff = (&comfy - &ours).abs().max().double_value(&[]);
+    assert_eq!(
+        diff, 0.0,
+        "the translated workflow and the native graph differ"
+    );
+}
+
+fn exec_run(
+    exec: &mut diffgraph::Executor,
+    checked: &diffgraph::CheckedGraph,
+    node: &str,
+) -> tch::Tensor {
+    let out = exec
+        .run(checked, Some(&[node]), &Silent)
+        .unwrap_or_else(|e| panic!("{e}"));
+    match out.output(node, "latent") {
+        Some(Value::Tensor(t)) => t.tensor().shallow_clone(),
+        other => panic!("no latent from {node}: {other:?}"),
+    }
+}

@@ -8,6 +8,7 @@
 //! the causal one: the SD pipelines pass none, so pad tokens are attended to.
 use crate::layers::{LayerNorm, Linear};
 use crate::weights::Weights;
+use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -199,6 +200,10 @@ pub struct ClipTextModel {
     layers: Vec<Layer>,
     final_norm: LayerNorm,
     pub config: ClipConfig,
+    /// Every parameter by its name without the load prefix (e.g.
+    /// `encoder.layers.0.self_attn.q_proj.weight`), sharing storage with the
+    /// layers: what LoRA patches in place ([`crate::lora`]).
+    pub params: BTreeMap<String, Tensor>,
 }
 
 impl ClipTextModel {
@@ -231,6 +236,12 @@ impl ClipTextModel {
                 c.layer_norm_eps,
             ),
             config: c.clone(),
+            params: w
+                .params()
+                .into_iter()
+                .filter_map(|(k, t)| Some((k.strip_prefix(prefix)?.to_string(), t)))
+                .filter(|(k, _)| !k.ends_with("position_ids"))
+                .collect(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod clip;
 pub mod convert;
 pub mod family;
 pub mod layers;
+pub mod lora;
 pub mod nodes;
 pub mod safetensors;
 pub mod tokenizer;
@@ -29,5 +30,8 @@ diffgraph_sdk::export_plugin!(
         nodes::adm::LoadADMClassifier,
         nodes::adm::ADMClassifierGradient,
         nodes::adm::ClassLabels,
+        nodes::lora::LoadLora,
+        nodes::lora::LoadLoraModelOnly,
+        nodes::vae_loader::LoadVAE,
     ]
 );

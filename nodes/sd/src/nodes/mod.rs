@@ -5,5 +5,7 @@ pub mod component;
 pub mod denoise;
 pub mod labels;
 pub mod loader;
+pub mod lora;
 pub mod text;
 pub mod torchscript;
+pub mod vae_loader;

@@ -26,7 +26,8 @@ impl Node for CLIPTextEncode {
         let ids = clip.tokenizer.encode_padded(inputs.str("text")?);
         let ids = crate::clip::ids_tensor(&[ids], ctx.device())?;
         let skip = inputs.int("clip_skip")? as usize;
-        let hidden = tch::no_grad(|| clip.model.forward(&ids, skip))?;
+        let model = clip.model.lock()?;
+        let hidden = tch::no_grad(|| model.model.forward(&ids, skip))?;
         Ok(vec![hidden.to_kind(Kind::Float).into()])
     }
 }

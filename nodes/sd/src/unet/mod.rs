@@ -59,6 +59,9 @@ pub struct UNet {
     conv_out: Conv2d,
     num_upsamplers: u32,
     cross_attention_dim: i64,
+    /// Every parameter by its diffusers name, sharing storage with the
+    /// layers' tensors: what LoRA patches in place ([`crate::lora`]).
+    pub params: BTreeMap<String, Tensor>,
 }
 
 impl UNet {
@@ -67,7 +70,8 @@ impl UNet {
     /// the config's problem, or with every missing, unexpected or wrongly
     /// shaped weight at once.
     pub fn load(config: &UNetConfig, mut weights: Weights) -> Result<UNet, String> {
-        let unet = UNet::build(config, &mut weights)?;
+        let mut unet = UNet::build(config, &mut weights)?;
+        unet.params = weights.params();
         weights.finish()?;
         Ok(unet)
     }
@@ -80,10 +84,9 @@ impl UNet {
         device: Device,
         seed: i64,
     ) -> Result<UNet, String> {
-        let mut unet = UNet::build(
-            config,
-            &mut Weights::new(BTreeMap::new(), kind, device, "random"),
-        )?;
+        let mut w = Weights::new(BTreeMap::new(), kind, device, "random");
+        let mut unet = UNet::build(config, &mut w)?;
+        unet.params = w.params();
         let _guard = tch::no_grad_guard();
         tch::manual_seed(seed);
         unet.visit(&mut |t| {
@@ -93,7 +96,8 @@ impl UNet {
             } else {
                 0.1
             };
-            *t = (Tensor::randn(&size, (Kind::Float, device)) * std).to_kind(kind);
+            // In place, so that `params` keeps sharing the storage.
+            t.copy_(&(Tensor::randn(&size, (Kind::Float, device)) * std));
         });
         Ok(unet)
     }
@@ -225,6 +229,7 @@ impl UNet {
             conv_out,
             num_upsamplers: (n - 1) as u32,
             cross_attention_dim,
+            params: BTreeMap::new(),
         })
     }
 

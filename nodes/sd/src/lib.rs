@@ -5,10 +5,12 @@
 #![deny(unsafe_code)]
 pub mod clip;
 pub mod convert;
+pub mod embeddings;
 pub mod family;
 pub mod layers;
 pub mod lora;
 pub mod nodes;
+pub mod prompt_weights;
 pub mod safetensors;
 pub mod tokenizer;
 pub mod unet;
@@ -33,5 +35,6 @@ diffgraph_sdk::export_plugin!(
         nodes::lora::LoadLora,
         nodes::lora::LoadLoraModelOnly,
         nodes::vae_loader::LoadVAE,
+        nodes::embedding::LoadTextualInversion,
     ]
 );

@@ -8,6 +8,7 @@
 use super::component::Component;
 use crate::clip::{ClipConfig, ClipTextModel};
 use crate::convert::{self, ModelFamily};
+use crate::embeddings::Embedding;
 use crate::family::sd::SdUnet;
 use crate::family::{Model, MODEL};
 use crate::lora::{keys, PatchedModel};
@@ -17,6 +18,7 @@ use crate::vae::{Vae, VaeConfig};
 use crate::weights::Weights;
 use diffgraph_diffusion::{ConfigName, PredictionType};
 use diffgraph_sdk::prelude::*;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,6 +30,8 @@ pub const VAE: &str = "VAE";
 pub struct Clip {
     pub tokenizer: Arc<ClipTokenizer>,
     pub model: PatchedModel<ClipTextModel>,
+    /// Textual-inversion embeddings attached by token (`LoadTextualInversion`).
+    pub embeddings: BTreeMap<String, Embedding>,
 }
 
 impl Clip {
@@ -38,6 +42,7 @@ impl Clip {
         Clip {
             tokenizer: Arc::new(tokenizer),
             model: PatchedModel::new(model, params, keys::SD_TEXT),
+            embeddings: BTreeMap::new(),
         }
     }
 }

@@ -98,6 +98,7 @@ impl Node for LoadLora {
         let clip = Clip {
             tokenizer: clip.tokenizer.clone(),
             model: clip_model,
+            embeddings: clip.embeddings.clone(),
         };
         Ok(vec![
             Object::new(MODEL, Model { denoiser: model }).into(),

@@ -3,6 +3,7 @@ pub mod adm;
 pub mod autoencoder;
 pub mod component;
 pub mod denoise;
+pub mod embedding;
 pub mod labels;
 pub mod loader;
 pub mod lora;

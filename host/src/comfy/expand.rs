@@ -70,6 +70,9 @@ impl Ctx<'_> {
             ("CheckpointLoaderSimple", 1) => "clip",
             ("CheckpointLoaderSimple", 2) => "vae",
             ("CLIPSetLastLayer", _) => return self.link(&self.wf[&src], "clip"),
+            (c, o) if super::loaders::output(c, o).is_some() => {
+                super::loaders::output(c, o).expect("matched")
+            }
             ("CLIPTextEncode", _) => "conditioning",
             ("EmptyLatentImage", _) => "latent",
             ("KSampler", _) => "latent",
@@ -84,7 +87,11 @@ impl Ctx<'_> {
     /// ComfyUI's stop_at_clip_layer -1 is the last layer (0 skipped), -2 the
     /// penultimate (1), both through the final layer norm as diffgraph's.
     fn clip_skip(&self, node: &ApiNode) -> i64 {
-        let (src, _) = self.source(node, "clip");
+        let (mut src, mut out) = self.source(node, "clip");
+        // Through LoRA loaders, which pass the CLIP on.
+        while let Some(input) = super::loaders::through(&self.wf[&src].class_type, out) {
+            (src, out) = self.source(&self.wf[&src], input);
+        }
         let n = &self.wf[&src];
         if n.class_type == "CLIPSetLastLayer" {
             let stop = self.konst(n, "stop_at_clip_layer").as_i64().unwrap_or(-1);
@@ -97,7 +104,12 @@ impl Ctx<'_> {
     /// The checkpoint loader a MODEL link comes from (for its scheduler
     /// config and prediction type).
     fn loader_of(&self, node: &ApiNode) -> String {
-        self.source(node, "model").0
+        let (mut src, mut out) = self.source(node, "model");
+        // Through LoRA loaders, which pass the MODEL on.
+        while let Some(input) = super::loaders::through(&self.wf[&src].class_type, out) {
+            (src, out) = self.source(&self.wf[&src], input);
+        }
+        src
     }
 
     fn put(&mut self, id: &str, spec: Json, renames: &[(&str, &str)], comfy_id: &str) {
@@ -130,6 +142,21 @@ impl Ctx<'_> {
             }
             // Folded into the CLIPTextEncode nodes it feeds (`clip_skip`).
             "CLIPSetLastLayer" => {}
+            class if super::loaders::file_input(class).is_some() => {
+                let (kind, input) = super::loaders::file_input(class).expect("matched");
+                let name = self.konst(n, input);
+                let file = models
+                    .resolve(kind, name.as_str().unwrap_or_default())
+                    .expect("schema::check resolved it");
+                let links: Vec<(&str, Json)> = ["model", "clip"]
+                    .into_iter()
+                    .filter(|l| matches!(n.input(l), Some(ApiInput::Link { .. })))
+                    .map(|l| (l, self.link(n, l)))
+                    .collect();
+                let (spec, renames) =
+                    super::loaders::native(class, &links, &|k| self.konst(n, k), &file);
+                self.put(id, spec, &renames, id);
+            }
             "CLIPTextEncode" => {
                 let spec = json!({ "type": "CLIPTextEncode", "inputs": {
                     "clip": self.link(n, "clip"),

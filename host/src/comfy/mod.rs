@@ -9,6 +9,7 @@
 //! native graph, so `run`, `validate`, `convert` and servers all get it.
 pub mod expand;
 pub mod extra_paths;
+pub mod loaders;
 pub mod models;
 pub mod schema;
 pub mod ui;

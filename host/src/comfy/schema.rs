@@ -129,8 +129,14 @@ pub const SPECS: &[Spec] = &[
     },
 ];
 
+/// Every supported node type (the loaders besides the checkpoint's are in
+/// `loaders`).
+fn all_specs() -> impl Iterator<Item = &'static Spec> {
+    SPECS.iter().chain(super::loaders::SPECS)
+}
+
 pub fn spec(class: &str) -> Option<&'static Spec> {
-    SPECS.iter().find(|s| s.class == class)
+    all_specs().find(|s| s.class == class)
 }
 
 /// Validates the whole workflow; Ok when it can be expanded.
@@ -148,7 +154,7 @@ pub fn check(wf: &Workflow, models: &ModelFolders) -> Result<(), Vec<GraphError>
                     ),
                 )
                 .node(id)
-                .expected(SPECS.iter().map(|s| s.class).collect::<Vec<_>>().join(", ")),
+                .expected(all_specs().map(|s| s.class).collect::<Vec<_>>().join(", ")),
             );
         }
     }

@@ -14,7 +14,8 @@ fn repo() -> PathBuf {
 }
 
 /// checkpoints/ (the tiny SD 1 file and its sidecar folder), loras/ (the
-/// kohya LoRA fixture), vae/ (the tiny VAE's diffusers folder).
+/// kohya LoRA fixture), vae/ (the tiny VAE's diffusers folder),
+/// embeddings/ (a 2-vector textual-inversion embedding).
 fn models_folder() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let link = |from: PathBuf, kind: &str, name: &str| {
@@ -34,6 +35,11 @@ fn models_folder() -> tempfile::TempDir {
         "tiny.safetensors",
     );
     link(fx.join("sd/sd1-tiny/vae"), "vae", "tiny-vae");
+    link(
+        fx.join("prompt_weights/embeddings/tiny_emb.safetensors"),
+        "embeddings",
+        "tiny_emb.safetensors",
+    );
     dir
 }
 
@@ -112,6 +118,19 @@ fn lora_and_vae_loaders_translate_and_run() {
     assert_ne!(both, model_only, "strength_clip changes the image");
     // The unpatched checkpoint again, after patched runs: restored.
     assert_eq!(run(&plain, "again"), base);
+    // `embedding:name` finds the embeddings folder; an unknown name is
+    // ignored with a warning, as in ComfyUI.
+    let mut prompt = |text: &str, prefix: &str| {
+        let mut wf = plain.clone();
+        wf["6"]["inputs"]["text"] = json!(text);
+        run(&wf, prefix)
+    };
+    let girl = prompt("masterpiece girl", "girl");
+    assert_eq!(
+        prompt("masterpiece girl embedding:unknown", "unknown"),
+        girl
+    );
+    assert_ne!(prompt("masterpiece girl embedding:tiny_emb", "emb"), girl);
 }
 
 #[test]

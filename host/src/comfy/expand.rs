@@ -158,11 +158,19 @@ impl Ctx<'_> {
                 self.put(id, spec, &renames, id);
             }
             "CLIPTextEncode" => {
-                let spec = json!({ "type": "CLIPTextEncode", "inputs": {
+                let mut spec = json!({ "type": "CLIPTextEncode", "inputs": {
                     "clip": self.link(n, "clip"),
                     "text": self.konst(n, "text"),
                     "clip_skip": self.clip_skip(n),
                 }});
+                // `embedding:name` in the prompt: the first embeddings folder there is.
+                if let Some(dir) = models
+                    .folders("embeddings")
+                    .into_iter()
+                    .find(|d| d.is_dir())
+                {
+                    spec["inputs"]["embeddings"] = json!(dir.to_string_lossy());
+                }
                 self.put(id, spec, &[("clip", "clip"), ("text", "text")], id);
             }
             "EmptyLatentImage" => {

@@ -71,6 +71,9 @@ impl Ctx<'_> {
             ("CheckpointLoaderSimple", 1) => "clip",
             ("CheckpointLoaderSimple", 2) => "vae",
             ("CLIPSetLastLayer", _) => return self.link(&self.wf[&src], "clip"),
+            (c, o) if super::loaders::output(c, o).is_some() => {
+                super::loaders::output(c, o).expect("matched")
+            }
             ("CLIPTextEncode", _) => "conditioning",
             ("EmptyLatentImage", _) => "latent",
             ("KSampler" | "KSamplerAdvanced", _) => "latent",
@@ -93,7 +96,11 @@ impl Ctx<'_> {
     /// ComfyUI's stop_at_clip_layer -1 is the last layer (0 skipped), -2 the
     /// penultimate (1), both through the final layer norm as diffgraph's.
     fn clip_skip(&self, node: &ApiNode) -> i64 {
-        let (src, _) = self.source(node, "clip");
+        let (mut src, mut out) = self.source(node, "clip");
+        // Through LoRA loaders, which pass the CLIP on.
+        while let Some(input) = super::loaders::through(&self.wf[&src].class_type, out) {
+            (src, out) = self.source(&self.wf[&src], input);
+        }
         let n = &self.wf[&src];
         if n.class_type == "CLIPSetLastLayer" {
             let stop = self.konst(n, "stop_at_clip_layer").as_i64().unwrap_or(-1);
@@ -106,7 +113,12 @@ impl Ctx<'_> {
     /// The checkpoint loader a MODEL link comes from (for its scheduler
     /// config and prediction type).
     fn loader_of(&self, node: &ApiNode) -> String {
-        self.source(node, "model").0
+        let (mut src, mut out) = self.source(node, "model");
+        // Through LoRA loaders, which pass the MODEL on.
+        while let Some(input) = super::loaders::through(&self.wf[&src].class_type, out) {
+            (src, out) = self.source(&self.wf[&src], input);
+        }
+        src
     }
 
     /// Whether the checkpoint behind a MODEL link is SDXL (following model
@@ -171,12 +183,35 @@ impl Ctx<'_> {
             }
             // Folded into the CLIPTextEncode nodes it feeds (`clip_skip`).
             "CLIPSetLastLayer" => {}
+            class if super::loaders::file_input(class).is_some() => {
+                let (kind, input) = super::loaders::file_input(class).expect("matched");
+                let name = self.konst(n, input);
+                let file = models
+                    .resolve(kind, name.as_str().unwrap_or_default())
+                    .expect("schema::check resolved it");
+                let links: Vec<(&str, Json)> = ["model", "clip"]
+                    .into_iter()
+                    .filter(|l| matches!(n.input(l), Some(ApiInput::Link { .. })))
+                    .map(|l| (l, self.link(n, l)))
+                    .collect();
+                let (spec, renames) =
+                    super::loaders::native(class, &links, &|k| self.konst(n, k), &file);
+                self.put(id, spec, &renames, id);
+            }
             "CLIPTextEncode" => {
-                let spec = json!({ "type": "CLIPTextEncode", "inputs": {
+                let mut spec = json!({ "type": "CLIPTextEncode", "inputs": {
                     "clip": self.link(n, "clip"),
                     "text": self.konst(n, "text"),
                     "clip_skip": self.clip_skip(n),
                 }});
+                // `embedding:name` in the prompt: the first embeddings folder there is.
+                if let Some(dir) = models
+                    .folders("embeddings")
+                    .into_iter()
+                    .find(|d| d.is_dir())
+                {
+                    spec["inputs"]["embeddings"] = json!(dir.to_string_lossy());
+                }
                 self.put(id, spec, &[("clip", "clip"), ("text", "text")], id);
             }
             "EmptyLatentImage" => {

@@ -10,6 +10,7 @@
 pub mod expand;
 pub mod extra_paths;
 pub mod image_nodes;
+pub mod loaders;
 pub mod models;
 pub mod object_info;
 pub mod sampler_specs;

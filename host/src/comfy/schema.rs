@@ -98,12 +98,13 @@ pub const SPECS: &[Spec] = &[
 
 /// Every ComfyUI node type diffgraph translates: `SPECS`, the sampler
 /// nodes (`sampler_specs`) and the image, mask and batch nodes
-/// (`image_nodes`).
+/// (`image_nodes`) and the loaders besides the checkpoint's (`loaders`).
 pub fn all_specs() -> impl Iterator<Item = &'static Spec> {
     SPECS
         .iter()
         .chain(SAMPLER_SPECS)
         .chain(super::image_nodes::SPECS.iter())
+        .chain(super::loaders::SPECS)
 }
 
 pub fn spec(class: &str) -> Option<&'static Spec> {

@@ -8,6 +8,7 @@
 //! the causal one: the SD pipelines pass none, so pad tokens are attended to.
 use crate::layers::{LayerNorm, Linear};
 use crate::weights::Weights;
+use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -199,6 +200,10 @@ pub struct ClipTextModel {
     layers: Vec<Layer>,
     final_norm: LayerNorm,
     pub config: ClipConfig,
+    /// Every parameter by its name without the load prefix (e.g.
+    /// `encoder.layers.0.self_attn.q_proj.weight`), sharing storage with the
+    /// layers: what LoRA patches in place ([`crate::lora`]).
+    pub params: BTreeMap<String, Tensor>,
 }
 
 impl ClipTextModel {
@@ -231,6 +236,12 @@ impl ClipTextModel {
                 c.layer_norm_eps,
             ),
             config: c.clone(),
+            params: w
+                .params()
+                .into_iter()
+                .filter_map(|(k, t)| Some((k.strip_prefix(prefix)?.to_string(), t)))
+                .filter(|(k, _)| !k.ends_with("position_ids"))
+                .collect(),
         }
     }
 
@@ -281,8 +292,23 @@ impl ClipTextModel {
                 self.config.max_positions
             )));
         }
+        self.hidden_state_of_embeddings(&self.token_embeddings(ids)?, layers)
+    }
+
+    /// The token embeddings of `ids` [batch, length] (no positions).
+    pub fn token_embeddings(&self, ids: &Tensor) -> Result<Tensor, TchError> {
         let ids = ids.f_to_device(self.token_embedding.device())?;
-        let tokens = Tensor::f_embedding(&self.token_embedding, &ids, -1, false, false)?;
+        Tensor::f_embedding(&self.token_embedding, &ids, -1, false, false)
+    }
+
+    /// [`ClipTextModel::hidden_state`] from token embeddings [batch,
+    /// length, hidden] (textual-inversion vectors in place of some tokens).
+    pub fn hidden_state_of_embeddings(
+        &self,
+        tokens: &Tensor,
+        layers: usize,
+    ) -> Result<Tensor, TchError> {
+        let length = tokens.size3()?.1;
         let mut x = tokens.f_add(&self.position_embedding.f_narrow(0, 0, length)?)?;
         for layer in &self.layers[..layers] {
             x = layer.forward(&x)?;
@@ -290,16 +316,21 @@ impl ClipTextModel {
         Ok(x)
     }
 
-    /// The conditioning SD uses: the last layer's output after the final layer
-    /// norm, or with `clip_skip` = k the output of layer n - k, then the final
-    /// layer norm (diffusers' clip_skip; 0 = no skip).
-    pub fn forward(&self, ids: &Tensor, clip_skip: usize) -> Result<Tensor, TchError> {
-        let layers = self.layers.len().checked_sub(clip_skip).ok_or_else(|| {
+    /// The layers `clip_skip` leaves (n - clip_skip).
+    fn kept_layers(&self, clip_skip: usize) -> Result<usize, TchError> {
+        self.layers.len().checked_sub(clip_skip).ok_or_else(|| {
             TchError::Shape(format!(
                 "clip_skip {clip_skip} exceeds the text encoder's {} layers",
                 self.layers.len()
             ))
-        })?;
+        })
+    }
+
+    /// The conditioning SD uses: the last layer's output after the final layer
+    /// norm, or with `clip_skip` = k the output of layer n - k, then the final
+    /// layer norm (diffusers' clip_skip; 0 = no skip).
+    pub fn forward(&self, ids: &Tensor, clip_skip: usize) -> Result<Tensor, TchError> {
+        let layers = self.kept_layers(clip_skip)?;
         Ok(self.final_norm.forward(&self.hidden_state(ids, layers)?))
     }
     /// The hidden state before the last `skip + 1` layers (transformers'
@@ -323,6 +354,36 @@ impl ClipTextModel {
             x = layer.forward(&x)?;
         }
         Ok((hidden, self.final_norm.forward(&x)))
+    }
+}
+
+/// The text encoder at a `clip_skip`, as the prompt weighting and chunking
+/// drive it ([`crate::prompt_weights`]).
+pub struct SkipEncoder<'a> {
+    pub model: &'a ClipTextModel,
+    pub clip_skip: usize,
+}
+
+impl crate::prompt_weights::TokenEncoder for SkipEncoder<'_> {
+    fn device(&self) -> Device {
+        self.model.token_embedding.device()
+    }
+
+    fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor, TchError> {
+        self.model.token_embeddings(ids)
+    }
+
+    fn encode_embeddings(&self, embeddings: &Tensor) -> Result<Tensor, TchError> {
+        let layers = self.model.kept_layers(self.clip_skip)?;
+        let length = embeddings.size3()?.1;
+        if length > self.model.config.max_positions {
+            return Err(TchError::Shape(format!(
+                "{length} tokens, the text encoder takes at most {}",
+                self.model.config.max_positions
+            )));
+        }
+        let h = self.model.hidden_state_of_embeddings(embeddings, layers)?;
+        Ok(self.model.final_norm.forward(&h))
     }
 }
 

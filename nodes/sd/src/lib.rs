@@ -5,10 +5,13 @@
 #![deny(unsafe_code)]
 pub mod clip;
 pub mod convert;
+pub mod embeddings;
 pub mod family;
 pub mod layers;
 pub mod ldmbert;
+pub mod lora;
 pub mod nodes;
+pub mod prompt_weights;
 pub mod safetensors;
 pub mod tokenizer;
 pub mod unet;
@@ -35,5 +38,9 @@ diffgraph_sdk::export_plugin!(
         nodes::adm::ClassLabels,
         nodes::ldm::LoadLDM,
         nodes::ldm::LDMBertTextEncode,
+        nodes::lora::LoadLora,
+        nodes::lora::LoadLoraModelOnly,
+        nodes::vae_loader::LoadVAE,
+        nodes::embedding::LoadTextualInversion,
     ]
 );

@@ -18,6 +18,9 @@ pub struct Weights {
     /// Every name's stored shape, taken or not.
     shapes: BTreeMap<String, Vec<i64>>,
     taken: BTreeSet<String>,
+    /// Each taken tensor as the model holds it (shallow clones: the same
+    /// storage), by name: what LoRA patches in place ([`Weights::params`]).
+    params: BTreeMap<String, Tensor>,
     missing: Vec<String>,
     mismatched: Vec<String>,
     /// Dtype the model computes in; weights are converted on take.
@@ -39,6 +42,7 @@ impl Weights {
             tensors,
             shapes,
             taken: BTreeSet::new(),
+            params: BTreeMap::new(),
             missing: Vec::new(),
             mismatched: Vec::new(),
             kind,
@@ -74,11 +78,17 @@ impl Weights {
                         .push(format!("{name}: expected {shape:?}, found {:?}", t.size()));
                     return Tensor::zeros(shape, (self.kind, self.device));
                 }
-                t.to_kind(self.kind).to_device(self.device)
+                let t = t.to_kind(self.kind).to_device(self.device);
+                self.params.insert(name.to_string(), t.shallow_clone());
+                t
             }
             None => {
                 self.missing.push(name.to_string());
-                Tensor::zeros(shape, (self.kind, self.device))
+                // Recorded too: a model built to be filled in place
+                // (`UNet::random`) keeps its parameter names.
+                let t = Tensor::zeros(shape, (self.kind, self.device));
+                self.params.insert(name.to_string(), t.shallow_clone());
+                t
             }
         }
     }
@@ -88,6 +98,15 @@ impl Weights {
         self.shapes
             .contains_key(name)
             .then(|| self.take(name, shape))
+    }
+
+    /// The tensors taken so far, by name, sharing storage with the model's
+    /// (patching one in place patches the model: [`crate::lora`]).
+    pub fn params(&self) -> BTreeMap<String, Tensor> {
+        self.params
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shallow_clone()))
+            .collect()
     }
 
     /// The shape of `name`, if present (for inferring an architecture).

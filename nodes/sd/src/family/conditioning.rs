@@ -178,6 +178,23 @@ impl Conditioning {
         }
         cond.map(|i, c| {
             let u = u[i].expect("checked above");
+            // Long prompts: 77·k tokens. Different counts are repeated to
+            // their least common multiple, as ComfyUI's CONDCrossAttn.concat
+            // (comfy/conds.py); attention over a repeated context is the same.
+            let (u, c) = &match (i, u.size().as_slice(), c.size().as_slice()) {
+                (0, [_, lu, du], [_, lc, dc])
+                    if lu != lc
+                        && du == dc
+                        && lu % CHUNK == 0
+                        && lc % CHUNK == 0
+                        && *lu > 0
+                        && *lc > 0 =>
+                {
+                    let l = lcm(*lu, *lc);
+                    (u.f_repeat([1, l / lu, 1])?, c.f_repeat([1, l / lc, 1])?)
+                }
+                _ => (u.shallow_clone(), c.shallow_clone()),
+            };
             // Prompt and negative prompt from different text encoders (768
             // vs 1024 features, 77 vs 64 tokens) cannot share a batch: say
             // so before libtorch's `cat` would.
@@ -198,6 +215,17 @@ impl Conditioning {
     }
 }
 
+/// The token chunk of long prompts (CLIP's context).
+const CHUNK: i64 = crate::tokenizer::MAX_LENGTH as i64;
+
+fn lcm(a: i64, b: i64) -> i64 {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x * b
+}
+
 /// A tensor of batch 1 serves every sample of the batch.
 pub fn expand(c: &Tensor, batch: i64, name: &str) -> Result<Tensor, NodeError> {
     let n = c.size().first().copied().unwrap_or(0);
@@ -214,5 +242,31 @@ pub fn expand(c: &Tensor, batch: i64, name: &str) -> Result<Tensor, NodeError> {
         Ok(c.f_expand(&shape, false)?)
     } else {
         Err(NodeError::new(format!("input `{name}`: batch of {n} does not match the sample's batch of {batch} (give 1 or {batch})")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(tokens: i64, value: f64) -> Conditioning {
+        Conditioning {
+            context: Some(Tensor::full(
+                [1, tokens, 4],
+                value,
+                (Kind::Float, Device::Cpu),
+            )),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn long_prompt_chunks_repeat_to_a_common_length() {
+        let both = Conditioning::cat(&context(154, 1.0), &context(231, 2.0)).unwrap();
+        let c = both.context.unwrap();
+        assert_eq!(c.size(), [2, 462, 4]);
+        assert_eq!(c.get(0).sum(Kind::Float).double_value(&[]), 462.0 * 4.0);
+        // Not chunks of 77: still the clear error.
+        assert!(Conditioning::cat(&context(77, 1.0), &context(64, 1.0)).is_err());
     }
 }

@@ -79,6 +79,21 @@ pub trait Denoiser: Send + Sync {
     /// batch, `cond` with every given field of batch B (already checked
     /// against [`Denoiser::accepts`]).
     fn predict(&self, x: &Tensor, t: f64, cond: &Conditioning) -> Result<Tensor, NodeError>;
+
+    /// LoRA: the family's patchable weights, if it takes LoRA files
+    /// (default: it does not; `LoadLora` says so).
+    fn lora(&self) -> Option<&dyn LoraDenoiser> {
+        None
+    }
+}
+
+/// A denoiser whose weights LoRA files patch ([`crate::lora`]).
+pub trait LoraDenoiser {
+    /// How LoRA files name its weights.
+    fn lora_index(&self) -> &crate::lora::KeyIndex;
+    /// The same model (shared weights) with one more patch (none: a plain
+    /// copy of the handle, e.g. at strength 0).
+    fn with_lora(&self, patch: Option<crate::lora::Patch>) -> Box<dyn Denoiser>;
 }
 
 /// The object behind a `MODEL` port.

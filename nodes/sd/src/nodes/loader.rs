@@ -8,23 +8,43 @@
 use super::component::Component;
 use crate::clip::{ClipConfig, ClipTextModel};
 use crate::convert::{self, ModelFamily};
+use crate::embeddings::Embedding;
 use crate::family::sd::SdUnet;
 use crate::family::{Model, MODEL};
+use crate::lora::{keys, PatchedModel};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{UNet, UNetConfig};
 use crate::vae::{Vae, VaeConfig};
 use crate::weights::Weights;
 use diffgraph_diffusion::{ConfigName, PredictionType};
 use diffgraph_sdk::prelude::*;
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 pub const CLIP: &str = "CLIP";
 pub const VAE: &str = "VAE";
 
-/// The text side: tokenizer and encoder (behind a lock: tensors are not Sync).
+/// The text side: tokenizer and encoder (shared by the handles LoRA
+/// loaders make, each with its own patches; see [`crate::lora`]).
 pub struct Clip {
-    pub tokenizer: ClipTokenizer,
-    pub model: ClipTextModel,
+    pub tokenizer: Arc<ClipTokenizer>,
+    pub model: PatchedModel<ClipTextModel>,
+    /// Textual-inversion embeddings attached by token (`LoadTextualInversion`).
+    pub embeddings: BTreeMap<String, Embedding>,
+}
+
+impl Clip {
+    /// SD 1.x/2.x's one text encoder, patchable by LoRA files' `lora_te_`
+    /// / `text_encoder.` modules.
+    pub fn new(tokenizer: ClipTokenizer, mut model: ClipTextModel) -> Clip {
+        let params = std::mem::take(&mut model.params);
+        Clip {
+            tokenizer: Arc::new(tokenizer),
+            model: PatchedModel::new(model, params, keys::SD_TEXT),
+            embeddings: BTreeMap::new(),
+        }
+    }
 }
 
 /// The parts a checkpoint holds: a missing part is `Err(why)`.
@@ -38,7 +58,8 @@ pub struct Loaded {
     pub scheduler_config: String,
 }
 
-fn dtype(name: &str) -> Result<Kind, String> {
+/// A `dtype` input's compute dtype.
+pub fn dtype(name: &str) -> Result<Kind, String> {
     match name {
         "fp32" => Ok(Kind::Float),
         "fp16" => Ok(Kind::Half),
@@ -97,10 +118,10 @@ fn load_folder(dir: &Path, kind: Kind, device: Device) -> Result<Loaded, String>
         }
     };
     let clip = match has(&["text_encoder", "tokenizer"]) {
-        Ok(()) => Ok(Clip {
-            tokenizer: ClipTokenizer::from_folder(&dir.join("tokenizer"))?,
-            model: ClipTextModel::load_folder(&dir.join("text_encoder"), kind, device)?,
-        }),
+        Ok(()) => Ok(Clip::new(
+            ClipTokenizer::from_folder(&dir.join("tokenizer"))?,
+            ClipTextModel::load_folder(&dir.join("text_encoder"), kind, device)?,
+        )),
         Err(why) => Err(why),
     };
     let vae = match has(&["vae"]) {
@@ -169,10 +190,7 @@ fn load_single_file(
     };
     Ok(Loaded {
         unet,
-        clip: Ok(Clip {
-            tokenizer: ClipTokenizer::bundled(pad)?,
-            model,
-        }),
+        clip: Ok(Clip::new(ClipTokenizer::bundled(pad)?, model)),
         vae: Ok(vae),
         prediction_type: parts.prediction_type,
         scheduler_config: String::new(),

@@ -64,6 +64,9 @@ pub struct UNet {
     conv_out: Conv2d,
     num_upsamplers: u32,
     cross_attention_dim: i64,
+    /// Every parameter by its diffusers name, sharing storage with the
+    /// layers' tensors: what LoRA patches in place ([`crate::lora`]).
+    pub params: BTreeMap<String, Tensor>,
 }
 
 impl UNet {
@@ -72,7 +75,8 @@ impl UNet {
     /// the config's problem, or with every missing, unexpected or wrongly
     /// shaped weight at once.
     pub fn load(config: &UNetConfig, mut weights: Weights) -> Result<UNet, String> {
-        let unet = UNet::build(config, &mut weights)?;
+        let mut unet = UNet::build(config, &mut weights)?;
+        unet.params = weights.params();
         weights.finish()?;
         Ok(unet)
     }
@@ -85,11 +89,10 @@ impl UNet {
         device: Device,
         seed: i64,
     ) -> Result<UNet, String> {
-        let mut unet = UNet::build(
-            config,
-            &mut Weights::new(BTreeMap::new(), kind, device, "random"),
-        )?;
-        params::fill_random(&mut unet, kind, device, seed);
+        let mut w = Weights::new(BTreeMap::new(), kind, device, "random");
+        let mut unet = UNet::build(config, &mut w)?;
+        unet.params = w.params();
+        params::fill_random(&mut unet, device, seed);
         Ok(unet)
     }
 
@@ -231,6 +234,7 @@ impl UNet {
             conv_out,
             num_upsamplers: (n - 1) as u32,
             cross_attention_dim,
+            params: BTreeMap::new(),
         })
     }
 

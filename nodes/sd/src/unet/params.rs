@@ -62,9 +62,10 @@ impl Params for LayerNorm {
 }
 
 /// Replaces every parameter of `model` with seeded random values (normal,
-/// std 1/sqrt(fan-in); 0.1 for 1-D parameters), in `kind` on `device`:
+/// std 1/sqrt(fan-in); 0.1 for 1-D parameters), drawn in float32 on
+/// `device` and stored in each tensor's own kind:
 /// models built without a checkpoint, for benchmarks and tests.
-pub fn fill_random(model: &mut impl Params, kind: Kind, device: Device, seed: i64) {
+pub fn fill_random(model: &mut impl Params, device: Device, seed: i64) {
     let _guard = tch::no_grad_guard();
     tch::manual_seed(seed);
     model.visit(&mut |t| {
@@ -74,7 +75,9 @@ pub fn fill_random(model: &mut impl Params, kind: Kind, device: Device, seed: i6
         } else {
             0.1
         };
-        *t = (Tensor::randn(&size, (Kind::Float, device)) * std).to_kind(kind);
+        // In place (converting to the tensor's kind), so that a name-to-tensor
+        // map built with the model (LoRA's `UNet::params`) keeps sharing it.
+        t.copy_(&(Tensor::randn(&size, (Kind::Float, device)) * std));
     });
 }
 

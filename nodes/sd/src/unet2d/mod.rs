@@ -64,7 +64,7 @@ impl UNet2D {
             config,
             &mut Weights::new(BTreeMap::new(), kind, device, "random"),
         )?;
-        fill_random(&mut unet, kind, device, seed);
+        fill_random(&mut unet, device, seed);
         Ok(unet)
     }
 

@@ -12,12 +12,14 @@ mod noise;
 mod paths;
 mod shapes;
 mod tensor_io;
+mod tensor_ops;
 
 use constants::{BoolConstant, FloatConstant, IntConstant, IntList, Range, StringConstant};
 use image_io::{LatentToImage, LoadImage, SaveImage};
 use math::{FloatAdd, IntAdd, TensorAdd, TensorScale, TensorShape, TensorStats};
 use noise::{EmptyLatent, GaussianNoise};
 use tensor_io::{LoadTensor, SaveTensor};
+use tensor_ops::{TensorMul, TensorSelect};
 
 diffgraph_sdk::export_plugin!(
     "core",
@@ -39,6 +41,8 @@ diffgraph_sdk::export_plugin!(
         TensorScale,
         TensorStats,
         TensorShape,
+        TensorMul,
+        TensorSelect,
         FloatAdd,
         IntAdd,
     ]

@@ -21,6 +21,7 @@ mod paths;
 mod resize;
 mod shapes;
 mod tensor_io;
+mod tensor_ops;
 
 use batch::{BatchConcat, BatchRepeat, BatchSlice};
 use constants::{BoolConstant, FloatConstant, IntConstant, IntList, Range, StringConstant};
@@ -31,6 +32,7 @@ use math::{FloatAdd, IntAdd, TensorAdd, TensorScale, TensorShape, TensorStats};
 use noise::{EmptyLatent, GaussianNoise};
 use resize::Resize;
 use tensor_io::{LoadTensor, SaveTensor};
+use tensor_ops::{TensorMul, TensorSelect};
 
 diffgraph_sdk::export_plugin!(
     "core",
@@ -52,6 +54,8 @@ diffgraph_sdk::export_plugin!(
         TensorScale,
         TensorStats,
         TensorShape,
+        TensorMul,
+        TensorSelect,
         FloatAdd,
         IntAdd,
         Resize,

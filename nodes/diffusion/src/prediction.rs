@@ -153,9 +153,30 @@ pub fn predict_f32_diffusers(
     ))
 }
 
+/// ε re-derived from a (clipped) x_0 at x_t: ε = (x_t − √ᾱ·x_0)/√(1−ᾱ),
+/// with diffusers' float32 scalars. diffusers `DDIMScheduler.step` with
+/// `use_clipped_model_output=True` ("the pred_epsilon is always re-derived
+/// from the clipped x_0 in Glide"); guided-diffusion's `ddim_sample` does the
+/// same (`_predict_eps_from_xstart`, in its own float64 tables: see
+/// [`crate::gaussian`]).
+pub fn eps_from_x0_f32_diffusers(x0: &Tensor, x: &Tensor, alpha_prod_t: f32) -> Result<Tensor> {
+    PredictionType::Sample.eps_with(x0, x, Coefficients::diffusers_f32(alpha_prod_t)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eps_from_a_clipped_x0_is_the_sample_conversion() {
+        let a = 0.25f32;
+        let x = Tensor::from_slice(&[3.0f32, -0.5]);
+        let x0 = Tensor::from_slice(&[1.0f32, -0.2]);
+        // (x - 0.5·x0)/sqrt(0.75)
+        let want = Tensor::from_slice(&[2.5f32 / 0.75f32.sqrt(), -0.4 / 0.75f32.sqrt()]);
+        let got = eps_from_x0_f32_diffusers(&x0, &x, a).unwrap();
+        assert!((got - want).abs().max().double_value(&[]) < 1e-6);
+    }
 
     #[test]
     fn conversions_round_trip_and_match_the_definitions() {

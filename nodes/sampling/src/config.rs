@@ -221,6 +221,7 @@ pub struct Overrides {
     pub use_karras_sigmas: Option<bool>,
     pub set_alpha_to_one: Option<bool>,
     pub clip_sample: Option<bool>,
+    pub use_clipped_model_output: Option<bool>,
 }
 
 impl Overrides {
@@ -242,11 +243,12 @@ impl Overrides {
     }
 
     /// The class-specific flags given here, by config key.
-    pub fn class_flags(&self) -> [(&'static str, Option<bool>); 3] {
+    pub fn class_flags(&self) -> [(&'static str, Option<bool>); 4] {
         [
             ("use_karras_sigmas", self.use_karras_sigmas),
             ("set_alpha_to_one", self.set_alpha_to_one),
             ("clip_sample", self.clip_sample),
+            ("use_clipped_model_output", self.use_clipped_model_output),
         ]
     }
 }

@@ -60,6 +60,7 @@ fn ddim_of(c: &Json) -> DdimConfig {
             range: 1.0,
         },
         set_alpha_to_one: c["set_alpha_to_one"].as_bool().unwrap(),
+        use_clipped_model_output: false,
     }
 }
 

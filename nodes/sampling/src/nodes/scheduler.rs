@@ -148,6 +148,7 @@ fn overrides(inputs: &Inputs) -> Result<Overrides, NodeError> {
         use_karras_sigmas,
         set_alpha_to_one: opt_bool(inputs, "set_alpha_to_one")?,
         clip_sample: opt_bool(inputs, "clip_sample")?,
+        use_clipped_model_output: opt_bool(inputs, "use_clipped_model_output")?,
     })
 }
 
@@ -185,6 +186,9 @@ fn config_inputs(schema: NodeSchema) -> NodeSchema {
                 .optional()
                 .doc("DDIM, DDPM, Heun: clamp the predicted x0 to ±clip_sample_range; overrides the config"),
         )
+        .input(InputSpec::bool("use_clipped_model_output").optional().doc(
+            "DDIM: re-derive eps from the clipped x0 (diffusers' step argument; guided-diffusion's order); default false",
+        ))
 }
 
 impl Node for Scheduler {

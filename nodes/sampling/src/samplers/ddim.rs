@@ -12,13 +12,17 @@
 //!
 //! eta = 0 is deterministic DDIM; eta = 1 is DDPM-like ancestral sampling.
 //! For eta > 0 every step draws `variance_noise` from the run's generator, as
-//! diffusers' step does with `generator=`. `use_clipped_model_output` and
-//! dynamic thresholding are not implemented (both off in diffusers by default).
+//! diffusers' step does with `generator=`. With `use_clipped_model_output`
+//! (a `step` argument in diffusers, off by default; here a node input or
+//! config key) ε is re-derived from the clipped x0 after step 3
+//! (`diffgraph_diffusion::prediction::eps_from_x0_f32_diffusers`), the order
+//! guided-diffusion's `ddim_sample` uses. Dynamic thresholding is not
+//! implemented (off in diffusers by default).
 use crate::sampler::{
     add_noise_alpha, check_step_inputs, ClipSample, Sampler, StepInput, StepOutput,
 };
 use crate::samplers::{SamplerInfo, Setup, COMMON};
-use diffgraph_diffusion::prediction::predict_f32_diffusers;
+use diffgraph_diffusion::prediction::{eps_from_x0_f32_diffusers, predict_f32_diffusers};
 use diffgraph_diffusion::{
     integer_timestep, scalar, timesteps, Result, Schedule, ScheduleConfig, TimestepSpacing,
 };
@@ -50,6 +54,8 @@ pub const INFO: SamplerInfo = SamplerInfo {
 pub struct DdimConfig {
     pub clip: ClipSample,
     pub set_alpha_to_one: bool,
+    /// diffusers' `step(..., use_clipped_model_output=True)`: ε from the clipped x0.
+    pub use_clipped_model_output: bool,
 }
 
 impl DdimConfig {
@@ -57,6 +63,7 @@ impl DdimConfig {
         Ok(DdimConfig {
             clip: ClipSample::read(s, true)?,
             set_alpha_to_one: s.flag("set_alpha_to_one", true)?,
+            use_clipped_model_output: s.flag("use_clipped_model_output", false)?,
         })
     }
 }
@@ -70,6 +77,7 @@ pub struct Ddim {
     num_inference_steps: i64,
     eta: f64,
     clip: ClipSample,
+    use_clipped_model_output: bool,
     final_alpha_cumprod: f32,
 }
 
@@ -91,6 +99,7 @@ impl Ddim {
             num_inference_steps: steps,
             eta,
             clip: own.clip,
+            use_clipped_model_output: own.use_clipped_model_output,
         })
     }
 
@@ -136,6 +145,11 @@ impl Sampler for Ddim {
         let (x0, eps) =
             predict_f32_diffusers(config.prediction_type, model_output, sample, alpha_prod_t)?;
         let x0 = self.clip.apply(x0)?;
+        let eps = if self.use_clipped_model_output {
+            eps_from_x0_f32_diffusers(&x0, sample, alpha_prod_t)?
+        } else {
+            eps
+        };
 
         // float32 scalars, in diffusers' order of operations.
         let beta_prod_t = 1.0f32 - alpha_prod_t;
@@ -187,6 +201,7 @@ mod tests {
             range: 1.0,
         },
         set_alpha_to_one: false,
+        use_clipped_model_output: false,
     };
 
     #[test]
@@ -216,5 +231,54 @@ mod tests {
         let b = Tensor::zeros([3, 2], (Kind::Float, Device::Cpu));
         assert!(step_once(&mut ddim, 0, &a, &b).is_err());
         assert!(Ddim::new(sd_schedule(&INFO), SD, 10, -1.0).is_err());
+    }
+
+    /// diffusers' DDIMScheduler.step with clip_sample and
+    /// use_clipped_model_output True and False, step by step from the same
+    /// inputs (scripts/fixtures/make_ddim_clipped_fixture.py): bit for bit
+    /// (tolerance 0), and the option changes the result.
+    #[test]
+    fn use_clipped_model_output_matches_diffusers() {
+        use crate::config::Overrides;
+        use crate::samplers::testing::sd;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/ddim_clipped_model_output.safetensors"
+        );
+        let f: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(path)
+            .unwrap()
+            .into_iter()
+            .collect();
+        for (flag, key) in [(true, "clipped"), (false, "unclipped")] {
+            let o = Overrides {
+                clip_sample: Some(true),
+                use_clipped_model_output: Some(flag),
+                ..Overrides::default()
+            };
+            let mut ddim = sd(&INFO, &o, 10);
+            let want_t: Vec<i64> = Vec::try_from(&f["timesteps"]).unwrap();
+            let got_t: Vec<i64> = ddim.timesteps().iter().map(|&t| t as i64).collect();
+            assert_eq!(got_t, want_t);
+            for i in 0..10 {
+                let i64_ = i as i64;
+                let out = step_once(
+                    ddim.as_mut(),
+                    i,
+                    &f["model_output"].get(i64_),
+                    &f["sample"].get(i64_),
+                )
+                .unwrap();
+                let err = (&out.prev_sample - f[key].get(i64_))
+                    .abs()
+                    .max()
+                    .double_value(&[]);
+                assert_eq!(err, 0.0, "{key} step {i}: max abs {err:e}");
+            }
+        }
+        let d = (&f["clipped"] - &f["unclipped"])
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(d > 0.1, "the fixture exercises the option ({d})");
     }
 }

@@ -5,7 +5,7 @@
 use super::labels::class_labels;
 use crate::family::adm::classifier::AdmClassifier;
 use crate::family::adm::config::{preset, Flags};
-use crate::family::adm::{check_labels, load_classifier, load_unet, Adm};
+use crate::family::adm::{check_labels, load_classifier, load_unet, torso_kind, Adm, PRECISIONS};
 use crate::family::{Model, MODEL};
 use diffgraph_sdk::prelude::*;
 use std::path::Path;
@@ -46,6 +46,12 @@ fn flags_inputs(schema: NodeSchema) -> NodeSchema {
              256x256_diffusion_uncond, 512x512_diffusion; 64x64_classifier, 128x128_classifier, 256x256_classifier, \
              512x512_classifier)",
         ))
+        .input(InputSpec::string("precision").default("float32").choices(&PRECISIONS).doc(
+            "how the torso computes: float32 (default, the more precise); flags: as the reference, float16 when \
+             the flags say use_fp16 (classifier_use_fp16); float16; bfloat16. In float16/bfloat16 the input, middle \
+             and output blocks' convolutions run in that type, the embeddings, GroupNorm, attention softmax and the \
+             output head in float32 (unet.py convert_to_fp16)",
+        ))
 }
 
 pub struct LoadADM;
@@ -72,7 +78,11 @@ impl Node for LoadADM {
             Flags::model(&flags_text(inputs)?).map_err(|e| format!("input `flags`: {e}"))?;
         let arch = flags.unet_arch()?;
         let path = inputs.str("path")?;
-        let unet = load_unet(weights(path)?, &arch, ctx.device(), path)?;
+        let mut unet = load_unet(weights(path)?, &arch, ctx.device(), path)?;
+        unet.convert_torso(
+            torso_kind(inputs.str("precision")?, flags.bool("use_fp16")?)
+                .map_err(|e| format!("input `precision`: {e}"))?,
+        );
         let model = Adm::new(unet, &flags)?;
         Ok(vec![
             Object::new(MODEL, Model::new(model)).into(),
@@ -106,7 +116,11 @@ impl Node for LoadADMClassifier {
             Flags::classifier(&flags_text(inputs)?).map_err(|e| format!("input `flags`: {e}"))?;
         let arch = flags.classifier_arch()?;
         let path = inputs.str("path")?;
-        let c = load_classifier(weights(path)?, &arch, ctx.device(), path)?;
+        let mut c = load_classifier(weights(path)?, &arch, ctx.device(), path)?;
+        c.convert_torso(
+            torso_kind(inputs.str("precision")?, flags.bool("classifier_use_fp16")?)
+                .map_err(|e| format!("input `precision`: {e}"))?,
+        );
         Ok(vec![
             Object::new(ADM_CLASSIFIER, Classifier(Mutex::new(c))).into()
         ])

@@ -47,6 +47,16 @@ impl Conv1x1 {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         x.conv1d(&self.weight, Some(&self.bias), [1], [0], [1], 1)
     }
+    fn convert(&mut self, kind: Kind) {
+        self.weight = self.weight.to_kind(kind);
+        self.bias = self.bias.to_kind(kind);
+    }
+}
+
+/// fp16_util.py `convert_module_to_f16` for one 2-D convolution.
+fn convert_conv(c: &mut Conv2d, kind: Kind) {
+    c.weight = c.weight.to_kind(kind);
+    c.bias = c.bias.as_ref().map(|b| b.to_kind(kind));
 }
 
 /// Resampling without a convolution (inside ResBlocks, and `conv_resample`
@@ -132,6 +142,15 @@ impl ResBlock {
             None => x + h,
         }
     }
+
+    /// The convolutions to `kind`; the norms and the embedding's Linear stay float32.
+    fn convert(&mut self, kind: Kind) {
+        convert_conv(&mut self.in_conv, kind);
+        convert_conv(&mut self.out_conv, kind);
+        if let Some(s) = &mut self.skip {
+            convert_conv(s, kind);
+        }
+    }
 }
 
 /// QKV attention over [B, 3·H·c, T]: `QKVAttentionLegacy` splits heads
@@ -201,6 +220,11 @@ impl AttentionBlock {
             .forward(&qkv_attention(&qkv, self.heads, self.new_order));
         (x + h).reshape(s.as_slice())
     }
+
+    fn convert(&mut self, kind: Kind) {
+        self.qkv.convert(kind);
+        self.proj_out.convert(kind);
+    }
 }
 
 /// One layer of a `TimestepEmbedSequential`.
@@ -232,6 +256,21 @@ impl Sequential {
             };
         }
         h
+    }
+
+    /// fp16_util.py `convert_module_to_f16` applied to the block (what
+    /// `UNetModel.convert_to_fp16` does to the torso): every Conv1d/Conv2d's
+    /// weight and bias to `kind`; GroupNorm32 (computed in float32 and cast
+    /// back, nn.py) and Linear layers keep float32.
+    pub fn convert(&mut self, kind: Kind) {
+        for layer in &mut self.0 {
+            match layer {
+                Layer::Conv(c) | Layer::DownConv(c) | Layer::UpConv(c) => convert_conv(c, kind),
+                Layer::Res(r) => r.convert(kind),
+                Layer::Attention(a) => a.convert(kind),
+                Layer::Resample(_) => {}
+            }
+        }
     }
 }
 

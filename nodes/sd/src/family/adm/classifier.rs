@@ -79,20 +79,39 @@ impl AdmClassifier {
         }
     }
 
+    /// unet.py `EncoderUNetModel.convert_to_fp16` (`classifier_use_fp16`)
+    /// with `kind` Half (or BFloat16): the input and middle blocks'
+    /// convolutions in `kind`; the embedding, norms and the pooling head
+    /// (`out`) stay float32.
+    pub fn convert_torso(&mut self, kind: Kind) {
+        self.encoder.convert_torso(kind);
+    }
+
+    /// The torso's compute type.
+    pub fn torso(&self) -> Kind {
+        self.encoder.torso
+    }
+
     /// unet.py `EncoderUNetModel.forward(x, timesteps)`: logits [B, K].
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
         let emb = self.encoder.time_embed.forward(t);
         let spatial = matches!(self.head, Head::Spatial { .. });
         let mut means = Vec::new();
-        let mut h = x.shallow_clone();
+        // `h = x.type(self.dtype)`; every mean and the head in float32 (`h.type(x.dtype)`)
+        let mut h = x.to_kind(self.encoder.torso);
+        let mean = |h: &Tensor| {
+            h.to_kind(Kind::Float)
+                .mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+        };
         for b in &self.encoder.input_blocks {
             h = b.forward(&h, &emb);
             if spatial {
-                means.push(h.mean_dim([2i64, 3].as_slice(), false, Kind::Float));
+                means.push(mean(&h));
             }
         }
         h = self.encoder.middle_block.forward(&h, &emb);
         let f32norm = |n: &GroupNorm, t: &Tensor| n.forward(&t.to_kind(Kind::Float));
+        let h = h.to_kind(Kind::Float);
         match &self.head {
             Head::Adaptive { norm, conv, bias } => f32norm(norm, &h)
                 .silu()
@@ -115,7 +134,7 @@ impl AdmClassifier {
                 c_proj.forward(&a).select(2, 0)
             }
             Head::Spatial { l1, norm, l2 } => {
-                means.push(h.mean_dim([2i64, 3].as_slice(), false, Kind::Float));
+                means.push(mean(&h));
                 let z = l1.forward(&Tensor::cat(&means, -1));
                 let z = match norm {
                     Some(n) => n.forward(&z).silu(),

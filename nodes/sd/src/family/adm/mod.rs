@@ -9,8 +9,11 @@
 //! by the variance interpolation v (3..6) of `LearnedRange` variance
 //! (`gaussian_diffusion.py` `p_mean_variance`).
 //!
-//! `use_fp16` is accepted and computed in float32 (the reference casts the
-//! torso to float16; float32 is the more precise of the two).
+//! `use_fp16`: the loaders' `precision` input chooses how the torso
+//! computes ([`torso_kind`]): float32 by default (the more precise), or as
+//! the reference's `convert_to_fp16` does (float16 convolutions in the
+//! input, middle and output blocks; embeddings, GroupNorm, the attention
+//! softmax and the head in float32), or in bfloat16 the same way.
 pub mod blocks;
 pub mod classifier;
 pub mod config;
@@ -103,6 +106,27 @@ impl Denoiser for Adm {
         // `catch`: a Ctrl-C between blocks ends the call without poisoning the lock.
         diffgraph_sdk::interrupt::catch(|| tch::no_grad(|| unet.forward(x, &ts, labels)))
     }
+}
+
+/// The loaders' `precision` choices.
+pub const PRECISIONS: [&str; 4] = ["float32", "flags", "float16", "bfloat16"];
+
+/// The torso's compute type for a `precision` choice: `flags` follows the
+/// checkpoint's `use_fp16` (`classifier_use_fp16`) as the reference does.
+pub fn torso_kind(precision: &str, use_fp16: bool) -> Result<Kind, String> {
+    Ok(match precision {
+        "float32" => Kind::Float,
+        "flags" if use_fp16 => Kind::Half,
+        "flags" => Kind::Float,
+        "float16" => Kind::Half,
+        "bfloat16" => Kind::BFloat16,
+        p => {
+            return Err(format!(
+                "precision `{p}`: expected one of {}",
+                PRECISIONS.join(", ")
+            ))
+        }
+    })
 }
 
 /// Errors unless every label is a class index below `classes`.

@@ -20,6 +20,9 @@ pub struct Encoder {
     /// Channels and downsampling factor at the bottom.
     pub ch: i64,
     pub ds: i64,
+    /// The torso's compute type: float32, or float16 / bfloat16 after
+    /// [`Encoder::convert_torso`].
+    pub torso: Kind,
 }
 
 fn res(w: &mut Weights, a: &Arch, p: &str, ch: i64, out: i64, r: Option<Resample>) -> Layer {
@@ -103,7 +106,18 @@ impl Encoder {
             chans,
             ch,
             ds,
+            torso: Kind::Float,
         }
+    }
+
+    /// The input blocks and the middle block to `kind` (unet.py
+    /// `convert_to_fp16`'s part shared by both models).
+    pub(super) fn convert_torso(&mut self, kind: Kind) {
+        for b in &mut self.input_blocks {
+            b.convert(kind);
+        }
+        self.middle_block.convert(kind);
+        self.torso = kind;
     }
 }
 
@@ -166,6 +180,22 @@ impl AdmUNet {
         }
     }
 
+    /// unet.py `UNetModel.convert_to_fp16` (`use_fp16`) with `kind` Half (or
+    /// BFloat16): the input, middle and output blocks' convolutions in
+    /// `kind`; the time and label embeddings, every GroupNorm, the
+    /// attention softmax and the `out` head stay float32 as in the reference.
+    pub fn convert_torso(&mut self, kind: Kind) {
+        self.encoder.convert_torso(kind);
+        for b in &mut self.output_blocks {
+            b.convert(kind);
+        }
+    }
+
+    /// The torso's compute type.
+    pub fn torso(&self) -> Kind {
+        self.encoder.torso
+    }
+
     /// unet.py `UNetModel.forward(x, timesteps, y)`: `t` [B] (the original
     /// timestep index, maybe rescaled), `y` [B] int64 class labels when the
     /// model is class-conditional.
@@ -175,7 +205,8 @@ impl AdmUNet {
             emb += table.index_select(0, &y.to_kind(Kind::Int64));
         }
         let mut hs = Vec::with_capacity(self.encoder.input_blocks.len());
-        let mut h = x.to_kind(self.out_conv.weight.kind());
+        // `h = x.type(self.dtype)`
+        let mut h = x.to_kind(self.encoder.torso);
         for b in &self.encoder.input_blocks {
             // Between blocks: a Ctrl-C ends a long U-Net call here.
             diffgraph_sdk::interrupt::check();
@@ -188,10 +219,8 @@ impl AdmUNet {
             let skip = hs.pop().expect("one skip per output block");
             h = b.forward(&Tensor::cat(&[h, skip], 1), &emb);
         }
-        let n = self
-            .out_norm
-            .forward(&h.to_kind(Kind::Float))
-            .to_kind(h.kind());
-        self.out_conv.forward(&n.silu())
+        // `h = h.type(x.dtype)`, then `out` in float32
+        let h = h.to_kind(self.out_conv.weight.kind());
+        self.out_conv.forward(&self.out_norm.forward(&h).silu())
     }
 }

@@ -1,0 +1,104 @@
+//! The ADM family's half-precision torso (`use_fp16`, the loaders'
+//! `precision`) against guided-diffusion run with `convert_to_fp16`
+//! (scripts/fixtures/make_adm_fp16_fixtures.py, tests/fixtures/adm/fp16.safetensors):
+//! U-Net outputs, classifier logits and guidance gradients of the tiny
+//! configurations in float16 and in bfloat16, on CPU.
+//!
+//! Tolerance: the same libtorch kernels run on both sides; measured here
+//! 0.0 max abs for every output. Stated as one half-precision ulp at the
+//! outputs' scale of ~1, since the CPU's half-precision kernels depend on
+//! its instruction set: TOL_HALF = 1e-3 (float16), TOL_BF16 = 8e-3
+//! (bfloat16). The U-Net tests also check the half-precision output differs
+//! from the float32 one (by 2e-3 for float16, 1e-2 to 2e-2 for bfloat16
+//! here) by more than from the reference, so they fail if the torso
+//! silently stays in float32.
+use diffgraph_nodes_sd::family::adm::config::Flags;
+use diffgraph_nodes_sd::family::adm::{load_classifier, load_unet, torso_kind};
+use tch::{Device, Kind};
+
+mod adm_common;
+use adm_common::*;
+
+const TOL_HALF: f64 = 1e-3;
+const TOL_BF16: f64 = 8e-3;
+
+fn cases() -> [(&'static str, Kind, f64); 2] {
+    [
+        ("float16", Kind::Half, TOL_HALF),
+        ("bfloat16", Kind::BFloat16, TOL_BF16),
+    ]
+}
+
+#[test]
+fn half_precision_unets_match_the_reference_convert_to_fp16() {
+    let cfg = json("tiny.json");
+    let io = tensors("fp16.safetensors");
+    let f32_io = inputs();
+    for (dname, kind, tol) in cases() {
+        for name in ["unet_a", "unet_b"] {
+            let arch = Flags::model(&cfg[name]["flags"].to_string())
+                .unwrap()
+                .unet_arch()
+                .unwrap();
+            let mut unet =
+                load_unet(det_state_dict(&keys(&cfg[name])), &arch, Device::Cpu, name).unwrap();
+            unet.convert_torso(kind);
+            assert_eq!(unet.torso(), kind);
+            let y = arch.num_classes.map(|_| &io["y"]);
+            let out = tch::no_grad(|| unet.forward(&io["x"], &io["t"], y));
+            assert_eq!(out.kind(), Kind::Float, "the head computes in float32");
+            let want = &io[&format!("{dname}.{name}.out")];
+            let err = max_abs(&out, want);
+            let vs_f32 = max_abs(&out, &f32_io[&format!("{name}.out")]);
+            eprintln!("{dname} {name}: max abs {err:e} (vs float32 {vs_f32:e})");
+            assert!(err <= tol, "{dname} {name}: max abs {err:e}");
+            assert!(vs_f32 > err, "{dname} {name}: not computed in {kind:?}?");
+        }
+    }
+}
+
+#[test]
+fn half_precision_classifiers_match_the_reference_logits_and_gradients() {
+    let cfg = json("tiny.json");
+    let io = tensors("fp16.safetensors");
+    for (dname, kind, tol) in cases() {
+        for name in [
+            "cls_attention",
+            "cls_adaptive",
+            "cls_spatial",
+            "cls_spatial_v2",
+        ] {
+            let arch = Flags::classifier(&cfg[name]["flags"].to_string())
+                .unwrap()
+                .classifier_arch()
+                .unwrap();
+            let mut c =
+                load_classifier(det_state_dict(&keys(&cfg[name])), &arch, Device::Cpu, name)
+                    .unwrap();
+            c.convert_torso(kind);
+            let logits = tch::no_grad(|| c.forward(&io["x"], &io["t"]));
+            let err = max_abs(&logits, &io[&format!("{dname}.{name}.logits")]);
+            eprintln!("{dname} {name}: logits max abs {err:e}");
+            assert!(err <= tol, "{dname} {name} logits: max abs {err:e}");
+            let grad = cond_grad(|x| c.forward(x, &io["t"]), &io["x"], &io["y"]);
+            let want = &io[&format!("{dname}.{name}.grad")];
+            let err = max_abs(&grad, want);
+            eprintln!(
+                "{dname} {name}: gradient max abs {err:e} (scale {:.3})",
+                want.abs().max().double_value(&[])
+            );
+            assert!(err <= tol, "{dname} {name} gradient: max abs {err:e}");
+        }
+    }
+}
+
+#[test]
+fn precision_choices_follow_the_flags_like_the_reference() {
+    assert_eq!(torso_kind("float32", true).unwrap(), Kind::Float);
+    assert_eq!(torso_kind("flags", true).unwrap(), Kind::Half);
+    assert_eq!(torso_kind("flags", false).unwrap(), Kind::Float);
+    assert_eq!(torso_kind("float16", false).unwrap(), Kind::Half);
+    assert_eq!(torso_kind("bfloat16", false).unwrap(), Kind::BFloat16);
+    let err = torso_kind("fp8", false).unwrap_err();
+    assert!(err.contains("float32, flags, float16, bfloat16"), "{err}");
+}

@@ -97,7 +97,12 @@ pub fn node_info(spec: &Spec, models: &ModelFolders) -> Json {
     }
     let order: Vec<&str> = spec.inputs.iter().map(|(n, _)| *n).collect();
     let category = match spec.class {
-        c if super::sampler_specs::SAMPLER_SPECS.iter().any(|s| s.class == c) => "sampling",
+        c if super::sampler_specs::SAMPLER_SPECS
+            .iter()
+            .any(|s| s.class == c) =>
+        {
+            "sampling"
+        }
         c if c.contains("Loader") => "loaders",
         c if c.contains("Mask") => "mask",
         c if c.contains("Latent") || c == "KSampler" => "latent",

@@ -46,6 +46,12 @@ if ! .venv/bin/python -c 'import websocket' 2>/dev/null; then
   echo "setup: installing websocket-client into .venv" >&2
   .venv/bin/python -m pip install --quiet "websocket-client==1.9.2"
 fi
+# A ComfyUI client library from PyPI (with requests and websockets), driven
+# by host/tests/serve_clients/ against `diffgraph serve`.
+if ! .venv/bin/python -c 'import comfy_api_simplified' 2>/dev/null; then
+  echo "setup: installing comfy-api-simplified into .venv" >&2
+  .venv/bin/python -m pip install --quiet "comfy-api-simplified==1.6.0" "websockets==17.4" "requests==2.34.2"
+fi
 COMFYUI_COMMIT="a125cd84b054a57729b5eecab930ca9408719832"
 examples=".venv/comfyui-script-examples"
 .venv/bin/python - "$COMFYUI_COMMIT" "$examples" <<'PYEOF' || echo "setup: warning: could not fetch ComfyUI's script_examples (offline?)" >&2

@@ -5,40 +5,8 @@
 //! workflow gets (in its own node ids and input names).
 mod common;
 
+use common::comfy_support::*;
 use common::shapes::analyse;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const WORKFLOW: &str = "tests/fixtures/comfy/default-api-workflow.json";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `diffgraph ARGS` from the repository root, without $DIFFGRAPH_* settings.
-fn diffgraph(args: &[&str]) -> Output {
-    Command::new(common::diffgraph_bin())
-        .args(args)
-        .current_dir(repo())
-        .env_remove("DIFFGRAPH_PLUGINS")
-        .env_remove("DIFFGRAPH_MODELS")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn refused(out: &Output) -> String {
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
 
 #[test]
 fn the_default_workflow_draws_its_prompt_with_the_demo_model() {

@@ -53,33 +53,37 @@ fn default_workflow_runs_an_sdxl_checkpoint_as_the_native_graph() {
         ]),
         "3",
     );
-    let native = std::fs::read_to_string(repo().join("graphs/txt2img_sdxl.json")).unwrap();
+    // The loop ComfyUI's KSampler stands for, written by hand: ComfyUI's
+    // sigmas and euler (KSchedule .. KSamplerStep), SDXL's pooled
+    // embeddings and time ids from the latent's size x 8.
     let w: serde_json::Value = serde_json::from_str(&workflow).unwrap();
     let single = fixtures.join("sdxl-tiny.safetensors");
     let folder = fixtures.join("sdxl-tiny");
-    let ours = latent(
-        &native,
-        &sets(&[
-            format!("ckpt.path={}", single.display()),
-            format!("ckpt.config={}", folder.display()),
-            format!("prompt.text={}", w["6"]["inputs"]["text"].as_str().unwrap()),
-            format!(
-                "negative.text={}",
-                w["7"]["inputs"]["text"].as_str().unwrap()
-            ),
-            format!("guidance.value={}", w["3"]["inputs"]["cfg"]),
-            // The tiny VAE's factor is 2: 24 x 16 pixels are the workflow's 12 x 8 latent.
-            "width.value=24".into(),
-            "height.value=16".into(),
-            "time_ids.width=96".into(),
-            "time_ids.height=64".into(),
-            "scheduler.steps=4".into(),
-            "scheduler.timestep_spacing=linspace".into(),
-            "scheduler.seed=5".into(),
-            "noise.seed=5".into(),
-        ]),
-        "denoise",
-    );
+    let native = serde_json::json!({ "nodes": {
+        "ckpt": { "type": "LoadCheckpoint", "inputs": { "path": single, "config": folder } },
+        "pos": { "type": "CLIPTextEncode", "inputs": { "clip": ["ckpt", "clip"], "text": w["6"]["inputs"]["text"] } },
+        "neg": { "type": "CLIPTextEncode", "inputs": { "clip": ["ckpt", "clip"], "text": w["7"]["inputs"]["text"] } },
+        "zeros": { "type": "EmptyLatent", "inputs": { "shape": [1, 4, 8, 12] } },
+        "tids": { "type": "SDXLTimeIds", "inputs": { "latent": ["zeros", "latent"] } },
+        "sigmas": { "type": "KSchedule", "inputs": {
+            "scheduler": "normal", "steps": 4, "sampler_name": "euler", "config": ["ckpt", "scheduler_config"] } },
+        "noise": { "type": "GaussianNoise", "inputs": { "seed": 5, "shape": [1, 4, 8, 12] } },
+        "start": { "type": "KSamplerStart", "inputs": {
+            "sigmas": ["sigmas", "sigmas"], "sampler_name": "euler", "seed": 5, "latent": ["zeros", "latent"],
+            "noise": ["noise", "noise"], "prediction_type": ["ckpt", "prediction_type"], "config": ["ckpt", "scheduler_config"] } },
+        "denoise": { "type": "Loop",
+            "inputs": { "over": ["start", "evaluations"], "latent": ["start", "latent"], "state": ["start", "state"] },
+            "body": {
+                "in": { "type": "KModelInput", "inputs": { "state": ["denoise", "state"] } },
+                "unet": { "type": "UNetStep", "inputs": { "model": ["ckpt", "model"], "sample": ["in", "sample"], "timestep": ["in", "timestep"],
+                    "cond": ["pos", "conditioning"], "uncond": ["neg", "conditioning"],
+                    "pooled": ["pos", "pooled"], "uncond_pooled": ["neg", "pooled"], "time_ids": ["tids", "time_ids"] } },
+                "cfg": { "type": "CFGDenoise", "inputs": { "state": ["denoise", "state"], "output_cond": ["unet", "output_cond"],
+                    "output_uncond": ["unet", "output_uncond"], "cfg": w["3"]["inputs"]["cfg"] } },
+                "step": { "type": "KSamplerStep", "inputs": { "state": ["denoise", "state"], "denoised": ["cfg", "denoised"] } } },
+            "next": { "latent": ["step", "latent"], "state": ["step", "state"] } }
+    }});
+    let ours = latent(&native.to_string(), &[], "denoise");
     assert_eq!(comfy.size(), [1, 4, 8, 12]);
     let diff = (&comfy - &ours).abs().max().double_value(&[]);
     assert_eq!(

@@ -11,7 +11,7 @@ const UI_WORKFLOW: &str = "tests/fixtures/comfy/default-ui-workflow.json";
 /// workflow's image, byte for byte.
 #[test]
 fn the_ui_workflow_gives_the_api_workflows_image() {
-    let models = models_folder();
+    let models = common::tiny_sd1_models_folder();
     let out = tempfile::tempdir().unwrap();
     for (wf, prefix) in [(WORKFLOW, "api"), (UI_WORKFLOW, "ui")] {
         let set_prefix = format!("9.filename_prefix={prefix}");

@@ -187,7 +187,7 @@ fn affinity_cuts_model_loads_for_alternating_checkpoints() {
 }
 
 /// Outputs through Redis (the worker's folder is not the front-end's),
-/// interrupt and delete through the front-end, and a graceful stop: SIGINT
+/// interrupt and delete through the front-end, and a graceful stop: SIGTERM
 /// lets the running job finish, then the worker leaves.
 #[test]
 fn redis_output_store_interrupt_delete_and_graceful_stop() {
@@ -249,7 +249,8 @@ fn redis_output_store_interrupt_delete_and_graceful_stop() {
     };
     assert!(started(&front) <= started(&back), "front ran first");
 
-    // SIGINT during a job: it finishes, then the worker exits 0 and leaves.
+    // SIGTERM (Kubernetes' stop signal) during a job: it finishes, then the
+    // worker exits 0 and leaves.
     let last = server.queue(&looping_image_graph(2, 10, 100, "last"), Some("c"));
     loop {
         let m = ws.next();
@@ -259,7 +260,7 @@ fn redis_output_store_interrupt_delete_and_graceful_stop() {
     }
     let pid = w.child.id().to_string();
     assert!(std::process::Command::new("kill")
-        .args(["-INT", &pid])
+        .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());

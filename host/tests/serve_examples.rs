@@ -10,6 +10,9 @@
 //! scripts (offline). `websockets_api_example_ws_images.py` needs ComfyUI's
 //! `SaveImageWebsocket` node type, which diffgraph does not have.
 //!
+//! Also a client library from PyPI, `comfy-api-simplified` (never skipped:
+//! setup installs it from the package registry).
+//!
 //! Overrides for a machine without the project's .venv set up:
 //! `COMFYUI_SCRIPT_EXAMPLES` (a folder with the scripts) and
 //! `DIFFGRAPH_TEST_PYTHON` (a Python with websocket-client).
@@ -125,4 +128,67 @@ fn comfyui_script_examples_run_unchanged() {
         let text = diffgraph::pngtext::read(&bytes).unwrap();
         assert_eq!(text[0].0, "prompt", "ComfyUI's key for the API prompt");
     }
+}
+
+/// `comfy-api-simplified` from PyPI (installed by scripts/setup.sh), a
+/// client library people script ComfyUI with, through its own calls:
+/// workflow titles, queue-and-wait over the WebSocket, history, /view,
+/// object_info, system_stats, embeddings, queue and upload
+/// (host/tests/serve_clients/comfy_api_simplified_client.py).
+#[test]
+fn comfy_api_simplified_from_pypi_runs_a_workflow() {
+    let root = repo_root();
+    let python = std::env::var_os("DIFFGRAPH_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bin/python"));
+    let probe = Command::new(&python)
+        .args(["-c", "import comfy_api_simplified"])
+        .status()
+        .expect("run python");
+    assert!(
+        probe.success(),
+        "{} has no comfy-api-simplified: run scripts/setup.sh",
+        python.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let models = common::tiny_sd1_models_folder();
+    let server = Server::start(dir.path(), &["--models", models.path().to_str().unwrap()]);
+    let upload = dir.path().join("upload.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]))
+        .save(&upload)
+        .unwrap();
+    let client = root.join("host/tests/serve_clients/comfy_api_simplified_client.py");
+    let workflow = root.join("tests/fixtures/comfy/default-api-workflow.json");
+    let out = Command::new(&python)
+        .arg(&client)
+        .arg(format!("http://127.0.0.1:{}", server.port))
+        .arg(&workflow)
+        .arg(&upload)
+        .current_dir(dir.path())
+        .output()
+        .expect("start python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let result: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let images = result["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1, "{result}");
+    assert!(
+        images[0].as_str().unwrap().starts_with("simplified"),
+        "{result}"
+    );
+    // The job is in the history with the client's parameters.
+    let (_, history) = server.get("/history");
+    let (_, entry) = history.as_object().unwrap().iter().next().unwrap();
+    assert_eq!(entry["status"]["status_str"], "success", "{entry}");
+    assert_eq!(entry["prompt"][2]["3"]["inputs"]["seed"], 42);
+    assert_eq!(entry["prompt"][2]["6"]["inputs"]["text"], "a red circle");
+    // The upload landed in the input folder, in the library's subfolder.
+    let name = result["uploaded"]["name"].as_str().unwrap();
+    let sub = result["uploaded"]["subfolder"].as_str().unwrap();
+    assert_eq!(sub, "default_upload_folder", "{result}");
+    assert!(dir.path().join("input").join(sub).join(name).is_file());
 }

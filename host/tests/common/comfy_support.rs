@@ -1,6 +1,5 @@
 //! Helpers for the ComfyUI workflow tests run through the binary
-//! (comfy_ui.rs; comfy.rs has its own copies until it is merged with the
-//! other branches editing it).
+//! (comfy.rs, comfy_ui.rs).
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -34,5 +33,3 @@ pub fn refused(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     String::from_utf8(out.stderr.clone()).unwrap()
 }
-
-pub use super::tiny_sd1_models_folder as models_folder;

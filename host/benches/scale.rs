@@ -1,8 +1,10 @@
 //! Scale, measured (not asserted): chains of 10^3..10^6 AddInt nodes in both
 //! id orders and 10^3..10^5 chained Loops, each stage timed (parse,
-//! validate, plan, run) in µs/node, with the resident memory each stage adds
-//! in bytes/node (VmRSS from /proc/self/status; the structures of earlier
-//! stages are kept alive, so the deltas add up to what a run holds).
+//! validate, plan, run) in µs/node, the CPU time of parse + validate (this
+//! thread's: a loaded machine does not inflate it as it does wall time), and
+//! the resident memory each stage adds in bytes/node (VmRSS from
+//! /proc/self/status; the structures of earlier stages are kept alive, so
+//! the deltas add up to what a run holds).
 //! Run: `cargo bench -p diffgraph --bench scale` (MAX=100000 to stop early).
 #[path = "../tests/common/chains.rs"]
 mod chains;
@@ -23,16 +25,34 @@ fn rss() -> i64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds this thread has used (user + system, from
+/// /proc/thread-self/stat in USER_HZ = 100 ticks): unlike wall time, a loaded
+/// machine does not inflate it (only caches and frequency still vary).
+fn thread_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the parenthesised name: state is field 3; utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(14) + ticks(15)) / 100.0
+}
+
 fn measure(label: &str, text: &str, nodes: usize, registry: &Registry) {
     let per = |s: f64| s * 1e6 / nodes as f64;
     let bytes = |b: i64| b as f64 / nodes as f64;
     let m0 = rss();
+    let cpu0 = thread_cpu();
     let t = Instant::now();
     let graph = diffgraph::graph::model::parse(text).expect("parses");
     let (t_parse, m1) = (t.elapsed().as_secs_f64(), rss());
     let t = Instant::now();
     let checked = diffgraph::graph::validate(graph, registry, true).expect("valid");
     let (t_validate, m2) = (t.elapsed().as_secs_f64(), rss());
+    let cpu_pv = thread_cpu() - cpu0;
     let t = Instant::now();
     let plan = diffgraph::exec::Plan::new(&checked, None).expect("plans");
     let (t_plan, m3) = (t.elapsed().as_secs_f64(), rss());
@@ -41,12 +61,13 @@ fn measure(label: &str, text: &str, nodes: usize, registry: &Registry) {
     exec.run_plan(&plan, &Silent).expect("runs");
     let (t_run, m4) = (t.elapsed().as_secs_f64(), rss());
     println!(
-        "{label:<28} {nodes:>9} | {:>6.2} {:>6.2} {:>6.2} {:>6.2} | {:>6.2} | {:>6.0} {:>6.0} {:>6.0} {:>6.0}",
+        "{label:<28} {nodes:>9} | {:>6.2} {:>6.2} {:>6.2} {:>6.2} | {:>6.2} {:>6.2} | {:>6.0} {:>6.0} {:>6.0} {:>6.0}",
         per(t_parse),
         per(t_validate),
         per(t_plan),
         per(t_run),
         per(t_parse + t_validate),
+        per(cpu_pv),
         bytes(m1 - m0),
         bytes(m2 - m1),
         bytes(m3 - m2),
@@ -67,11 +88,22 @@ fn main() {
         load.trim()
     );
     println!(
-        "{:<28} {:>9} | {:>6} {:>6} {:>6} {:>6} | {:>6} | {:>6} {:>6} {:>6} {:>6}",
-        "graph", "nodes", "parse", "valid", "plan", "run", "p+v", "parse", "valid", "plan", "run"
+        "{:<28} {:>9} | {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6}",
+        "graph",
+        "nodes",
+        "parse",
+        "valid",
+        "plan",
+        "run",
+        "p+v",
+        "cpu",
+        "parse",
+        "valid",
+        "plan",
+        "run"
     );
     println!(
-        "{:<38} | µs/node{:>22} | µs/node | bytes/node (resident memory added)",
+        "{:<38} | µs/node (wall){:>15} | µs/node (p+v) | bytes/node (resident memory added)",
         "", ""
     );
     for n in [1_000, 10_000, 100_000, 1_000_000]

@@ -14,6 +14,7 @@
 pub mod conn;
 pub mod jobs;
 pub mod keys;
+pub mod presence;
 pub mod relay;
 pub mod status;
 pub mod storage;

@@ -51,7 +51,7 @@ pub fn collect(url: &str) -> Result<Json, String> {
     let client = conn::client(url)?;
     let mut c = Conn::connect(client.clone())?;
     let err = |e: redis::RedisError| format!("redis: {e}");
-    let workers = super::worker::workers(&mut c).map_err(err)?;
+    let workers = super::presence::workers(&mut c).map_err(err)?;
     let jobs = RedisJobs::new(Conn::new(client));
     let (running, queued) = jobs.queue()?;
     let mut per_model: BTreeMap<String, usize> = BTreeMap::new();

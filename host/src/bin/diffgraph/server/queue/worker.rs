@@ -18,108 +18,17 @@ use super::super::runner;
 use super::super::state::{AppState, Payload};
 use super::conn::{self, Conn};
 use super::keys;
+use super::presence::{advertise, default_name, heartbeat, leave, lock, workers, Info, Shared};
 use super::relay;
 use super::storage;
-use super::streams::{touch, Entry, Streams};
+use super::streams::{Entry, Streams};
 use crate::args::EXIT_BAD_INPUT;
 use crate::worker::WorkerArgs;
 use diffgraph::worker::Supervisor;
 use serde_json::{json, Value as Json};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// What the heartbeat advertises.
-#[derive(Default)]
-struct Info {
-    state: &'static str,
-    running: Option<Entry>,
-    /// Model keys resident in the child's executor cache, most recent last.
-    models: Vec<String>,
-    /// Loader nodes that ran (not cached) since this worker started.
-    loads: u64,
-    jobs: u64,
-    /// The child process generation `models` belongs to (a crashed child
-    /// is restarted with an empty cache).
-    epoch: usize,
-}
-
-type Shared = Arc<Mutex<Info>>;
-
-fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Info> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Writes this worker's record (expires after `ttl` without a heartbeat).
-fn advertise(conn: &mut Conn, name: &str, info: &Info, ttl: Duration) -> redis::RedisResult<()> {
-    let key = keys::worker(name);
-    let job = info
-        .running
-        .as_ref()
-        .map(|e| e.job_id.clone())
-        .unwrap_or_default();
-    let models = json!(info.models).to_string();
-    conn.run(|c| {
-        redis::pipe()
-            .atomic()
-            .cmd("HSET")
-            .arg(&key)
-            .arg("name")
-            .arg(name)
-            .arg("state")
-            .arg(info.state)
-            .arg("job")
-            .arg(&job)
-            .arg("models")
-            .arg(&models)
-            .arg("loads")
-            .arg(info.loads)
-            .arg("jobs")
-            .arg(info.jobs)
-            .arg("seen")
-            .arg(super::jobs::now_ms())
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(ttl.as_millis() as u64)
-            .ignore()
-            .cmd("SADD")
-            .arg(keys::WORKERS)
-            .arg(name)
-            .ignore()
-            .query::<()>(c)
-    })
-}
-
-/// The other live workers' records.
-pub fn workers(conn: &mut Conn) -> redis::RedisResult<Vec<HashMap<String, String>>> {
-    let names: Vec<String> = conn.run(|c| redis::cmd("SMEMBERS").arg(keys::WORKERS).query(c))?;
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
-    let hashes: Vec<HashMap<String, String>> = conn.run(|c| {
-        let mut p = redis::pipe();
-        for n in &names {
-            p.hgetall(keys::worker(n));
-        }
-        p.query(c)
-    })?;
-    let (live, gone): (Vec<_>, Vec<_>) = names
-        .into_iter()
-        .zip(hashes)
-        .partition(|(_, h)| !h.is_empty());
-    if !gone.is_empty() {
-        let gone: Vec<String> = gone.into_iter().map(|(n, _)| n).collect();
-        conn.run(|c| {
-            redis::cmd("SREM")
-                .arg(keys::WORKERS)
-                .arg(&gone)
-                .query::<()>(c)
-        })?;
-    }
-    Ok(live.into_iter().map(|(_, h)| h).collect())
-}
 
 /// `serve`'s state for this worker: the job runner, the child process
 /// command and the Redis history come from the same code as `serve`.
@@ -244,46 +153,6 @@ fn serve_queue(a: WorkerArgs, url: &str) -> Result<(), String> {
     eprintln!("worker {name}: stopping (signal)");
     leave(&client, &name);
     Ok(())
-}
-
-fn default_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "worker".into());
-    format!("{host}-{}", std::process::id())
-}
-
-fn leave(client: &redis::Client, name: &str) {
-    let mut c = Conn::new(client.clone());
-    c.patience = Duration::from_secs(2);
-    let _ = c.run(|c| {
-        redis::pipe()
-            .cmd("DEL")
-            .arg(keys::worker(name))
-            .ignore()
-            .cmd("SREM")
-            .arg(keys::WORKERS)
-            .arg(name)
-            .ignore()
-            .query::<()>(c)
-    });
-}
-
-fn heartbeat(client: redis::Client, name: String, info: Shared, visibility: Duration) {
-    std::thread::Builder::new()
-        .name("heartbeat".into())
-        .spawn(move || {
-            let mut conn = Conn::new(client);
-            loop {
-                std::thread::sleep(visibility / 3);
-                let running = lock(&info).running.clone();
-                if let Some(e) = running {
-                    let _ = touch(&mut conn, &name, &e);
-                }
-                let _ = advertise(&mut conn, &name, &lock(&info), visibility);
-            }
-        })
-        .expect("can start a thread");
 }
 
 fn listen_interrupts(

@@ -25,7 +25,7 @@ accuracy by noise level is read from models/adm-shapes/classifier_accuracy.json
 Writes the section between the ADM markers of docs/guidance_study.md,
 docs/img/adm_guidance_grid.png and docs/img/adm_guidance_study.json.
 
-    PY scripts/train/eval_adm_guidance.py [--per-class N] [--respacing ddim25 --ddim]
+    PY scripts/train/eval_adm_guidance.py [--per-class N] [--respacing 25 | --respacing ddim25 --ddim] [--jobs 5]
 """
 import argparse
 import json
@@ -134,7 +134,7 @@ def real_scenes(n, seed=99):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-class", type=int, default=32)
-    ap.add_argument("--respacing", default="ddim25")
+    ap.add_argument("--respacing", default="25")
     ap.add_argument("--ddim", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1, help="diffgraph runs (one per scale) at a time")

@@ -5,16 +5,19 @@ procedural shapes, trained with guided-diffusion's own model and diffusion code
 
     PY scripts/train/train_adm_shapes.py GUIDED_DIFFUSION_DIR model|classifier|export
 
-- data: shapes_data scenes with upright, large shapes (seed ADM_SEED; colour,
-  position and background vary as in shapes_data), box-downsampled from 64x64
-  to 32x32; the class is the shape (circle, square, triangle, star);
+- data: shapes_data scenes with upright, large shapes in the centre cell (seed
+  ADM_SEED; colour, background, radius and the position jitter vary as in
+  shapes_data), box-downsampled from 64x64 to 32x32; the class is the shape
+  (circle, square, triangle, star). One cell rather than nine: on a shared
+  2-core CPU the budget buys a few hundred steps, which are spent on shapes
+  rather than on where to put them;
 - `model`: guided_diffusion.script_util.create_model_and_diffusion with the flags
   in MODEL_FLAGS (class-conditional, learn_sigma, cosine schedule), trained on
   GaussianDiffusion.training_losses (the reference's hybrid loss: MSE on eps plus
   the variational bound for the learned-range variance), timesteps from
-  resample.UniformSampler, AdamW, EMA 0.995 (train_util.py keeps an EMA the same
-  way); the EMA weights are exported once they hold < 1% of the initial ones
-  (~900 steps), the trained weights before;
+  resample.UniformSampler, AdamW, EMA 0.99 (train_util.py keeps an EMA the same
+  way); the EMA weights are exported once they hold < 5% of the initial ones
+  (~300 steps), the trained weights before;
 - `classifier`: guided_diffusion.unet.EncoderUNetModel built as
   script_util.create_classifier does, but with 4 outputs and a channel_mult for
   32x32 (create_classifier fixes 1000 classes and knows no 32x32), trained as
@@ -22,7 +25,9 @@ procedural shapes, trained with guided-diffusion's own model and diffusion code
   diffusion.q_sample(x_0, t) with t from the UniformSampler, cross-entropy;
 - `export`: the EMA / classifier state dicts as torch.save files (read by
   diffgraph's restricted unpickler) plus the flags files diffgraph's LoadADM /
-  LoadADMClassifier take, into models/adm-shapes/.
+  LoadADMClassifier take, into models/adm-shapes/ (ADM_OUT overrides), and the
+  classifier's accuracy on held-out scenes by noise level
+  (classifier_accuracy.json).
 
 Reproducible from seeds: every step's batch, timesteps and noise come from
 generators seeded by (seed, step), so a run resumed from its checkpoint
@@ -50,11 +55,12 @@ from guided_diffusion import script_util  # noqa: E402
 from guided_diffusion.resample import UniformSampler  # noqa: E402
 from guided_diffusion.unet import EncoderUNetModel  # noqa: E402
 
-OUT = os.path.join(ROOT, "models", "adm-shapes")
+OUT = os.environ.get("ADM_OUT", os.path.join(ROOT, "models", "adm-shapes"))
 ADM_WORK = os.path.join(WORK, "adm")
 ADM_N, ADM_SEED = 12000, 6
+CENTRE = 4  # shapes_data.POSITIONS[4] == "center"
 THREADS = int(os.environ.get("SHAPES_THREADS", "1"))
-CKPT_EVERY = 100
+CKPT_EVERY = 50
 
 # The reference's flags (script_util.model_and_diffusion_defaults() names).
 MODEL_FLAGS = dict(
@@ -65,7 +71,7 @@ MODEL_FLAGS = dict(
     diffusion_steps=1000, noise_schedule="cosine", timestep_respacing="", use_kl=False,
     predict_xstart=False, rescale_timesteps=False, rescale_learned_sigmas=False,
 )
-MODEL_STEPS = int(os.environ.get("ADM_STEPS", "200"))
+MODEL_STEPS = int(os.environ.get("ADM_STEPS", "600"))
 MODEL_BATCH, MODEL_LR, MODEL_SEED = 16, 2e-3, 60
 
 # classifier_defaults() names, plus diffgraph's classifier_channel_mult /
@@ -73,13 +79,17 @@ MODEL_BATCH, MODEL_LR, MODEL_SEED = 16, 2e-3, 60
 CLASSIFIER_FLAGS = dict(
     image_size=32, classifier_use_fp16=False, classifier_width=32, classifier_depth=1,
     classifier_attention_resolutions="16", classifier_use_scale_shift_norm=True,
-    classifier_resblock_updown=True, classifier_pool="attention",
+    classifier_resblock_updown=True, classifier_pool=os.environ.get("ADM_CLS_POOL", "attention"),
     classifier_channel_mult="1,2", classifier_num_classes=len(shapes_data.SHAPES),
     classifier_num_head_channels=32,
 )
-CLS_STEPS = int(os.environ.get("ADM_CLS_STEPS", "300"))
-CLS_BATCH, CLS_LR, CLS_SEED = 32, 1e-3, 61
-EMA_RATE = 0.995  # a short run: the average must forget the first hundred steps
+CLS_STEPS = int(os.environ.get("ADM_CLS_STEPS", "500"))
+CLS_BATCH, CLS_LR, CLS_SEED = 32, 2e-3, 61
+CLS_WARMUP = int(os.environ.get("ADM_CLS_WARMUP", "100"))
+# the work name of a classifier run (a pool other than attention trains beside it)
+CLS_WORK = "classifier" + ("" if CLASSIFIER_FLAGS["classifier_pool"] == "attention"
+                           else "-" + CLASSIFIER_FLAGS["classifier_pool"])
+EMA_RATE = 0.99  # a short run: the average must forget the first hundred steps
 
 
 def log(name, msg):
@@ -91,7 +101,7 @@ def log(name, msg):
 
 def data():
     """[N, 3, 32, 32] float in [-1, 1] and the shape labels, drawn once, cached."""
-    path = os.path.join(ADM_WORK, "adm_set.npz")
+    path = os.path.join(ADM_WORK, "adm_set_centre.npz")
     if not os.path.exists(path):
         rng = np.random.default_rng(ADM_SEED)
         imgs = np.empty((ADM_N, shapes_data.SIZE, shapes_data.SIZE, 3), dtype=np.uint8)
@@ -99,6 +109,7 @@ def data():
         for i in range(ADM_N):
             a = shapes_data.sample_attrs(rng)
             a["size"] = "large"  # small shapes would be ~7 px wide at 32x32
+            a["pos"] = CENTRE  # one cell (jittered): the budget buys shapes, not layouts
             imgs[i] = np.round(shapes_data.render(a, rng, rotate=False) * 255).astype(np.uint8)
             labels[i] = shapes_data.SHAPES.index(a["shape"])
         small = imgs.reshape(ADM_N, 32, 2, 32, 2, 3).astype(np.float32).mean(axis=(2, 4))
@@ -154,7 +165,8 @@ def train(kind):
         steps, bs, lr0, seed = CLS_STEPS, CLS_BATCH, CLS_LR, CLS_SEED
     ema = [p.detach().clone() for p in net.parameters()]
     opt = torch.optim.AdamW(net.parameters(), lr=lr0, weight_decay=0.0)
-    ckpt = os.path.join(ADM_WORK, f"{kind}.ckpt")
+    work = kind if kind == "model" else CLS_WORK
+    ckpt = os.path.join(ADM_WORK, f"{work}.ckpt")
     start = 0
     if os.path.exists(ckpt):
         st = torch.load(ckpt, weights_only=False)
@@ -162,14 +174,14 @@ def train(kind):
         opt.load_state_dict(st["opt"])
         ema = st["ema"]
         start = st["step"]
-        log(kind, f"resumed at step {start}")
+        log(work, f"resumed at step {start}")
     n_params = sum(p.numel() for p in net.parameters())
-    log(kind, f"{n_params} parameters, {steps} steps of batch {bs}, {THREADS} thread(s)")
+    log(work, f"{n_params} parameters, {steps} steps of batch {bs}, {THREADS} thread(s)")
     net.train()
     t0, acc_sum, loss_sum = time.time(), 0.0, 0.0
     for step in range(start, steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr0)
+            g["lr"] = lr_at(step, steps, lr0, warmup=100 if kind == "model" else CLS_WARMUP)
         xb, yb = batch_for(step, seed, x, y, bs)
         t, _ = sampler.sample(bs, "cpu")
         if kind == "model":
@@ -192,21 +204,44 @@ def train(kind):
             os.replace(ckpt + ".tmp", ckpt)
             k = (step % CKPT_EVERY) + 1
             extra = f" noisy acc {acc_sum / k:.3f}" if kind == "classifier" else ""
-            log(kind, f"step {step + 1}/{steps} loss {loss_sum / k:.4f}{extra} "
+            log(work, f"step {step + 1}/{steps} loss {loss_sum / k:.4f}{extra} "
                       f"{(time.time() - t0) / (step + 1 - start):.2f} s/step")
             acc_sum, loss_sum = 0.0, 0.0
-    log(kind, "done")
+    log(work, "done")
+
+
+def classifier_accuracy(net, n=256, seed=ADM_SEED + 1000):
+    """The classifier's accuracy on n held-out scenes (their own seed) noised
+    by q_sample at fixed t: how far into the noise guidance has a signal."""
+    rng = np.random.default_rng(seed)
+    imgs, labels = [], []
+    for _ in range(n):
+        a = shapes_data.sample_attrs(rng)
+        a["size"], a["pos"] = "large", CENTRE
+        imgs.append(shapes_data.render(a, rng, rotate=False).reshape(32, 2, 32, 2, 3).mean(axis=(1, 3)))
+        labels.append(shapes_data.SHAPES.index(a["shape"]))
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2) * 2 - 1
+    y = torch.tensor(labels)
+    diff, ts, acc = diffusion(), [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999], []
+    g = torch.Generator().manual_seed(seed)
+    net.eval()
+    with torch.no_grad():
+        for t in ts:
+            tt = torch.full((n,), t, dtype=torch.long)
+            xt = diff.q_sample(x, tt, noise=torch.randn(x.shape, generator=g))
+            acc.append(float((net(xt, tt).argmax(1) == y).float().mean()))
+    return {"n": n, "t": ts, "accuracy": acc}
 
 
 def export():
     os.makedirs(OUT, exist_ok=True)
     for kind, flags, name in [("model", MODEL_FLAGS, "model"), ("classifier", CLASSIFIER_FLAGS, "classifier")]:
-        st = torch.load(os.path.join(ADM_WORK, f"{kind}.ckpt"), weights_only=False)
+        st = torch.load(os.path.join(ADM_WORK, f"{kind if kind == 'model' else CLS_WORK}.ckpt"), weights_only=False)
         net = script_util.create_model_and_diffusion(**MODEL_FLAGS)[0] if kind == "model" else create_classifier()
         net.load_state_dict(st["net"])
-        # The EMA still holds EMA_RATE ** step of the initial weights (0.37 after
-        # 200 steps at 0.995): short runs export the trained weights themselves.
-        use_ema = kind == "model" and EMA_RATE ** st["step"] < 0.01
+        # The EMA still holds EMA_RATE ** step of the initial weights (0.13 after
+        # 200 steps at 0.99): shorter runs export the trained weights themselves.
+        use_ema = kind == "model" and EMA_RATE ** st["step"] < 0.05
         weights = st["ema"] if use_ema else [p.detach() for p in net.parameters()]
         with torch.no_grad():
             for p, e in zip(net.parameters(), weights):
@@ -217,6 +252,12 @@ def export():
             fh.write("\n")
         print(f"{name}: step {st['step']}, {'EMA' if use_ema else 'trained'} weights, "
               f"{os.path.getsize(os.path.join(OUT, name + '.pt'))} bytes")
+        if kind == "classifier":
+            acc = classifier_accuracy(net)
+            with open(os.path.join(OUT, "classifier_accuracy.json"), "w") as fh:
+                json.dump(acc, fh, indent=1)
+                fh.write("\n")
+            print("classifier accuracy by t:", " ".join(f"{t}:{a:.2f}" for t, a in zip(acc["t"], acc["accuracy"])))
 
 
 if __name__ == "__main__":

@@ -264,6 +264,11 @@ impl UNet {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The width of the `encoder_hidden_states` it takes.
+    pub fn cross_attention_dim(&self) -> i64 {
+        self.cross_attention_dim
+    }
+
     /// Whether the model takes SDXL's added conditioning (pooled text
     /// embedding and time ids).
     pub fn takes_added(&self) -> bool {

@@ -2,7 +2,8 @@
 //! SD1.5-size U-Net with random weights, batch 2 (uncond + cond) at 64x64,
 //! plus the CFG mix, exactly what UNetStep + CFGMixer do per iteration.
 //! Usage: `cargo bench -p diffgraph-nodes-sd --bench unet_step -- fp32|bf16`.
-//! Prints one JSON object: median of 3 timed steps after one warm-up.
+//! Prints one JSON object: median of 3 timed steps (`BENCH_STEPS`) after one
+//! warm-up.
 //!
 //! Op-count mode (`scripts/bench/unet_ops.sh`): `-- fp32 --calls N [--latent
 //! S] [--folder UNET_DIR]` makes the U-Net (SD1.5-size random, or loaded from a
@@ -75,7 +76,11 @@ fn main() {
     let cond = Tensor::randn([1, 77, 768], (Kind::Float, Device::Cpu));
     let uncond = Tensor::randn([1, 77, 768], (Kind::Float, Device::Cpu));
     let mut times = Vec::new();
-    for _ in 0..4 {
+    let steps: usize = std::env::var("BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    for _ in 0..=steps {
         let t = Instant::now();
         let x = Tensor::cat(&[&sample, &sample], 0);
         let ctx = Tensor::cat(&[&uncond, &cond], 0);

@@ -5,7 +5,7 @@ thread count as diffgraph's side). Prints one JSON object.
                        (Euler, 20 steps, guidance 7.5, 16x24) of 5 runs
   unet     DTYPE       one guided U-Net step of an SD1.5-size U-Net with random
                        weights: batch 2 (uncond + cond), 64x64 latent, plus the
-                       CFG mix; median of 3 after one warm-up
+                       CFG mix; median of 3 (BENCH_STEPS) after one warm-up
 """
 import json
 import resource
@@ -51,7 +51,7 @@ def unet(dtype):
     uncond = torch.randn(1, 77, 768)
     times = []
     with torch.no_grad():
-        for _ in range(4):
+        for _ in range(int(__import__("os").environ.get("BENCH_STEPS", "3")) + 1):
             t = time.perf_counter()
             x = torch.cat([sample, sample]).to(kind)
             ctx = torch.cat([uncond, cond]).to(kind)

@@ -4,12 +4,13 @@
 #  (a) the tiny SD1 model, txt2img end to end (whole process: start, load,
 #      generate, write the PNG) and generation alone (model loaded);
 #  (b) one guided U-Net step of an SD1.5-size U-Net, random weights, fp32 and bf16.
-# BENCH_PARTS=a runs only (a). Needs the fixture tools (scripts/fixtures/env.sh) for the diffusers side.
+# BENCH_PARTS=a runs only (a); BENCH_STEPS timed U-Net steps in (b) (default 3).
+# Needs the fixture tools (scripts/fixtures/env.sh) for the diffusers side, or PYTHON=python-with-diffusers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export BENCH_THREADS="${BENCH_THREADS:-2}"
 export OMP_NUM_THREADS="$BENCH_THREADS"
-PY=.venv-fixtures/bin/python
+PY=${PYTHON:-.venv-fixtures/bin/python}
 cargo build --release --workspace --quiet
 cargo bench --quiet -p diffgraph --bench sd_txt2img --no-run 2>/dev/null || true
 cargo bench --quiet -p diffgraph-nodes-sd --bench unet_step --no-run 2>/dev/null || true

@@ -2,8 +2,17 @@
 //! SD1.5-size U-Net with random weights, batch 2 (uncond + cond) at 64x64,
 //! plus the CFG mix, exactly what UNetStep + CFGMixer do per iteration.
 //! Usage: `cargo bench -p diffgraph-nodes-sd --bench unet_step -- fp32|bf16`.
-//! Prints one JSON object: median of 3 timed steps after one warm-up.
+//! Prints one JSON object: median of 3 timed steps (`BENCH_STEPS`) after one
+//! warm-up.
+//!
+//! Op-count mode (`scripts/bench/unet_ops.sh`): `-- fp32 --calls N [--latent
+//! S] [--folder UNET_DIR]` makes the U-Net (SD1.5-size random, or loaded from a
+//! diffusers `unet/` folder), then calls only `UNet::forward` N times on one
+//! fixed batch-2 input of S x S (default 64) and prints nothing; the aten-op
+//! counter preloaded into the process (scripts/bench/opcount.cpp) counts, and
+//! the difference of two runs (N = 3 and N = 1) / 2 is one call's ops.
 use diffgraph_nodes_sd::unet::{OneOrMany, UNet, UNetConfig};
+use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -33,17 +42,45 @@ fn main() {
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
     tch::set_num_threads(threads);
-    let config = UNetConfig {
-        cross_attention_dim: OneOrMany::One(768),
-        ..UNetConfig::default()
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
     };
-    let unet = UNet::random(&config, kind, Device::Cpu, 0).expect("SD1.5 config");
+    let unet = match flag("--folder") {
+        Some(dir) => UNet::from_folder(Path::new(&dir), kind, Device::Cpu).expect("unet folder"),
+        None => {
+            let config = UNetConfig {
+                cross_attention_dim: OneOrMany::One(768),
+                ..UNetConfig::default()
+            };
+            UNet::random(&config, kind, Device::Cpu, 0).expect("SD1.5 config")
+        }
+    };
+    if let Some(calls) = flag("--calls") {
+        let calls: usize = calls.parse().expect("--calls N");
+        let size: i64 = flag("--latent").map_or(64, |s| s.parse().expect("--latent S"));
+        let ctx_dim = unet.cross_attention_dim();
+        tch::manual_seed(1);
+        let x = Tensor::randn([2, 4, size, size], (Kind::Float, Device::Cpu)).to_kind(kind);
+        let ctx = Tensor::randn([2, 77, ctx_dim], (Kind::Float, Device::Cpu)).to_kind(kind);
+        for _ in 0..calls {
+            let _ = unet.forward(&x, 981.0, &ctx);
+        }
+        return;
+    }
     tch::manual_seed(1);
     let sample = Tensor::randn([1, 4, 64, 64], (Kind::Float, Device::Cpu));
     let cond = Tensor::randn([1, 77, 768], (Kind::Float, Device::Cpu));
     let uncond = Tensor::randn([1, 77, 768], (Kind::Float, Device::Cpu));
     let mut times = Vec::new();
-    for _ in 0..4 {
+    let steps: usize = std::env::var("BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    for _ in 0..=steps {
         let t = Instant::now();
         let x = Tensor::cat(&[&sample, &sample], 0);
         let ctx = Tensor::cat(&[&uncond, &cond], 0);

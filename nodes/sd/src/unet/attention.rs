@@ -87,7 +87,10 @@ impl FeedForward {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let h = self.proj.forward(x);
         let parts = h.chunk(2, -1);
-        self.out.forward(&(&parts[0] * parts[1].gelu("none")))
+        // value * gelu(gate), the product taken in place on the fresh GELU output.
+        let mut gated = parts[1].gelu("none");
+        gated *= &parts[0];
+        self.out.forward(&gated)
     }
 }
 
@@ -126,11 +129,16 @@ impl BasicTransformerBlock {
         }
     }
 
+    /// Under no_grad: each residual is added in place to its branch's fresh output.
     pub fn forward(&self, x: &Tensor, context: &Tensor) -> Tensor {
         let attn1_context = self.only_cross_attention.then_some(context);
-        let x = self.attn1.forward(&self.norm1.forward(x), attn1_context) + x;
-        let x = self.attn2.forward(&self.norm2.forward(&x), Some(context)) + x;
-        self.ff.forward(&self.norm3.forward(&x)) + x
+        let mut h = self.attn1.forward(&self.norm1.forward(x), attn1_context);
+        h += x;
+        let mut h2 = self.attn2.forward(&self.norm2.forward(&h), Some(context));
+        h2 += &h;
+        let mut out = self.ff.forward(&self.norm3.forward(&h2));
+        out += &h2;
+        out
     }
 }
 

@@ -14,11 +14,28 @@ pub fn timestep_embedding(
     flip_sin_to_cos: bool,
     downscale_freq_shift: f64,
 ) -> Tensor {
+    let freqs = timestep_freqs(dim, downscale_freq_shift, timesteps.device());
+    timestep_embedding_with(timesteps, &freqs, dim, flip_sin_to_cos)
+}
+
+/// The frequencies of [`timestep_embedding`], [1, dim / 2] float32: constant
+/// for a model, so the U-Net computes them once at load instead of four ops
+/// per call (diffusers recomputes them on every call).
+pub fn timestep_freqs(dim: i64, downscale_freq_shift: f64, device: tch::Device) -> Tensor {
     let half = dim / 2;
-    let exponent = Tensor::arange(half, (Kind::Float, timesteps.device())) * (-(10000f64.ln()));
+    let exponent = Tensor::arange(half, (Kind::Float, device)) * (-(10000f64.ln()));
     let exponent = exponent / (half as f64 - downscale_freq_shift);
-    let freqs = exponent.exp();
-    let emb = timesteps.to_kind(Kind::Float).unsqueeze(1) * freqs.unsqueeze(0);
+    exponent.exp().unsqueeze(0)
+}
+
+/// [`timestep_embedding`] with precomputed [`timestep_freqs`].
+pub fn timestep_embedding_with(
+    timesteps: &Tensor,
+    freqs: &Tensor,
+    dim: i64,
+    flip_sin_to_cos: bool,
+) -> Tensor {
+    let emb = timesteps.to_kind(Kind::Float).unsqueeze(1) * freqs;
     let (sin, cos) = (emb.sin(), emb.cos());
     let emb = if flip_sin_to_cos {
         Tensor::cat(&[cos, sin], -1)
@@ -72,13 +89,14 @@ impl TimestepEmbedding {
         self.linear_1.weight.device()
     }
 
+    /// Under no_grad (the U-Net's forward): the activations are applied in
+    /// place on fresh outputs.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let x = self.linear_2.forward(&self.linear_1.forward(x).silu());
+        let mut x = self.linear_2.forward(&self.linear_1.forward(x).silu_());
         if self.post_act {
-            x.silu()
-        } else {
-            x
+            let _ = x.silu_();
         }
+        x
     }
 }
 

@@ -16,7 +16,7 @@ use added::AddEmbedding;
 pub use added::Added;
 use blocks::{BlockSpec, DownBlock, MidBlock, UpBlock};
 pub use config::{OneOrMany, UNetConfig};
-use embeddings::{timestep_embedding, TimestepEmbedding};
+use embeddings::{timestep_embedding_with, timestep_freqs, TimestepEmbedding};
 use params::params;
 use resnet::ResnetParams;
 use std::collections::BTreeMap;
@@ -64,6 +64,8 @@ pub struct UNet {
     conv_out: Conv2d,
     num_upsamplers: u32,
     cross_attention_dim: i64,
+    /// The sinusoidal timestep embedding's frequencies, made once at load.
+    time_freqs: Tensor,
     /// Every parameter by its diffusers name, sharing storage with the
     /// layers' tensors: what LoRA patches in place ([`crate::lora`]).
     pub params: BTreeMap<String, Tensor>,
@@ -220,6 +222,7 @@ impl UNet {
         let conv_out = Conv2d::load(w, "conv_out", ch[0], c.out_channels, ko, 1, (ko - 1) / 2);
         let (kind, device) = (w.kind, w.device);
         let cross_attention_dim = plan.cross_attention_dim[0];
+        let time_freqs = timestep_freqs(c.block_out_channels[0], c.freq_shift, device);
         Ok(UNet {
             config: config.clone(),
             kind,
@@ -234,6 +237,7 @@ impl UNet {
             conv_out,
             num_upsamplers: (n - 1) as u32,
             cross_attention_dim,
+            time_freqs,
             params: BTreeMap::new(),
         })
     }
@@ -262,6 +266,11 @@ impl UNet {
     ) -> Tensor {
         self.try_forward(sample, timestep, encoder_hidden_states)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The width of the `encoder_hidden_states` it takes.
+    pub fn cross_attention_dim(&self) -> i64 {
+        self.cross_attention_dim
     }
 
     /// Whether the model takes SDXL's added conditioning (pooled text
@@ -355,24 +364,27 @@ impl UNet {
     /// optional activation.
     fn time_embed(&self, timestep: &Timestep, batch: i64, added: Option<&Added>) -> Tensor {
         let t = match timestep {
-            // diffusers wraps a Python float in a float64 tensor (int64 for an int).
-            Timestep::Scalar(v) => Tensor::from_slice(&[*v]).to_device(self.device),
+            // diffusers wraps a Python float in a float64 tensor (int64 for an
+            // int), then casts it to float32: the same rounding as `as f32`.
+            Timestep::Scalar(v) => Tensor::from_slice(&[*v as f32]).to_device(self.device),
             Timestep::Tensor(t) => t.to_device(self.device).reshape([-1]),
         };
         let t = t.expand([batch], false);
         let c = &self.config;
-        let t_emb =
-            timestep_embedding(&t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift);
-        let emb = self.time_embedding.forward(&t_emb.to_kind(self.kind));
-        let emb = match (&self.add_embedding, added) {
-            (Some(a), Some(added)) => emb + a.forward(added, self.kind),
-            _ => emb,
-        };
-        if c.time_embedding_act_fn.is_some() {
-            emb.silu()
-        } else {
-            emb
+        let t_emb = timestep_embedding_with(
+            &t,
+            &self.time_freqs,
+            c.block_out_channels[0],
+            c.flip_sin_to_cos,
+        );
+        let mut emb = self.time_embedding.forward(&t_emb.to_kind(self.kind));
+        if let (Some(a), Some(added)) = (&self.add_embedding, added) {
+            emb += a.forward(added, self.kind);
         }
+        if c.time_embedding_act_fn.is_some() {
+            let _ = emb.silu_();
+        }
+        emb
     }
 
     fn run(
@@ -391,13 +403,11 @@ impl UNet {
             sample.shallow_clone()
         };
 
-        let emb = self.time_embed(timestep, size[0], added);
+        let mut temb = self.time_embed(timestep, size[0], added);
         // Every resnet applies the nonlinearity to temb before its projection.
-        let temb = if self.config.resnet_skip_time_act {
-            emb
-        } else {
-            emb.silu()
-        };
+        if !self.config.resnet_skip_time_act {
+            let _ = temb.silu_();
+        }
 
         let mut h = self.conv_in.forward(&sample);
         let mut skips = vec![h.shallow_clone()];
@@ -421,7 +431,7 @@ impl UNet {
             });
             h = block.forward(&h, &temb, context, &mut skips, upsample_size);
         }
-        let h = self.conv_norm_out.forward(&h).silu();
+        let h = self.conv_norm_out.forward(&h).silu_();
         self.conv_out.forward(&h)
     }
 }

@@ -42,26 +42,28 @@ impl ResnetBlock2D {
 
     /// `temb_act` is the time embedding after the nonlinearity diffusers
     /// applies inside every resnet (unless `resnet_skip_time_act`); the caller
-    /// computes it once per forward.
+    /// computes it once per forward. Runs under no_grad (the U-Net's forward):
+    /// SiLU, the time-embedding add, the residual add and the output scale
+    /// are done in place on fresh intermediates (the same values as
+    /// diffusers' out-of-place ops: addition commutes exactly), saving an
+    /// allocation and a pass over memory each.
     pub fn forward(&self, x: &Tensor, temb_act: &Tensor) -> Tensor {
-        let h = self.conv1.forward(&self.norm1.forward(x).silu());
+        let mut h = self.conv1.forward(&self.norm1.forward(x).silu_());
         let t = self
             .time_emb_proj
             .forward(temb_act)
             .unsqueeze(-1)
             .unsqueeze(-1);
-        let h = self.norm2.forward(&(h + t)).silu();
-        let h = self.conv2.forward(&h);
-        let skip = match &self.conv_shortcut {
-            Some(c) => c.forward(x),
-            None => x.shallow_clone(),
-        };
-        let out = skip + h;
-        if self.output_scale_factor == 1.0 {
-            out
-        } else {
-            out / self.output_scale_factor
+        h += t;
+        let mut h = self.conv2.forward(&self.norm2.forward(&h).silu_());
+        match &self.conv_shortcut {
+            Some(c) => h += c.forward(x),
+            None => h += x,
         }
+        if self.output_scale_factor != 1.0 {
+            h /= self.output_scale_factor;
+        }
+        h
     }
 }
 

@@ -92,11 +92,12 @@ impl Transformer2DModel {
                 .permute([0, 3, 1, 2])
                 .contiguous()
         };
-        let h = match &self.proj_out {
+        let mut h = match &self.proj_out {
             Proj::Conv(c) => c.forward(&to_image(h)),
             Proj::Linear(l) => to_image(l.forward(&h)),
         };
-        h + x
+        h += x;
+        h
     }
 }
 

@@ -25,7 +25,7 @@
 //! query walks down from the root, recomputing the nodes on its path.
 pub mod seed_sequence;
 
-use crate::noise::seeded_randn;
+use crate::noise::seeded_randn_as;
 use diffgraph_diffusion::Result;
 use diffgraph_sdk::tch::{Kind, Tensor};
 use seed_sequence::SeedSequence;
@@ -77,7 +77,7 @@ impl BrownianTree {
     }
 
     fn randn(&self, seed: u32) -> Result<Tensor> {
-        Ok(seeded_randn(i64::from(seed), &self.shape)?.f_to_kind(self.kind)?)
+        seeded_randn_as(i64::from(seed), &self.shape, self.kind)
     }
 
     fn root(&self) -> Result<Node> {

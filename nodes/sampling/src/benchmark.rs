@@ -61,3 +61,33 @@ fn benchmark_scheduler_step_overhead() {
         );
     }
 }
+
+/// The SDE samplers' noise (`brownian::BrownianNoise`, ComfyUI's
+/// `BrownianTreeNoiseSampler`): microseconds per query over a 20-step
+/// karras run of SD's sigmas on a [1, 4, 64, 64] float32 latent (median over
+/// `RUNS` runs). scripts/fixtures/brownian_benchmark.py times ComfyUI's
+/// sampler on the same queries.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn benchmark_brownian_noise_query() {
+    use crate::brownian::BrownianNoise;
+    use diffgraph_diffusion::comfy::scalar0::t0;
+    use diffgraph_diffusion::comfy::{ksampler_sigmas, DiscreteSampling, ModelPrediction};
+    tch::set_num_threads(2);
+    let ms = DiscreteSampling::sd(ModelPrediction::Eps).unwrap();
+    let sigmas = ksampler_sigmas(&ms, "karras", "dpmpp_2m_sde", STEPS as usize, 1.0).unwrap();
+    let like = Tensor::zeros([1, 4, 64, 64], (Kind::Float, Device::Cpu));
+    let mut times = Vec::new();
+    for _ in 0..=RUNS {
+        let noise = BrownianNoise::new(&sigmas, &like, 42).unwrap();
+        let start = Instant::now();
+        let queries = sigmas.windows(2).filter(|w| w[1] > 0.0).count();
+        for w in sigmas.windows(2).filter(|w| w[1] > 0.0) {
+            let _w = noise.noise(&t0(w[0]), &t0(w[1]), Device::Cpu).unwrap();
+        }
+        times.push(start.elapsed().as_secs_f64() * 1e6 / queries as f64);
+    }
+    times.remove(0); // warm-up
+    times.sort_by(f64::total_cmp);
+    println!("BENCH brownian {:.1}", times[RUNS / 2]);
+}

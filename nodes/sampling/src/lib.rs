@@ -14,12 +14,14 @@
 //!   [`samplers`]: DDIM, DDPM, PNDM, LMS, Euler, Euler ancestral, Heun,
 //!   DPM-Solver++ 2M, one file each, each declaring itself (`SamplerInfo`)
 //!   in the registry `samplers::SAMPLERS`; [`quadrature`]: LMS coefficients.
-//! - [`noise`]: seeded noise identical to diffusers' CPU generator draws.
+//! - [`noise`]: seeded noise identical to diffusers' CPU generator draws;
+//!   [`brownian`]: torchsde's Brownian tree, ComfyUI's SDE samplers' noise.
 //! - [`state`]: the `SCHEDULER` object the graph's loop carries.
 //! - [`nodes`]: `Scheduler` (also under its first name `DDIMScheduler`),
 //!   `ScaleModelInput`, `SchedulerStep`, `AddNoise`, `SchedulerAlphaBar`.
 //! - [`demo`]: `ProceduralImages`, `ExactDenoiser`, `SyntheticModel`.
 #![deny(unsafe_code)]
+pub mod brownian;
 pub mod config;
 pub mod demo;
 pub mod ksampler;

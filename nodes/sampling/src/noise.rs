@@ -64,7 +64,13 @@ fn draw(seed: i64, shape: &[i64], kind: Kind, count: usize) -> Result<Tensor> {
 /// ComfyUI's `prepare_noise` (`comfy/sample.py`): `torch.manual_seed(seed)`
 /// then one `torch.randn(shape)` on the CPU, float32.
 pub fn seeded_randn(seed: i64, shape: &[i64]) -> Result<Tensor> {
-    Ok(draw(seed, shape, Kind::Float, 1)?.f_get(0)?)
+    seeded_randn_as(seed, shape, Kind::Float)
+}
+
+/// `torch.randn(shape, dtype=kind, generator=torch.Generator().manual_seed(seed))`
+/// on the CPU (torchsde's `_randn`).
+pub fn seeded_randn_as(seed: i64, shape: &[i64], kind: Kind) -> Result<Tensor> {
+    Ok(draw(seed, shape, kind, 1)?.f_get(0)?)
 }
 
 struct Cache {

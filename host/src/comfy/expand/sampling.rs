@@ -29,7 +29,7 @@ struct Sampling {
     sigmas: Json,
     /// The seed of prepare_noise, when noise is added.
     noise_seed: Option<Json>,
-    /// The ancestral samplers' seed (`extra_args["seed"]`).
+    /// The stochastic samplers' seed (`extra_args["seed"]`: the ancestral generator, the SDE Brownian tree).
     seed: Json,
     latent: Json,
     /// (native input, ComfyUI node, ComfyUI input) for error messages.

@@ -15,6 +15,14 @@ pub const SAMPLERS: &[&str] = &[
     "ddpm",
     "lcm",
     "ddim",
+    "dpmpp_sde",
+    "dpmpp_sde_gpu",
+    "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun",
+    "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
 ];
 
 /// ComfyUI's full list, in its order (the schema's choices).

@@ -10,9 +10,12 @@
 //! and step sizes are 0-d float32 tensors there, so they are here
 //! (`diffgraph_diffusion::comfy::scalar0`). Ancestral noise comes from
 //! `default_noise_sampler`: a CPU generator seeded with the sampler's seed,
-//! one `randn(x.shape)` per call ([`crate::noise::NoiseStream`]).
+//! one `randn(x.shape)` per call ([`crate::noise::NoiseStream`]); the SDE
+//! samplers' from torchsde's Brownian tree ([`crate::brownian`]).
 #[cfg(test)]
 mod parity_tests;
+#[cfg(test)]
+mod sde_parity_tests;
 
 #[test]
 fn the_method_table_is_the_shared_name_list() {
@@ -20,6 +23,7 @@ fn the_method_table_is_the_shared_name_list() {
     assert_eq!(names, diffgraph_diffusion::comfy::names::SAMPLERS);
 }
 mod run;
+mod sde;
 mod steps;
 
 pub use run::{Inpaint, KRun};
@@ -37,11 +41,21 @@ pub enum Method {
     Dpmpp2m,
     Ddpm,
     Lcm,
+    /// `sample_dpmpp_sde` (two evaluations per step).
+    DpmppSde,
+    /// `sample_dpmpp_2m_sde`, solver_type `midpoint`.
+    Dpmpp2mSde,
+    /// `sample_dpmpp_2m_sde`, solver_type `heun`.
+    Dpmpp2mSdeHeun,
+    Dpmpp3mSde,
 }
 
 /// ComfyUI `sampler_name`s diffgraph runs, with their method. `ddim` is
 /// ComfyUI's `ksampler("euler", inpaint_options={"random": True})`: Euler,
-/// with its own noise only for inpainting's masked-out region.
+/// with its own noise only for inpainting's masked-out region. The `_gpu`
+/// SDE forms are the same samplers with the Brownian tree on the sample's
+/// device (`cpu=False`); diffgraph draws it on the CPU, which is ComfyUI's
+/// stream on a CPU (on CUDA ComfyUI's own draws differ).
 pub const SAMPLERS: &[(&str, Method)] = &[
     ("euler", Method::Euler),
     ("euler_ancestral", Method::EulerAncestral),
@@ -54,6 +68,14 @@ pub const SAMPLERS: &[(&str, Method)] = &[
     ("ddpm", Method::Ddpm),
     ("lcm", Method::Lcm),
     ("ddim", Method::Euler),
+    ("dpmpp_sde", Method::DpmppSde),
+    ("dpmpp_sde_gpu", Method::DpmppSde),
+    ("dpmpp_2m_sde", Method::Dpmpp2mSde),
+    ("dpmpp_2m_sde_gpu", Method::Dpmpp2mSde),
+    ("dpmpp_2m_sde_heun", Method::Dpmpp2mSdeHeun),
+    ("dpmpp_2m_sde_heun_gpu", Method::Dpmpp2mSdeHeun),
+    ("dpmpp_3m_sde", Method::Dpmpp3mSde),
+    ("dpmpp_3m_sde_gpu", Method::Dpmpp3mSde),
 ];
 
 pub use diffgraph_diffusion::comfy::names::COMFY_SAMPLER_NAMES;

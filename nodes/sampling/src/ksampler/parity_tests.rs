@@ -14,17 +14,22 @@ use diffgraph_sdk::tch::{Kind, Tensor};
 use serde_json::Value;
 
 /// Max abs difference allowed for a whole trajectory (fp32 CPU).
-const TOL: f64 = 1e-5;
+pub(super) const TOL: f64 = 1e-5;
 
 fn fixture() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/comfy/ksampler_reference.json"
+    named_fixture("ksampler_reference.json")
+}
+
+/// A fixture of tests/fixtures/comfy/.
+pub(super) fn named_fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/../../tests/fixtures/comfy/{name}",
+        env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
 }
 
-fn floats(v: &Value) -> Vec<f32> {
+pub(super) fn floats(v: &Value) -> Vec<f32> {
     v.as_array()
         .unwrap()
         .iter()
@@ -54,19 +59,19 @@ fn denoise(ms: &DiscreteSampling, x: &Tensor, sigma: f32, cfg: f64, toy: &Value)
     cfg_mix(&cond, &uncond, cfg, 0.0).unwrap()
 }
 
-struct Case<'a> {
-    sampler: &'a str,
-    sigmas: Vec<f32>,
-    cfg: f64,
-    seed: i64,
-    latent: Tensor,
-    add_noise: bool,
-    prediction: ModelPrediction,
-    mask: Option<Tensor>,
+pub(super) struct Case<'a> {
+    pub sampler: &'a str,
+    pub sigmas: Vec<f32>,
+    pub cfg: f64,
+    pub seed: i64,
+    pub latent: Tensor,
+    pub add_noise: bool,
+    pub prediction: ModelPrediction,
+    pub mask: Option<Tensor>,
 }
 
 /// nodes.common_ksampler -> KSAMPLER.sample -> sample_*, with the toy model.
-fn run(case: Case, toy: &Value) -> Tensor {
+pub(super) fn run(case: Case, toy: &Value) -> Tensor {
     let ms = DiscreteSampling::sd(case.prediction).unwrap();
     let shape = case.latent.size();
     let noise = if case.add_noise {
@@ -107,7 +112,7 @@ fn run(case: Case, toy: &Value) -> Tensor {
     krun.x().shallow_clone()
 }
 
-fn max_diff(got: &Tensor, want: &[f32]) -> f64 {
+pub(super) fn max_diff(got: &Tensor, want: &[f32]) -> f64 {
     let got: Vec<f32> = Vec::try_from(&got.flatten(0, -1)).unwrap();
     assert_eq!(got.len(), want.len());
     got.iter()
@@ -116,20 +121,24 @@ fn max_diff(got: &Tensor, want: &[f32]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-#[test]
-fn every_sampler_and_scheduler_matches_comfyui() {
-    let fx = fixture();
-    let shape: Vec<i64> = fx["shape"]
+/// The latent shape of a fixture.
+pub(super) fn shape_of(fx: &Value) -> Vec<i64> {
+    fx["shape"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_i64().unwrap())
-        .collect();
-    let image = Tensor::from_slice(&floats(&fx["image_latent"])).reshape(&shape);
+        .collect()
+}
+
+/// Runs every case of a fixture's `trajectories` (at least `min_cases`)
+/// and fails listing those beyond [`TOL`]; the worst max |diff|.
+pub(super) fn check_trajectories(fx: &Value, min_cases: usize) -> f64 {
+    let image = Tensor::from_slice(&floats(&fx["image_latent"])).reshape(shape_of(fx));
     let mut report = Vec::new();
     let mut worst: f64 = 0.0;
     let cases = fx["trajectories"].as_array().unwrap();
-    assert!(cases.len() > 100);
+    assert!(cases.len() >= min_cases);
     for c in cases {
         let prediction = ModelPrediction::parse(c["prediction"].as_str().unwrap()).unwrap();
         let ms = DiscreteSampling::sd(prediction).unwrap();
@@ -169,7 +178,6 @@ fn every_sampler_and_scheduler_matches_comfyui() {
             ));
         }
     }
-    // Measured: 0.0 for all of them (every op is libtorch's, in ComfyUI's order).
     eprintln!(
         "worst max |diff| over {} trajectories: {worst:e}",
         cases.len()
@@ -181,6 +189,13 @@ fn every_sampler_and_scheduler_matches_comfyui() {
         cases.len(),
         report.join("\n")
     );
+    worst
+}
+
+#[test]
+fn every_sampler_and_scheduler_matches_comfyui() {
+    // Measured: 0.0 for all of them (every op is libtorch's, in ComfyUI's order).
+    check_trajectories(&fixture(), 101);
 }
 
 #[test]
@@ -254,20 +269,15 @@ fn advanced_split_matches_comfyui_and_the_whole_run() {
     }
 }
 
-#[test]
-fn inpainting_masks_match_comfyuis_ksampler_x0_inpaint() {
-    let fx = fixture();
-    let shape: Vec<i64> = fx["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
-    let image = Tensor::from_slice(&floats(&fx["image_latent"])).reshape(&shape);
+/// Runs every case of a fixture's `inpaint` (at least `min_cases`) with its
+/// `inpaint_mask` on `image_latent`; each within [`TOL`]. The worst max |diff|.
+pub(super) fn check_inpainting(fx: &Value, min_cases: usize) -> f64 {
+    let image = Tensor::from_slice(&floats(&fx["image_latent"])).reshape(shape_of(fx));
     let mask = Tensor::from_slice(&floats(&fx["inpaint_mask"])).reshape([1, 8, 8]);
     let ms = DiscreteSampling::sd(ModelPrediction::Eps).unwrap();
     let cases = fx["inpaint"].as_array().unwrap();
-    assert!(cases.len() >= 12);
+    assert!(cases.len() >= min_cases);
+    let mut worst: f64 = 0.0;
     for c in cases {
         let sampler = c["sampler"].as_str().unwrap();
         let denoise = c["denoise"].as_f64().unwrap();
@@ -291,5 +301,16 @@ fn inpainting_masks_match_comfyuis_ksampler_x0_inpaint() {
         };
         let d = max_diff(&run(case, &fx["toy"]), &floats(&c["out"]));
         assert!(d <= TOL, "{sampler} denoise {denoise}: max |diff| {d:e}");
+        worst = worst.max(d);
     }
+    eprintln!(
+        "worst max |diff| over {} inpainting runs: {worst:e}",
+        cases.len()
+    );
+    worst
+}
+
+#[test]
+fn inpainting_masks_match_comfyuis_ksampler_x0_inpaint() {
+    check_inpainting(&fixture(), 12);
 }

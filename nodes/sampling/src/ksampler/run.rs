@@ -2,8 +2,10 @@
 //! module docs of `crate::ksampler`). Each arm cites its `sample_*` function
 //! of ComfyUI's `comfy/k_diffusion/sampling.py` and repeats its operations in
 //! order.
+use super::sde::{self, History, Multistep};
 use super::steps::{ancestral, second_evaluation, sigma_fn, t_fn, to_d};
 use super::Method;
+use crate::brownian::BrownianNoise;
 use crate::noise::NoiseStream;
 use crate::quadrature::lms_coefficient;
 use diffgraph_diffusion::comfy::scalar0::{t0, val};
@@ -26,6 +28,8 @@ enum Second {
         em1: Tensor,
         up: Tensor,
     },
+    /// `sample_dpmpp_sde`: the first denoised prediction.
+    DpmppSde { den: Tensor },
 }
 
 /// Inpainting (`comfy/samplers.py` `KSamplerX0Inpaint`): where the mask is
@@ -75,6 +79,8 @@ pub struct KRun {
     pending: Option<Pending>,
     /// LMS: the last derivatives; DPM++ 2M: the previous denoised.
     history: Vec<Tensor>,
+    /// The multistep SDE samplers' h and denoised history.
+    sde: History,
     /// Noise draws made so far.
     draws: usize,
     /// The denoised prediction of the last step's first evaluation (what
@@ -106,6 +112,7 @@ impl KRun {
             x,
             pending: None,
             history: Vec::new(),
+            sde: History::default(),
             draws: 0,
             x0: None,
             inpaint: None,
@@ -189,6 +196,12 @@ impl KRun {
         Ok(n)
     }
 
+    /// The SDE samplers' `BrownianTreeNoiseSampler` over this run's sigmas
+    /// (no tensors: made where needed).
+    fn brownian(&self) -> Result<BrownianNoise> {
+        BrownianNoise::new(&self.sigmas, &self.x, self.noise.seed())
+    }
+
     /// x + noise · s_noise(1.0) · sigma_up.
     fn add_noise(&mut self, x: Tensor, up: &Tensor) -> Result<Tensor> {
         let n = self.draw()?;
@@ -217,6 +230,7 @@ impl KRun {
             x: shallow(&self.x),
             pending: None,
             history: self.history.iter().map(shallow).collect(),
+            sde: self.sde.shallow(),
             draws: self.draws,
             x0: self.x0.as_ref().map(shallow),
             inpaint: self.inpaint.as_ref().map(Inpaint::shallow),
@@ -253,6 +267,10 @@ impl KRun {
             Second::Dpmpp2s { ratio, em1, up } => {
                 let x = ratio.f_mul(&x)?.f_sub(&em1.f_mul(den2)?)?;
                 self.after_2s(x, up)?
+            }
+            Second::DpmppSde { den } => {
+                let (s, n) = (t0(self.sigmas[self.i]), t0(self.sigmas[self.i + 1]));
+                sde::dpmpp_sde_second(&x, den, den2, &s, &n, &self.brownian()?)?
             }
         };
         self.i += 1;
@@ -429,6 +447,25 @@ impl KRun {
                     mu = mu.f_mul(&n.f_pow_tensor_scalar(2.0)?.f_add_scalar(1.0)?.f_sqrt()?)?;
                 }
                 mu
+            }
+            // sample_dpmpp_sde.
+            Method::DpmppSde => {
+                if !two {
+                    shallow(den)
+                } else {
+                    let (x2, sigma_s_1) = sde::dpmpp_sde_first(&x, den, &s, &n, &self.brownian()?)?;
+                    return self.wait(x2, sigma_s_1, Second::DpmppSde { den: shallow(den) });
+                }
+            }
+            // sample_dpmpp_2m_sde, sample_dpmpp_3m_sde.
+            Method::Dpmpp2mSde | Method::Dpmpp2mSdeHeun | Method::Dpmpp3mSde => {
+                let kind = match self.method {
+                    Method::Dpmpp2mSde => Multistep::Midpoint,
+                    Method::Dpmpp2mSdeHeun => Multistep::Heun,
+                    _ => Multistep::ThreeM,
+                };
+                let noise = self.brownian()?;
+                sde::multistep(kind, &x, den, &s, &n, &mut self.sde, &noise)?
             }
             // sample_lcm.
             Method::Lcm => {

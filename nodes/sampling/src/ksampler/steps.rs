@@ -41,7 +41,7 @@ pub fn sigma_fn(t: &Tensor) -> Result<Tensor> {
 /// Whether the step from `sigma` to `next` evaluates the model twice.
 pub fn second_evaluation(method: Method, sigma: f32, next: f32) -> Result<bool> {
     Ok(match method {
-        Method::Heun | Method::Dpm2 => next != 0.0,
+        Method::Heun | Method::Dpm2 | Method::DpmppSde => next != 0.0,
         Method::Dpm2Ancestral | Method::Dpmpp2sAncestral => val(&ancestral(sigma, next)?.0)? != 0.0,
         _ => false,
     })

@@ -218,7 +218,7 @@ impl Node for KSamplerStart {
             )
             .input(InputSpec::tensor("sigmas"))
             .input(InputSpec::string("sampler_name").default("euler").choices(COMFY_SAMPLER_NAMES))
-            .input(InputSpec::int("seed").default(0).min(0.0).doc("the ancestral samplers' noise generator"))
+            .input(InputSpec::int("seed").default(0).min(0.0).doc("the stochastic samplers' noise: the ancestral ones' generator seed, the SDE ones' Brownian tree entropy"))
             .input(InputSpec::new("latent", PortType::Latent))
             .input(InputSpec::tensor("noise").optional().doc("prepare_noise's; absent: no noise (add_noise disabled)"))
             .input(InputSpec::tensor("mask").optional().doc(

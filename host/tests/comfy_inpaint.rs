@@ -10,7 +10,8 @@
 //!   gets in the whole batch (prepare_noise with batch_inds);
 //! - ConditioningCombine: one Euler step at cfg 1 returns the denoised
 //!   prediction, so combining two prompts gives the mean of their latents
-//!   (calc_cond_batch); ConditioningSetArea is refused naming the node.
+//!   (calc_cond_batch); ConditioningSetArea weights its crop as
+//!   calc_cond_batch does (strength, faded edges, uncovered pixels 0).
 mod common;
 
 use common::core_support::{floats, tensor_out};
@@ -251,12 +252,61 @@ fn conditioning_combine_averages_the_conds_predictions() {
         "3": ksampler(json!(["5", 0]), json!(["21", 0]), 3.0, 2),
     }));
     assert_eq!(e.run(&wf, &[("3", "latent")])[0].size(), [1, 4, 4, 4]);
-    // Area conditioning is refused, naming the node and why.
-    wf["23"] = json!({ "class_type": "ConditioningSetArea", "inputs": { "conditioning": ["20", 0],
-        "width": 64, "height": 64, "x": 0, "y": 0, "strength": 1.0 } });
+    // Percentage areas are refused, naming the node and why.
+    wf["23"] = json!({ "class_type": "ConditioningSetAreaPercentage", "inputs": { "conditioning": ["20", 0],
+        "width": 0.5, "height": 1.0, "x": 0, "y": 0, "strength": 1.0 } });
     wf["21"]["inputs"]["conditioning_2"] = json!(["23", 0]);
     let err = e.checked(&wf).err().expect("refused");
     assert_eq!(err.0.len(), 1, "{err}");
     assert_eq!(err.0[0].node.as_deref(), Some("23"), "{err}");
-    assert!(err.0[0].message.contains("area"), "{err}");
+    assert!(err.0[0].message.contains("not implemented"), "{err}");
+}
+
+/// ConditioningSetArea: one Euler step at cfg 1 returns calc_cond_batch's
+/// combined denoised prediction. A 16x16 latent, prompt B on the left half
+/// (area [16, 8, 0, 0]: its last two columns fade, rr = 8 // 4 = 2, weights
+/// 1/2 on column 7), prompt A everywhere.
+#[test]
+fn conditioning_set_area_weights_the_crop_as_calc_cond_batch() {
+    let mut e = env();
+    let run = |e: &mut Env, positive: Value, strength: f64| {
+        let wf = workflow(json!({
+            "5": { "class_type": "EmptyLatentImage", "inputs": { "width": 128, "height": 128, "batch_size": 1 } },
+            "20": { "class_type": "CLIPTextEncode", "inputs": { "clip": ["4", 1], "text": "a blue square" } },
+            "23": { "class_type": "ConditioningSetArea", "inputs": { "conditioning": ["20", 0],
+                "width": 64, "height": 128, "x": 0, "y": 0, "strength": strength } },
+            "21": { "class_type": "ConditioningCombine", "inputs": {
+                "conditioning_1": ["6", 0], "conditioning_2": ["23", 0] } },
+            "3": ksampler(json!(["5", 0]), positive, 1.0, 1),
+        }));
+        e.run(&wf, &[("3", "latent")]).remove(0)
+    };
+    let a = run(&mut e, json!(["6", 0]), 1.0);
+    let b = run(&mut e, json!(["23", 0]), 1.0);
+    let ab = run(&mut e, json!(["21", 0]), 1.0);
+    assert_eq!(ab.size(), [1, 4, 16, 16]);
+    // B alone covers the left half; no cond covers the right: 0 / 1e-37.
+    let zero = vec![0f32; 4 * 16 * 8];
+    let uncovered = max_abs(&columns(&b, 8..16), &zero);
+    assert!(uncovered <= 1e-4, "{uncovered}");
+    assert!(max_abs(&columns(&b, 0..8), &zero[..4 * 16 * 8]) > 0.1);
+    // Right half: A alone; columns 0..7: (A + B) / 2; column 7: (A + B / 2) / 1.5.
+    let d = max_abs(&columns(&ab, 8..16), &columns(&a, 8..16));
+    assert!(d <= 1e-4, "outside the area: {d}");
+    let mean = |w: f32, cols: std::ops::Range<i64>| -> Vec<f32> {
+        let (a, b) = (columns(&a, cols.clone()), columns(&b, cols));
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x + w * y) / (1.0 + w))
+            .collect()
+    };
+    let inside = max_abs(&columns(&ab, 0..7), &mean(1.0, 0..7));
+    let fade = max_abs(&columns(&ab, 7..8), &mean(0.5, 7..8));
+    eprintln!("area: inside max abs {inside:e}, faded column {fade:e}, outside {d:e}");
+    assert!(inside <= 1e-4 && fade <= 1e-4, "{inside} {fade}");
+    assert!(max_abs(&columns(&ab, 0..7), &columns(&a, 0..7)) > 0.01);
+    // Strength 3: B weighs 3 inside the area.
+    let ab3 = run(&mut e, json!(["21", 0]), 3.0);
+    let inside3 = max_abs(&columns(&ab3, 0..7), &mean(3.0, 0..7));
+    assert!(inside3 <= 1e-4, "strength 3: {inside3}");
 }

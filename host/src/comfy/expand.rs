@@ -25,7 +25,7 @@ pub struct Expanded {
 pub(super) struct Ctx<'a> {
     pub(super) wf: &'a Workflow,
     nodes: Map<String, Json>,
-    origins: Vec<((String, String), (String, String))>,
+    pub(super) origins: Vec<((String, String), (String, String))>,
 }
 
 /// Expands a workflow that `schema::check` accepted.
@@ -187,7 +187,7 @@ impl Ctx<'_> {
             // Folded into the CLIPTextEncode nodes it feeds (`clip_skip`).
             "CLIPSetLastLayer" => {}
             // Folded into the samplers it feeds (`conditioning`).
-            "ConditioningCombine" => {}
+            "ConditioningCombine" | "ConditioningSetArea" => {}
             class if super::loaders::file_input(class).is_some() => {
                 let (kind, input) = super::loaders::file_input(class).expect("matched");
                 let name = self.konst(n, input);

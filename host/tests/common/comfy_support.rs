@@ -35,4 +35,5 @@ pub fn refused(out: &Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
 }
 
+#[allow(unused_imports)]
 pub use super::tiny_sd1_models_folder as models_folder;

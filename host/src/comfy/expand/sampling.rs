@@ -15,6 +15,7 @@
 //! the sampler that uses them. SIGMAS are native tensors (BasicScheduler ->
 //! KSchedule, Karras/ExponentialScheduler -> KSigmas, SplitSigmas).
 use super::{Ctx, ModelFolders};
+use crate::comfy::conditioning::Cond;
 use crate::comfy::workflow::ApiNode;
 use serde_json::{json, Value as Json};
 
@@ -23,8 +24,8 @@ struct Sampling {
     model: Json,
     loader: String,
     /// The conds of each branch (ConditioningCombine lists several).
-    positive: Vec<Json>,
-    negative: Option<Vec<Json>>,
+    positive: Vec<Cond>,
+    negative: Option<Vec<Cond>>,
     cfg: Json,
     sampler_name: Json,
     sigmas: Json,
@@ -299,66 +300,8 @@ impl Ctx<'_> {
                 json!({ "type": "SDXLTimeIds", "inputs": { "latent": s.latent } }),
             );
         }
-        // One model evaluation per cond: the first cond of each branch in
-        // one batched UNetStep, any further (ConditioningCombine) alone.
-        let evaluate = |cond: &Json| {
-            let mut unet = json!({ "type": "UNetStep", "inputs": {
-                "model": s.model,
-                "sample": [p("input"), "sample"],
-                "timestep": [p("input"), "timestep"],
-                "cond": cond,
-            }});
-            if sdxl {
-                unet["inputs"]["pooled"] = json!([cond[0], "pooled"]);
-                unet["inputs"]["time_ids"] = json!([p("time_ids"), "time_ids"]);
-            }
-            unet
-        };
-        let mut body = serde_json::Map::new();
-        let mut unet = evaluate(&s.positive[0]);
-        let negative = s.negative.as_ref().filter(|_| !cfg1);
-        if let Some(neg) = negative {
-            unet["inputs"]["uncond"] = neg[0].clone();
-            if sdxl {
-                unet["inputs"]["uncond_pooled"] = json!([neg[0][0], "pooled"]);
-            }
-        }
-        body.insert(p("unet"), unet);
-        let mut cfg = json!({ "type": "CFGDenoise", "inputs": {
-            "state": [id, "state"],
-            "cfg": s.cfg,
-        }});
-        let branches = [
-            ("cond", "output_cond", "positive", Some(&s.positive)),
-            ("uncond", "output_uncond", "negative", negative),
-        ];
-        for (tag, output, comfy_input, conds) in branches {
-            let Some(conds) = conds else { continue };
-            // calc_cond_batch: the mean of the conds' predictions.
-            let mut sum = json!([p("unet"), output]);
-            for (k, cond) in conds.iter().enumerate().skip(1) {
-                let (uid, aid) = (p(&format!("unet_{tag}{k}")), p(&format!("{tag}_sum{k}")));
-                body.insert(uid.clone(), evaluate(cond));
-                self.origins.push((
-                    (uid.clone(), "cond".into()),
-                    (id.into(), comfy_input.into()),
-                ));
-                body.insert(
-                    aid.clone(),
-                    json!({ "type": "TensorAdd", "inputs": { "a": sum, "b": [uid, "output_cond"] } }),
-                );
-                sum = json!([aid, "sum"]);
-            }
-            if conds.len() > 1 {
-                let mid = p(&format!("{tag}_mean"));
-                body.insert(
-                    mid.clone(),
-                    json!({ "type": "TensorScale", "inputs": { "x": sum, "factor": 1.0 / conds.len() as f64 } }),
-                );
-                sum = json!([mid, "scaled"]);
-            }
-            cfg["inputs"][output] = sum;
-        }
+        let negative = s.negative.as_deref().filter(|_| !cfg1);
+        let mut body = self.evaluations(id, &s.model, sdxl, &s.positive, negative, &s.cfg);
         self.origins
             .push(((p("cfg"), "cfg".into()), (id.into(), "cfg".into())));
         self.origins.push((
@@ -369,7 +312,6 @@ impl Ctx<'_> {
             p("input"),
             json!({ "type": "KModelInput", "inputs": { "state": [id, "state"] } }),
         );
-        body.insert(p("cfg"), cfg);
         body.insert(
             p("step"),
             json!({ "type": "KSamplerStep", "inputs": {

@@ -19,9 +19,9 @@ use diffgraph::comfy::ModelFolders;
 use serde_json::{json, Value};
 
 struct Env {
-    _models: tempfile::TempDir,
+    models: tempfile::TempDir,
     input: tempfile::TempDir,
-    _out: tempfile::TempDir,
+    out: tempfile::TempDir,
     registry: diffgraph::plugin::Registry,
     exec: diffgraph::Executor,
 }
@@ -43,9 +43,9 @@ fn env() -> Env {
     });
     img.save(input.path().join("scene.png")).unwrap();
     Env {
-        _models: common::tiny_sd1_models_folder(),
+        models: common::tiny_sd1_models_folder(),
         input,
-        _out: out,
+        out,
         registry,
         exec,
     }
@@ -85,14 +85,15 @@ impl Env {
         wf: &Value,
     ) -> Result<diffgraph::graph::CheckedGraph, diffgraph::graph::GraphErrors> {
         let folders =
-            ModelFolders::new(&[self._models.path().into()]).with_input(self.input.path().into());
+            ModelFolders::new(&[self.models.path().into()]).with_input(self.input.path().into());
         diffgraph::parse_graph_with(&wf.to_string(), &[], &self.registry, true, &folders)
     }
 
     /// Runs the workflow; the tensors `targets` (native node, output).
     fn run(&mut self, wf: &Value, targets: &[(&str, &str)]) -> Vec<tch::Tensor> {
         let checked = self.checked(wf).unwrap_or_else(|e| panic!("{e}"));
-        let ids: Vec<&str> = targets.iter().map(|(n, _)| *n).collect();
+        // And SaveImage "9", whose PNG `binary_run` compares.
+        let ids: Vec<&str> = targets.iter().map(|(n, _)| *n).chain(["9"]).collect();
         let outcome = self
             .exec
             .run(&checked, Some(&ids), &diffgraph::Silent)
@@ -101,6 +102,31 @@ impl Env {
             .iter()
             .map(|(n, o)| tensor_out(&outcome, n, o))
             .collect()
+    }
+}
+
+impl Env {
+    /// `diffgraph run` on the workflow file; the PNG it saved.
+    fn binary_run(&self, wf: &Value) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("workflow.json");
+        std::fs::write(&file, wf.to_string()).unwrap();
+        let out = dir.path().join("out");
+        let status = std::process::Command::new(common::diffgraph_bin())
+            .args(["run", file.to_str().unwrap(), "--quiet", "--threads", "1"])
+            .args(["--out", out.to_str().unwrap()])
+            .args(["--models", self.models.path().to_str().unwrap()])
+            .env_remove("DIFFGRAPH_PLUGINS")
+            .env_remove("DIFFGRAPH_MODELS")
+            .env("DIFFGRAPH_INPUT", self.input.path())
+            .output()
+            .unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        std::fs::read(out.join("out.png")).unwrap()
     }
 }
 
@@ -128,6 +154,14 @@ fn set_latent_noise_mask_repaints_only_the_masked_half() {
     let t = e.run(&wf, &[("11", "latent"), ("3", "latent")]);
     let (source, out) = (&t[0], &t[1]);
     assert_eq!(out.size(), [1, 4, 16, 16]);
+    // `diffgraph run` on the same API workflow saves the same pixels (its
+    // PNG also carries the workflow).
+    let pixels = |png: &[u8]| image::load_from_memory(png).unwrap().to_rgb8().into_raw();
+    let png = std::fs::read(e.out.path().join("out.png")).unwrap();
+    assert!(
+        pixels(&e.binary_run(&wf)) == pixels(&png),
+        "the binary's image differs"
+    );
     // The mask (right half) resized to the latent is 0 on columns 0..8:
     // there each step's denoised prediction is the source (the last Euler
     // step to sigma 0 lands on it up to rounding).
@@ -135,6 +169,14 @@ fn set_latent_noise_mask_repaints_only_the_masked_half() {
     assert!(kept <= KEPT, "unmasked half changed: {kept}");
     let changed = max_abs(&columns(out, 8..16), &columns(source, 8..16));
     assert!(changed > 0.1, "masked half unchanged: {changed}");
+    // KSamplerAdvanced over all the steps is the KSampler, mask included.
+    let mut adv = wf.clone();
+    adv["3"] = json!({ "class_type": "KSamplerAdvanced", "inputs": {
+        "model": ["4", 0], "add_noise": "enable", "noise_seed": 7, "steps": 3, "cfg": 3.0,
+        "sampler_name": "euler", "scheduler": "normal", "positive": ["6", 0], "negative": ["7", 0],
+        "latent_image": ["12", 0], "start_at_step": 0, "end_at_step": 10000,
+        "return_with_leftover_noise": "disable" } });
+    assert!(e.run(&adv, &[("3", "latent")])[0].equal(out));
     // Without the mask the whole latent is repainted.
     let mut plain = wf.clone();
     plain["3"]["inputs"]["latent_image"] = json!(["11", 0]);

@@ -25,7 +25,7 @@ pub struct Expanded {
 pub(super) struct Ctx<'a> {
     pub(super) wf: &'a Workflow,
     nodes: Map<String, Json>,
-    origins: Vec<((String, String), (String, String))>,
+    pub(super) origins: Vec<((String, String), (String, String))>,
 }
 
 /// Expands a workflow that `schema::check` accepted.
@@ -71,6 +71,9 @@ impl Ctx<'_> {
             ("CheckpointLoaderSimple", 1) => "clip",
             ("CheckpointLoaderSimple", 2) => "vae",
             ("CLIPSetLastLayer", _) => return self.link(&self.wf[&src], "clip"),
+            // Its LATENT is its samples; the sampler finds the mask (`inpaint`).
+            ("SetLatentNoiseMask", _) => return self.link(&self.wf[&src], "samples"),
+            ("VAEEncodeForInpaint", _) => "latent",
             (c, o) if super::loaders::output(c, o).is_some() => {
                 super::loaders::output(c, o).expect("matched")
             }
@@ -183,6 +186,8 @@ impl Ctx<'_> {
             }
             // Folded into the CLIPTextEncode nodes it feeds (`clip_skip`).
             "CLIPSetLastLayer" => {}
+            // Folded into the samplers it feeds (`conditioning`).
+            "ConditioningCombine" | "ConditioningSetArea" => {}
             class if super::loaders::file_input(class).is_some() => {
                 let (kind, input) = super::loaders::file_input(class).expect("matched");
                 let name = self.konst(n, input);
@@ -264,7 +269,7 @@ impl Ctx<'_> {
                 );
             }
             other => {
-                if !self.image_node(id, n, models) {
+                if !self.image_node(id, n, models) && !self.inpaint_node(id, n) {
                     unreachable!("schema::check refuses {other}")
                 }
             }

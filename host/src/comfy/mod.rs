@@ -7,9 +7,11 @@
 //! The editor's (UI) format is converted to the API format first (`ui`).
 //! `load_graph`/`parse_graph` call `translate` for any file that is not a
 //! native graph, so `run`, `validate`, `convert` and servers all get it.
+pub mod conditioning;
 pub mod expand;
 pub mod extra_paths;
 pub mod image_nodes;
+pub mod inpaint;
 pub mod loaders;
 pub mod models;
 pub mod object_info;

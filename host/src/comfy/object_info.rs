@@ -103,6 +103,8 @@ pub fn node_info(spec: &Spec, models: &ModelFolders) -> Json {
         {
             "sampling"
         }
+        "SetLatentNoiseMask" | "VAEEncodeForInpaint" => "latent/inpaint",
+        c if c.starts_with("Conditioning") => "conditioning",
         c if c.contains("Loader") => "loaders",
         c if c.contains("Mask") => "mask",
         c if c.contains("Latent") || c == "KSampler" => "latent",

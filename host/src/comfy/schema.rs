@@ -105,6 +105,8 @@ pub fn all_specs() -> impl Iterator<Item = &'static Spec> {
         .chain(SAMPLER_SPECS)
         .chain(super::image_nodes::SPECS.iter())
         .chain(super::loaders::SPECS)
+        .chain(super::inpaint::SPECS)
+        .chain(super::conditioning::SPECS)
 }
 
 pub fn spec(class: &str) -> Option<&'static Spec> {
@@ -116,7 +118,15 @@ pub fn check(wf: &Workflow, models: &ModelFolders) -> Result<(), Vec<GraphError>
     let mut errors = Vec::new();
     // ComfyUI refuses an unknown class anywhere before anything else.
     for (id, node) in wf {
-        if spec(&node.class_type).is_none() {
+        if let Some(why) = super::conditioning::refusal(&node.class_type) {
+            errors.push(
+                GraphError::new(
+                    ErrorKind::UnknownNodeType,
+                    format!("ComfyUI node type `{}` is refused: {why}", node.class_type),
+                )
+                .node(id),
+            );
+        } else if spec(&node.class_type).is_none() {
             errors.push(
                 GraphError::new(
                     ErrorKind::UnknownNodeType,
@@ -159,6 +169,10 @@ pub fn check(wf: &Workflow, models: &ModelFolders) -> Result<(), Vec<GraphError>
         if let Some(e) = check_combination(node) {
             errors.push(e.node(id));
         }
+    }
+    if errors.is_empty() {
+        errors.extend(super::inpaint::check(wf));
+        errors.extend(super::conditioning::check(wf));
     }
     if errors.is_empty() {
         Ok(())

@@ -19,6 +19,15 @@ impl Node for GaussianNoise {
                 InputSpec::new("shape", PortType::list(PortType::Int)).doc("e.g. [1, 4, 64, 64]"),
             )
             .input(InputSpec::float("scale").default(1.0))
+            .input(
+                InputSpec::new("batch_index", PortType::list(PortType::Int))
+                    .optional()
+                    .doc(
+                        "ComfyUI's prepare_noise with batch_inds (a latent from LatentFromBatch): one \
+                         randn([1, ...]) per index 0..=max from the seeded generator, item i gets draw \
+                         batch_index[i]; one index per batch item",
+                    ),
+            )
             .output(OutputSpec::new("noise", PortType::Latent))
     }
 
@@ -34,10 +43,40 @@ impl Node for GaussianNoise {
         // Seeding and drawing on the CPU generator is what makes the result
         // independent of the device and equal to PyTorch's CPU generator.
         tch::manual_seed(seed);
-        let noise =
-            Tensor::f_randn(shape.as_slice(), (Kind::Float, Device::Cpu))?.f_mul_scalar(scale)?;
+        let index = match inputs.get("batch_index")? {
+            InputValue::None => None,
+            _ => Some(inputs.int_list("batch_index")?),
+        };
+        let noise = match index {
+            None => Tensor::f_randn(shape.as_slice(), (Kind::Float, Device::Cpu))?,
+            Some(index) => indexed_randn(&shape, &index)?,
+        }
+        .f_mul_scalar(scale)?;
         Ok(vec![noise.f_to_device(ctx.device())?.into()])
     }
+}
+
+/// `comfy/sample.py` `prepare_noise` with `batch_inds`: draws of one item
+/// each for 0..=max(index) in order, item i taking draw index[i].
+fn indexed_randn(shape: &[i64], index: &[i64]) -> Result<Tensor, NodeError> {
+    if shape.first() != Some(&(index.len() as i64)) || index.iter().any(|i| *i < 0) {
+        return Err(format!(
+            "input `batch_index`: expected one non-negative index per batch item of {shape:?}, got {index:?}"
+        )
+        .into());
+    }
+    let mut item = shape.to_vec();
+    item[0] = 1;
+    let max = *index.iter().max().expect("a non-empty batch");
+    let mut draws = Vec::with_capacity(max as usize + 1);
+    for _ in 0..=max {
+        draws.push(Tensor::f_randn(
+            item.as_slice(),
+            (Kind::Float, Device::Cpu),
+        )?);
+    }
+    let picked: Vec<&Tensor> = index.iter().map(|i| &draws[*i as usize]).collect();
+    Ok(Tensor::f_cat(&picked, 0)?)
 }
 
 pub struct EmptyLatent;

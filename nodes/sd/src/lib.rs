@@ -30,6 +30,7 @@ diffgraph_sdk::export_plugin!(
         nodes::denoise::Denoise,
         nodes::autoencoder::VAEDecode,
         nodes::autoencoder::VAEEncode,
+        nodes::inpaint::VAEEncodeForInpaint,
         nodes::autoencoder::LatentShape,
         nodes::torchscript::LoadTorchScriptDenoiser,
         nodes::adm::LoadADM,

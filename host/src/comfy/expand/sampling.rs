@@ -15,6 +15,7 @@
 //! the sampler that uses them. SIGMAS are native tensors (BasicScheduler ->
 //! KSchedule, Karras/ExponentialScheduler -> KSigmas, SplitSigmas).
 use super::{Ctx, ModelFolders};
+use crate::comfy::conditioning::Cond;
 use crate::comfy::workflow::ApiNode;
 use serde_json::{json, Value as Json};
 
@@ -22,8 +23,9 @@ use serde_json::{json, Value as Json};
 struct Sampling {
     model: Json,
     loader: String,
-    positive: Json,
-    negative: Option<Json>,
+    /// The conds of each branch (ConditioningCombine lists several).
+    positive: Vec<Cond>,
+    negative: Option<Vec<Cond>>,
     cfg: Json,
     sampler_name: Json,
     sigmas: Json,
@@ -32,6 +34,9 @@ struct Sampling {
     /// The stochastic samplers' seed (`extra_args["seed"]`: the ancestral generator, the SDE Brownian tree).
     seed: Json,
     latent: Json,
+    /// The ComfyUI node whose LATENT the sampler takes (for its
+    /// noise_mask and batch_index).
+    latent_node: String,
     /// (native input, ComfyUI node, ComfyUI input) for error messages.
     origins: Vec<(String, String, String, String)>,
 }
@@ -99,8 +104,8 @@ impl Ctx<'_> {
                 let s = Sampling {
                     model: self.link(g, "model"),
                     loader: self.loader_of(g),
-                    positive: self.link(g, positive),
-                    negative: (!basic).then(|| self.link(g, "negative")),
+                    positive: self.conds(g, positive),
+                    negative: (!basic).then(|| self.conds(g, "negative")),
                     cfg: if basic {
                         json!(1.0)
                     } else {
@@ -111,6 +116,7 @@ impl Ctx<'_> {
                     noise_seed: noise,
                     seed,
                     latent: self.link(n, "latent_image"),
+                    latent_node: self.source(n, "latent_image").0,
                     origins: vec![
                         ("latent".into(), id.into(), id.into(), "latent_image".into()),
                         (
@@ -219,14 +225,15 @@ impl Ctx<'_> {
         Sampling {
             model: self.link(n, "model"),
             loader: self.loader_of(n),
-            positive: self.link(n, "positive"),
-            negative: Some(self.link(n, "negative")),
+            positive: self.conds(n, "positive"),
+            negative: Some(self.conds(n, "negative")),
             cfg: self.konst(n, "cfg"),
             sampler_name,
             sigmas,
             noise_seed: noise,
             seed,
             latent: self.link(n, "latent_image"),
+            latent_node: self.source(n, "latent_image").0,
             origins: vec![
                 ("model".into(), unet.clone(), id.into(), "model".into()),
                 ("cond".into(), unet.clone(), id.into(), "positive".into()),
@@ -263,13 +270,19 @@ impl Ctx<'_> {
                 p("shape"),
                 json!({ "type": "TensorShape", "inputs": { "x": s.latent } }),
             );
-            // prepare_noise: torch.manual_seed(seed); torch.randn(latent.shape).
-            self.nodes.insert(
-                p("noise"),
-                json!({ "type": "GaussianNoise", "inputs": {
-                    "seed": seed, "shape": [p("shape"), "shape"], "scale": 1.0 }}),
-            );
+            // prepare_noise: torch.manual_seed(seed); torch.randn(latent.shape),
+            // or one draw per batch_index (LatentFromBatch) up to its max.
+            let mut noise = json!({ "type": "GaussianNoise", "inputs": {
+                "seed": seed, "shape": [p("shape"), "shape"], "scale": 1.0 }});
+            if let Some(index) = self.batch_index(&s.latent_node) {
+                noise["inputs"]["batch_index"] = index;
+            }
+            self.nodes.insert(p("noise"), noise);
             start["inputs"]["noise"] = json!([p("noise"), "noise"]);
+        }
+        // The latent's noise_mask: KSamplerX0Inpaint.
+        if let Some(mask) = self.noise_mask(&s.latent_node) {
+            start["inputs"]["mask"] = mask;
         }
         self.nodes.insert(p("start"), start);
         // sampling_function: no unconditional branch at cfg 1.
@@ -277,13 +290,8 @@ impl Ctx<'_> {
             .cfg
             .as_f64()
             .is_some_and(|c| (c - 1.0).abs() <= 1e-9 * c.abs().max(1.0));
-        let mut unet = json!({ "type": "UNetStep", "inputs": {
-            "model": s.model,
-            "sample": [p("input"), "sample"],
-            "timestep": [p("input"), "timestep"],
-            "cond": s.positive,
-        }});
-        if self.is_sdxl(s.loader.clone(), models) {
+        let sdxl = self.is_sdxl(s.loader.clone(), models);
+        if sdxl {
             // ComfyUI's SDXL `encode_adm`: the pooled output each
             // CONDITIONING carries, and size = target size = the latent's
             // size x 8 (`encode_model_conds`), no crop.
@@ -291,35 +299,25 @@ impl Ctx<'_> {
                 p("time_ids"),
                 json!({ "type": "SDXLTimeIds", "inputs": { "latent": s.latent } }),
             );
-            let inputs = &mut unet["inputs"];
-            inputs["pooled"] = json!([s.positive[0], "pooled"]);
-            inputs["time_ids"] = json!([p("time_ids"), "time_ids"]);
-            if let (Some(neg), false) = (&s.negative, cfg1) {
-                inputs["uncond_pooled"] = json!([neg[0], "pooled"]);
-            }
         }
-        let mut cfg = json!({ "type": "CFGDenoise", "inputs": {
-            "state": [id, "state"],
-            "output_cond": [p("unet"), "output_cond"],
-            "cfg": s.cfg,
-        }});
-        if let (Some(neg), false) = (s.negative, cfg1) {
-            unet["inputs"]["uncond"] = neg;
-            cfg["inputs"]["output_uncond"] = json!([p("unet"), "output_uncond"]);
-        }
+        let negative = s.negative.as_deref().filter(|_| !cfg1);
+        let mut body = self.evaluations(id, &s.model, sdxl, &s.positive, negative, &s.cfg);
         self.origins
             .push(((p("cfg"), "cfg".into()), (id.into(), "cfg".into())));
         self.origins.push((
             (p("start"), "sampler_name".into()),
             (id.into(), "sampler_name".into()),
         ));
-        let body = json!({
-            p("input"): { "type": "KModelInput", "inputs": { "state": [id, "state"] } },
-            p("unet"): unet,
-            p("cfg"): cfg,
-            p("step"): { "type": "KSamplerStep", "inputs": {
-                "state": [id, "state"], "denoised": [p("cfg"), "denoised"] } },
-        });
+        body.insert(
+            p("input"),
+            json!({ "type": "KModelInput", "inputs": { "state": [id, "state"] } }),
+        );
+        body.insert(
+            p("step"),
+            json!({ "type": "KSamplerStep", "inputs": {
+                "state": [id, "state"], "denoised": [p("cfg"), "denoised"] } }),
+        );
+        let body = Json::Object(body);
         self.nodes.insert(
             id.to_string(),
             json!({

@@ -8,6 +8,7 @@
 //! Every operation that ComfyUI performs on a torch tensor is performed here
 //! on a libtorch tensor with the same op (the same kernels, so the same
 //! rounding), and every Python-float computation in Rust `f64`.
+pub mod area;
 pub mod beta_ppf;
 pub mod model_sampling;
 pub mod names;

@@ -27,7 +27,7 @@ pub const KSAMPLER_RUN: &str = "KSAMPLER_RUN";
 pub struct KState(Mutex<KRun>);
 
 impl KState {
-    fn lock(&self) -> MutexGuard<'_, KRun> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, KRun> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -292,7 +292,7 @@ impl Node for KSamplerStart {
     }
 }
 
-fn state_input() -> InputSpec {
+pub(crate) fn state_input() -> InputSpec {
     InputSpec::new("state", PortType::object(KSAMPLER_RUN))
         .doc("the Loop's carried run (KSamplerStart, then KSamplerStep)")
 }
@@ -337,8 +337,12 @@ impl Node for CFGDenoise {
                  (ComfyUI skips it at cfg 1) the conditional branch alone.",
             )
             .input(state_input())
-            .input(InputSpec::tensor("output_cond").doc("the model's output, conditional branch"))
+            .input(InputSpec::tensor("output_cond").optional().doc("the model's output, conditional branch"))
             .input(InputSpec::tensor("output_uncond").optional())
+            .input(InputSpec::tensor("denoised_cond").optional().doc(
+                "instead of output_cond: the branch's denoised prediction already combined (AreaMean)",
+            ))
+            .input(InputSpec::tensor("denoised_uncond").optional().doc("instead of output_uncond (AreaMean)"))
             .input(InputSpec::float("cfg").default(1.0))
             .output(OutputSpec::new("denoised", PortType::Latent))
     }
@@ -358,10 +362,27 @@ impl Node for CFGDenoise {
             }
             Ok(ms.calculate_denoised(sigma, t, &x).map_err(String::from)?)
         };
-        let cond = den("output_cond", inputs.tensor("output_cond")?)?;
+        let branch = |output: &str, denoised: &str| -> Result<Option<Tensor>, NodeError> {
+            match (inputs.opt_tensor(output)?, inputs.opt_tensor(denoised)?) {
+                (Some(_), Some(_)) => {
+                    Err(format!("give `{output}` or `{denoised}`, not both").into())
+                }
+                (Some(o), None) => Ok(Some(den(output, o)?)),
+                (None, Some(d)) if d.size() != x.size() => Err(format!(
+                    "input `{denoised}`: shape {:?}, the sample's is {:?}",
+                    d.size(),
+                    x.size()
+                )
+                .into()),
+                (None, Some(d)) => Ok(Some(d.shallow_clone())),
+                (None, None) => Ok(None),
+            }
+        };
+        let cond = branch("output_cond", "denoised_cond")?
+            .ok_or("the conditional branch: give `output_cond` or `denoised_cond`")?;
         let cfg = inputs.float("cfg")?;
-        let uncond = match inputs.opt_tensor("output_uncond")? {
-            Some(u) => den("output_uncond", u)?,
+        let uncond = match branch("output_uncond", "denoised_uncond")? {
+            Some(u) => u,
             None => cond.f_zeros_like()?,
         };
         Ok(vec![cfg_mix(&cond, &uncond, cfg, 0.0)

@@ -4,6 +4,7 @@ pub mod autoencoder;
 pub mod component;
 pub mod denoise;
 pub mod embedding;
+pub mod inpaint;
 pub mod labels;
 pub mod ldm;
 pub mod loader;

@@ -175,10 +175,16 @@ impl Machine<'_> {
                     let v = u16::from_le_bytes([b[0], b[1]]) as i64;
                     self.stack.push(Value::Int(v));
                 }
-                0x8a => {
-                    let n = self.u8()? as usize;
+                0x8a | 0x8b => {
+                    // LONG1 / LONG4: little-endian two's complement, only
+                    // as wide as an i64.
+                    let n = if op == 0x8a {
+                        self.len(1)?
+                    } else {
+                        self.len(4)?
+                    };
                     if n > 8 {
-                        return Err("LONG1 wider than 64 bits".into());
+                        return Err("LONG1/LONG4 wider than 64 bits".into());
                     }
                     let b = self.bytes(n)?.to_vec();
                     let mut v = if b.last().is_some_and(|&x| x & 0x80 != 0) {
@@ -352,21 +358,6 @@ impl Machine<'_> {
                         Value::Foreign(name) => self.stack.push(Value::Foreign(name)),
                         v => return Err(format!("NEWOBJ of a {}", v.kind_name())),
                     }
-                }
-                0x8b => {
-                    // LONG4: only as wide as an i64.
-                    let n = self.len(4)?;
-                    if n > 8 {
-                        return Err("LONG4 wider than 64 bits".into());
-                    }
-                    let b = self.bytes(n)?.to_vec();
-                    let mut v = if b.last().is_some_and(|&x| x & 0x80 != 0) {
-                        [0xffu8; 8]
-                    } else {
-                        [0u8; 8]
-                    };
-                    v[..n].copy_from_slice(&b);
-                    self.stack.push(Value::Int(i64::from_le_bytes(v)));
                 }
                 b'T' | b'U' => {
                     // BINSTRING / SHORT_BINSTRING (Python 2 str): bytes.

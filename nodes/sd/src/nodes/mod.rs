@@ -6,6 +6,7 @@ pub mod denoise;
 pub mod embedding;
 pub mod labels;
 pub mod ldm;
+pub mod ldm_ckpt;
 pub mod loader;
 pub mod lora;
 pub mod sdxl_loader;

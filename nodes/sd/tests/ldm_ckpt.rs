@@ -3,32 +3,23 @@
 //! CompVis' own code: tests/fixtures/ldm/ckpt/ made by
 //! scripts/fixtures/make_ldm_ckpt_fixtures.py (tiny random models, weights
 //! float16-rounded, computed in float32). Tolerance 1e-4 (fp32 CPU).
+mod ldm_common;
+
 use diffgraph_diffusion::ConfigName;
 use diffgraph_nodes_sd::family::Conditioning;
 use diffgraph_nodes_sd::nodes::ldm_ckpt::{load, LoadedCkpt};
 use diffgraph_nodes_sd::weights::Weights;
+use ldm_common::check;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-const TOLERANCE: f64 = 1e-4;
-
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/ldm/ckpt")
+    ldm_common::fixtures().join("ckpt")
 }
 
 fn reference() -> BTreeMap<String, Tensor> {
     Weights::read_safetensors(&fixtures().join("reference.safetensors")).unwrap()
-}
-
-fn check(what: &str, got: &Tensor, want: &Tensor) {
-    assert_eq!(got.size(), want.size(), "{what}: shape");
-    let d = (got.to_kind(Kind::Double) - want.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[]);
-    println!("{what}: max abs diff {d:.3e}");
-    assert!(d <= TOLERANCE, "{what}: max abs diff {d:e} > {TOLERANCE:e}");
 }
 
 fn loaded(name: &str) -> LoadedCkpt {

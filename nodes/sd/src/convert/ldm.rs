@@ -25,33 +25,15 @@
 //!   `linear` betas (`make_beta_schedule`: `linspace(sqrt(start), sqrt(end))**2`)
 //!   are diffusers' `scaled_linear`.
 //!
-//! Skipped keys (listed as ignored): the DDPM buffers, `model_ema.*` (the
+//! Skipped keys: the DDPM buffers (`super::IGNORED_KEYS`), `model_ema.*` (the
 //! EMA copy; CompVis' sampling scripts and diffusers' conversion use the
 //! model's own weights), `logvar`. Any other key is an error, listed with
 //! every missing and mis-shaped one.
+use super::IGNORED_KEYS;
 use crate::family::adm::config::Arch;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use tch::Tensor;
-
-/// `ddpm.py` `DDPM.register_schedule` / `LatentDiffusion` buffers.
-const BUFFERS: [&str; 15] = [
-    "betas",
-    "alphas_cumprod",
-    "alphas_cumprod_prev",
-    "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod",
-    "sqrt_recip_alphas_cumprod",
-    "sqrt_recipm1_alphas_cumprod",
-    "posterior_variance",
-    "posterior_log_variance_clipped",
-    "posterior_mean_coef1",
-    "posterior_mean_coef2",
-    "lvlb_weights",
-    "logvar",
-    "scale_factor",
-];
 
 pub const UNET_PREFIX: &str = "model.diffusion_model.";
 pub const FIRST_STAGE_PREFIX: &str = "first_stage_model.";
@@ -64,8 +46,6 @@ pub struct Parts {
     pub first_stage: BTreeMap<String, Tensor>,
     /// `scale_factor` when stored (`scale_by_std`).
     pub scale_factor: Option<f64>,
-    /// Keys skipped on purpose (counted in messages).
-    pub ignored: usize,
     /// Keys of no part this loader builds.
     pub unexpected: Vec<String>,
 }
@@ -75,7 +55,6 @@ pub fn split(tensors: BTreeMap<String, Tensor>) -> Parts {
         unet: BTreeMap::new(),
         first_stage: BTreeMap::new(),
         scale_factor: None,
-        ignored: 0,
         unexpected: Vec::new(),
     };
     for (k, t) in tensors {
@@ -85,10 +64,7 @@ pub fn split(tensors: BTreeMap<String, Tensor>) -> Parts {
             p.first_stage.insert(r.to_string(), t);
         } else if k == "scale_factor" && t.numel() == 1 {
             p.scale_factor = Some(t.double_value(&[]));
-            p.ignored += 1;
-        } else if BUFFERS.contains(&k.as_str()) || k.starts_with("model_ema.") {
-            p.ignored += 1;
-        } else {
+        } else if !(IGNORED_KEYS.contains(&k.as_str()) || k.starts_with("model_ema.")) {
             p.unexpected.push(k);
         }
     }
@@ -320,9 +296,11 @@ pub fn vae_config(c: &LdmConfig, scale_factor: f64) -> Result<Value, String> {
     let vq = match t {
         "ldm.models.autoencoder.VQModelInterface" | "ldm.models.autoencoder.VQModel" => true,
         "ldm.models.autoencoder.AutoencoderKL" => false,
-        t => return Err(format!(
+        t => {
+            return Err(format!(
             "first_stage_config.target `{t}`: expected an ldm VQModelInterface or AutoencoderKL"
-        )),
+        ))
+        }
     };
     let dd = object(&p, "ddconfig", at)?;
     let dat = "first_stage_config.params.ddconfig";
@@ -418,4 +396,81 @@ pub fn scheduler_config(c: &LdmConfig) -> Result<Value, String> {
         "timestep_spacing": "leading",
         "prediction_type": if c.x0()? { "sample" } else { "epsilon" },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CompVis config in the shape of configs/latent-diffusion/*.yaml.
+    fn yaml(
+        unet_extra: &str,
+        first_stage: &str,
+        ddconfig_extra: &str,
+        model_extra: &str,
+    ) -> String {
+        format!(
+            "model:\n  target: ldm.models.diffusion.ddpm.LatentDiffusion\n  params:\n    linear_start: 0.0015\n    \
+             linear_end: 0.0195\n    cond_stage_config: __is_unconditional__\n{model_extra}    unet_config:\n      \
+             target: ldm.modules.diffusionmodules.openaimodel.UNetModel\n      params:\n        image_size: 64\n        \
+             in_channels: 3\n        out_channels: 3\n        model_channels: 224\n        attention_resolutions: [8, 4, 2]\n        \
+             num_res_blocks: 2\n        channel_mult: [1, 2, 3, 4]\n        num_head_channels: 32\n{unet_extra}    \
+             first_stage_config:\n      target: {first_stage}\n      params:\n        embed_dim: 3\n        n_embed: 8192\n        \
+             ddconfig:\n          double_z: false\n          z_channels: 3\n          in_channels: 3\n          out_ch: 3\n          \
+             ch: 128\n          ch_mult: [1, 2, 4]\n          num_res_blocks: 2\n{ddconfig_extra}"
+        )
+    }
+
+    const VQ: &str = "ldm.models.autoencoder.VQModelInterface";
+
+    #[test]
+    fn celebahq_shaped_config_maps_to_adm_vq_and_compvis_ddim() {
+        let c = LdmConfig::parse(&yaml("", VQ, "          attn_resolutions: []\n", "")).unwrap();
+        assert!(!c.class_conditional().unwrap());
+        let a = unet_arch(&c.unet().unwrap()).unwrap();
+        assert_eq!(a.attention_ds, [8, 4, 2]);
+        assert_eq!(a.channel_mult, [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(
+            (a.num_heads, a.num_head_channels, a.num_classes),
+            (-1, 32, None)
+        );
+        assert!(!a.use_scale_shift_norm && !a.resblock_updown);
+        let v = vae_config(&c, 1.0).unwrap();
+        assert_eq!(v["_class_name"], "VQModel");
+        assert_eq!(v["block_out_channels"], serde_json::json!([128, 256, 512]));
+        assert_eq!(
+            (v["num_vq_embeddings"].as_i64(), v["vq_embed_dim"].as_i64()),
+            (Some(8192), Some(3))
+        );
+        let s = scheduler_config(&c).unwrap();
+        assert_eq!(
+            (s["beta_schedule"].as_str(), s["prediction_type"].as_str()),
+            (Some("scaled_linear"), Some("epsilon"))
+        );
+    }
+
+    #[test]
+    fn what_is_not_built_is_refused_by_name() {
+        let st = yaml("        use_spatial_transformer: true\n", VQ, "", "");
+        let e = unet_arch(&LdmConfig::parse(&st).unwrap().unet().unwrap()).unwrap_err();
+        assert!(e.contains("use_spatial_transformer"), "{e}");
+        let attn =
+            LdmConfig::parse(&yaml("", VQ, "          attn_resolutions: [32]\n", "")).unwrap();
+        assert!(vae_config(&attn, 1.0)
+            .unwrap_err()
+            .contains("attn_resolutions"));
+        let kl =
+            LdmConfig::parse(&yaml("", "ldm.models.autoencoder.AutoencoderKL", "", "")).unwrap();
+        assert!(vae_config(&kl, 1.0).unwrap_err().contains("double_z"));
+        let cos = LdmConfig::parse(&yaml("", VQ, "", "    beta_schedule: cosine\n")).unwrap();
+        assert!(scheduler_config(&cos).unwrap_err().contains("cosine"));
+        let v = LdmConfig::parse(&yaml("", VQ, "", "    parameterization: v\n")).unwrap();
+        assert!(v.x0().unwrap_err().contains("`v`"));
+        assert!(
+            LdmConfig::parse("model:\n  target: ldm.models.autoencoder.VQModel\n")
+                .err()
+                .unwrap()
+                .contains("LatentDiffusion")
+        );
+    }
 }

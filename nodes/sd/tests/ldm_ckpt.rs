@@ -98,6 +98,32 @@ fn unconditional_ckpt_matches_compvis() {
     );
 }
 
+/// `dtype` fp16: the U-Net's torso in float16 as openaimodel.py's
+/// `convert_to_fp16` (norms, embeddings, head in float32), the first stage
+/// in float16; within float16's precision of the float32 reference.
+#[test]
+fn half_precision_loads_and_stays_close() {
+    let r = reference();
+    let m = load(&fixtures().join("uncond.ckpt"), "", Kind::Half, Device::Cpu).unwrap();
+    let d = (predict(&m, &r, "uncond") - &r["uncond.eps"])
+        .abs()
+        .max()
+        .double_value(&[]);
+    println!("fp16 U-Net: max abs diff {d:.3e}");
+    assert!(d < 1e-3, "fp16 U-Net: {d:e}");
+    let image = m
+        .vae
+        .decode_with(&r["uncond.z"], true)
+        .unwrap()
+        .to_kind(Kind::Float);
+    let d = (image - &r["uncond.decoded_nq"])
+        .abs()
+        .max()
+        .double_value(&[]);
+    println!("fp16 decoder: max abs diff {d:.3e}");
+    assert!(d < 1e-3, "fp16 decoder: {d:e}");
+}
+
 #[test]
 fn class_conditional_x0_ckpt_matches_compvis() {
     parts_match("class");

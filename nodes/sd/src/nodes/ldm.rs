@@ -82,7 +82,7 @@ impl Node for LoadLDM {
                 "the diffusers folder (model_index.json, unet/, vqvae/, scheduler/; bert/ and tokenizer/ for text to \
                  image), or a CompVis latent-diffusion .ckpt (a Lightning checkpoint, read without running code)",
             ))
-            .input(InputSpec::string("config").default("").doc(
+            .input(InputSpec::string("config").default("").file().doc(
                 "for a .ckpt: its CompVis YAML (configs/latent-diffusion/*.yaml); default NAME.yaml next to NAME.ckpt",
             ))
             .input(InputSpec::string("dtype").default("fp32").choices(&["fp32", "fp16", "bf16"]))
@@ -118,6 +118,13 @@ impl Node for LoadLDM {
                 c.num_classes.into(),
                 Object::new(LDMBERT, Component::<Bert>::new("text encoder", Err(none))).into(),
             ]);
+        }
+        if !inputs.str("config")?.is_empty() {
+            return Err(format!(
+                "input `config` is the YAML of a CompVis .ckpt; {} is a diffusers folder, which carries its configs",
+                dir.display()
+            )
+            .into());
         }
         let (class, ae) = pipeline_class(dir)?;
         let scheduler = dir.join("scheduler/scheduler_config.json");

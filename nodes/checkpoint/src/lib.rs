@@ -6,8 +6,11 @@
 //! checkpoint runs arbitrary code. This crate reads the same files with its
 //! own restricted unpickler ([`pickle`]) that builds plain values and knows
 //! only the few globals a state dict uses (an allow-list, see
-//! [`pickle::Global`]); any other global refuses the whole file before
-//! anything is built. There is no code path that calls out of the reader.
+//! [`pickle::Global`]). Any other global becomes an inert stand-in that is
+//! never called: outside the state dict (a Lightning checkpoint's callbacks,
+//! optimizer states, numpy scalars, OmegaConf hyper-parameters) it is
+//! skipped; inside it, it refuses the whole file with its name. There is no
+//! code path that calls out of the reader.
 //!
 //! **Why an own reader**: the format needs ~30 opcodes and three globals.
 //! Crates with pickle readers either pull a whole framework (candle-core's

@@ -1,7 +1,15 @@
 //! `torch.save` zip archives: `<name>/data.pkl` (the pickle, read by
 //! [`crate::pickle`]) and `<name>/data/<key>` (one raw little-endian storage
 //! per key). Layout: torch/serialization.py `_save` / `_load`.
-use crate::pickle::{unpickle, StorageRef, TensorRef, Value};
+//!
+//! The pickle is read with stand-ins for unknown globals
+//! ([`crate::pickle::unpickle_skipping`]), then the state dict is picked: the
+//! top-level dict, or its `state_dict` entry (a PyTorch Lightning
+//! checkpoint, whose other entries (`callbacks`, `optimizer_states`,
+//! `lr_schedulers`, `hyper_parameters`, ...) are never built and their
+//! tensors never loaded). Every value of the state dict must be a tensor; a
+//! stand-in there refuses the file naming its global, as a strict read would.
+use crate::pickle::{refusal, unpickle_skipping, StorageRef, TensorRef, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Path;
@@ -9,7 +17,7 @@ use tch::{Kind, Tensor};
 
 /// Every tensor of the state dict in a torch.save archive. The pickle must
 /// be a dict of name → tensor, or hold one under `state_dict` (Lightning
-/// checkpoints; its other entries must be plain values).
+/// checkpoints; its other entries are skipped unbuilt).
 pub fn read_pt(path: &Path) -> Result<BTreeMap<String, Tensor>, String> {
     let at = |e: String| format!("{}: {e}", path.display());
     let file = std::fs::File::open(path).map_err(|e| at(e.to_string()))?;
@@ -28,7 +36,7 @@ pub fn read_pt(path: &Path) -> Result<BTreeMap<String, Tensor>, String> {
         }
     }
     let data = read_entry(&mut zip, &pkl).map_err(at)?;
-    let value = unpickle(&data).map_err(at)?;
+    let value = unpickle_skipping(&data).map_err(at)?;
     let entries = state_dict_entries(value).map_err(at)?;
     let mut storages: HashMap<String, Tensor> = HashMap::new();
     let mut out = BTreeMap::new();
@@ -55,14 +63,21 @@ fn read_entry(zip: &mut zip::ZipArchive<std::fs::File>, name: &str) -> Result<Ve
 
 /// The (name, tensor) pairs of the top-level dict or of its `state_dict`.
 fn state_dict_entries(value: Value) -> Result<Vec<(String, TensorRef)>, String> {
-    let Value::Dict(items) = value else {
-        return Err("the pickle is not a dict of tensors (a state dict)".into());
+    let items = match value {
+        Value::Dict(items) => items,
+        Value::Foreign(name) => return Err(refuse(&name)),
+        _ => return Err("the pickle is not a dict of tensors (a state dict)".into()),
     };
-    let nested = items.iter().find_map(|(k, v)| match (k, v) {
-        (Value::Str(k), Value::Dict(d)) if k == "state_dict" => Some(d.clone()),
+    let nested = items.iter().find_map(|(k, v)| match k {
+        Value::Str(k) if k == "state_dict" => Some(v.clone()),
         _ => None,
     });
-    let items = nested.unwrap_or(items);
+    let items = match nested {
+        Some(Value::Dict(d)) => d,
+        Some(Value::Foreign(name)) => return Err(refuse(&name)),
+        Some(v) => return Err(format!("`state_dict` is a {v:?}, not a dict of tensors")),
+        None => items,
+    };
     let mut out = Vec::with_capacity(items.len());
     for (k, v) in items {
         let Value::Str(name) = k else {
@@ -70,6 +85,9 @@ fn state_dict_entries(value: Value) -> Result<Vec<(String, TensorRef)>, String> 
         };
         match v {
             Value::Tensor(t) => out.push((name, t)),
+            Value::Foreign(global) => {
+                return Err(format!("state dict entry `{name}`: {}", refuse(&global)))
+            }
             other => {
                 return Err(format!(
                     "state dict entry `{name}` is not a tensor ({other:?})"
@@ -78,6 +96,12 @@ fn state_dict_entries(value: Value) -> Result<Vec<(String, TensorRef)>, String> 
         }
     }
     Ok(out)
+}
+
+/// [`refusal`] of a stand-in's `module.name`.
+fn refuse(global: &str) -> String {
+    let (module, name) = global.rsplit_once('.').unwrap_or(("", global));
+    refusal(module, name)
 }
 
 fn element_size(kind: Kind) -> usize {

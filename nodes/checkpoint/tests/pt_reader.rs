@@ -120,3 +120,41 @@ fn tempdir() -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A Lightning checkpoint of CompVis' LatentDiffusion made by
+/// scripts/fixtures/make_ldm_ckpt_fixtures.py: callbacks keyed by
+/// Lightning's ModelCheckpoint class, numpy scalars, optimizer and scheduler
+/// states and an OmegaConf config beside `state_dict`. The state dict is
+/// read; the rest is skipped unbuilt, while the strict reader refuses it.
+#[test]
+fn reads_a_compvis_lightning_checkpoint_skipping_its_other_objects() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/ldm/ckpt/uncond.ckpt");
+    let sd = read_state_dict(&path).unwrap();
+    let w = &sd["model.diffusion_model.out.2.weight"];
+    assert_eq!(w.size(), [3, 32, 3, 3]);
+    assert_eq!(w.kind(), Kind::Half);
+    assert!(sd.contains_key("first_stage_model.quantize.embedding.weight"));
+    assert!(sd.contains_key("model_ema.decay"));
+    assert!(sd
+        .keys()
+        .all(|k| !k.starts_with("optimizer") && !k.starts_with("callbacks")));
+    // The same pickle through the strict reader: the first foreign global refuses it.
+    let file = std::fs::File::open(&path).unwrap();
+    let mut zip = zip::ZipArchive::new(file).unwrap();
+    let name = zip
+        .file_names()
+        .find(|n| n.ends_with("/data.pkl"))
+        .unwrap()
+        .to_string();
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name(&name).unwrap(), &mut data).unwrap();
+    let err = diffgraph_checkpoint::pickle::unpickle(&data).unwrap_err();
+    assert!(
+        err.contains(
+            "refused the global `pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint`"
+        ),
+        "{err}"
+    );
+    assert!(diffgraph_checkpoint::pickle::unpickle_skipping(&data).is_ok());
+}

@@ -45,8 +45,16 @@ pub struct ConfigFile(pub Map<String, Json>);
 
 impl ConfigFile {
     /// Reads a `scheduler_config.json` (a file, or a diffusers model folder
-    /// with `scheduler/scheduler_config.json` or `scheduler_config.json`).
+    /// with `scheduler/scheduler_config.json` or `scheduler_config.json`),
+    /// or takes the config itself when `path` is a JSON object's text (what
+    /// a loader that derives the config, as `LoadLDM` from a CompVis YAML,
+    /// hands over).
     pub fn read(path: &str) -> Result<ConfigFile> {
+        if path.trim_start().starts_with('{') {
+            return ConfigFile::parse(path).map_err(|e| {
+                Error::Invalid(format!("the scheduler config given as JSON text: {e}"))
+            });
+        }
         let p = std::path::Path::new(path);
         let file = if p.is_dir() {
             ["scheduler/scheduler_config.json", "scheduler_config.json"]
@@ -274,6 +282,14 @@ mod tests {
         assert!(f.refuse_unsupported().is_ok());
         let bad = ConfigFile::parse(r#"{"thresholding": true}"#).unwrap();
         assert!(bad.refuse_unsupported().is_err());
+    }
+
+    #[test]
+    fn a_config_can_be_given_as_json_text() {
+        let f = ConfigFile::read(r#" {"beta_end": 0.0195, "steps_offset": 1}"#).unwrap();
+        assert_eq!(f.num("beta_end").unwrap(), Some(0.0195));
+        let e = ConfigFile::read("{not json").unwrap_err().to_string();
+        assert!(e.contains("given as JSON text"), "{e}");
     }
 
     #[test]

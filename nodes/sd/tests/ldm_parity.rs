@@ -3,31 +3,17 @@
 //! scripts/fixtures/make_ldm_fixtures.py): UNet2DModel (unconditional and
 //! class-conditional, every config option the fixtures vary) and VQModel
 //! (encode, quantize, decode with and without quantizing).
+mod ldm_common;
+
 use diffgraph_nodes_sd::unet2d::UNet2D;
 use diffgraph_nodes_sd::vae::Vae;
 use diffgraph_nodes_sd::weights::Weights;
+use ldm_common::{check, fixtures};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
-
-const TOLERANCE: f64 = 1e-4;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/ldm")
-}
 
 fn reference() -> BTreeMap<String, Tensor> {
     Weights::read_safetensors(&fixtures().join("reference.safetensors")).unwrap()
-}
-
-fn check(what: &str, got: &Tensor, want: &Tensor) {
-    assert_eq!(got.size(), want.size(), "{what}: shape");
-    let d = (got.to_kind(Kind::Double) - want.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[]);
-    println!("{what}: max abs diff {d:.3e}");
-    assert!(d <= TOLERANCE, "{what}: max abs diff {d:e} > {TOLERANCE:e}");
 }
 
 fn unet(model: &str) -> UNet2D {

@@ -1,15 +1,25 @@
 //! A restricted unpickler: builds plain values from a pickle stream and
 //! never calls anything.
 //!
-//! It reads the opcodes of protocols 2-5 that `torch.save` of a state dict
-//! emits (Python's `Lib/pickletools.py` documents each one) and refuses any
-//! other. `GLOBAL`/`STACK_GLOBAL` resolve only the names of [`Global`]; any
-//! other name (`os.system`, `builtins.eval`, a model class, ...) fails the
-//! read at that opcode with the name in the message. `REDUCE` applies an
-//! allowed global symbolically (an `OrderedDict` becomes a [`Value::Dict`],
-//! `_rebuild_tensor_v2` a [`Value::Tensor`] description); `BINPERSID` turns
-//! torch's persistent id `('storage', <storage type>, key, location, numel)`
-//! into a [`Value::Storage`]. Tensor data is read afterwards by [`crate::pt`].
+//! It reads the opcodes of protocols 2-5 that `torch.save` emits (Python's
+//! `Lib/pickletools.py` documents each one) and refuses any other.
+//! `GLOBAL`/`STACK_GLOBAL` resolve only the names of [`Global`]. `REDUCE`
+//! applies an allowed global symbolically (an `OrderedDict` becomes a
+//! [`Value::Dict`], `_rebuild_tensor_v2` a [`Value::Tensor`] description);
+//! `BINPERSID` turns torch's persistent id `('storage', <storage type>, key,
+//! location, numel)` into a [`Value::Storage`]. Tensor data is read
+//! afterwards by [`crate::pt`].
+//!
+//! Any other global (`os.system`, `builtins.eval`, a model class, ...):
+//! - [`unpickle`] fails the read at that opcode with the name in the message;
+//! - [`unpickle_skipping`] pushes an inert [`Value::Foreign`] stand-in
+//!   carrying the name instead; calling it (`REDUCE`, `NEWOBJ`), setting its
+//!   state (`BUILD`) only yields another stand-in. This is how a Lightning
+//!   checkpoint is read (its `callbacks` keyed by
+//!   `pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint`, numpy
+//!   scalars, optimizer and scheduler states beside the `state_dict`): what
+//!   is not the state dict is skipped, never built, and a stand-in inside
+//!   the state dict refuses the file ([`crate::pt`]).
 //!
 //! Memo entries are copies, not shared references: a state dict's memo holds
 //! immutable things (strings, globals, storages, finished tensors).
@@ -17,16 +27,28 @@
 mod value;
 
 use value::{persistent_load, reduce};
-pub use value::{Global, StorageRef, TensorRef, Value};
+pub use value::{refusal, Global, StorageRef, TensorRef, Value};
 
-/// Unpickles `data` with the allow-list; the value `STOP` returns.
+/// Unpickles `data` with the allow-list; the value `STOP` returns. Any
+/// global outside the allow-list fails the read.
 pub fn unpickle(data: &[u8]) -> Result<Value, String> {
+    run(data, false)
+}
+
+/// As [`unpickle`], but a global outside the allow-list becomes a
+/// [`Value::Foreign`] stand-in (never called) instead of failing the read.
+pub fn unpickle_skipping(data: &[u8]) -> Result<Value, String> {
+    run(data, true)
+}
+
+fn run(data: &[u8], stand_ins: bool) -> Result<Value, String> {
     Machine {
         data,
         pos: 0,
         stack: Vec::new(),
         marks: Vec::new(),
         memo: std::collections::HashMap::new(),
+        stand_ins,
     }
     .run()
     .map_err(|e| format!("pickle: {e}"))
@@ -38,6 +60,8 @@ struct Machine<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: std::collections::HashMap<u32, Value>,
+    /// Unknown globals become stand-ins ([`unpickle_skipping`]).
+    stand_ins: bool,
 }
 
 impl Machine<'_> {
@@ -99,6 +123,14 @@ impl Machine<'_> {
             .map(Value::Str)
             .map_err(|_| "string is not UTF-8".into())
     }
+    /// An allowed global, or (skipping) a stand-in for any other.
+    fn global(&self, module: &str, name: &str) -> Result<Value, String> {
+        match Global::resolve(module, name) {
+            Ok(g) => Ok(Value::Global(g)),
+            Err(_) if self.stand_ins => Ok(Value::Foreign(format!("{module}.{name}"))),
+            Err(e) => Err(e),
+        }
+    }
     fn memo_get(&self, i: u32) -> Result<Value, String> {
         self.memo
             .get(&i)
@@ -143,10 +175,16 @@ impl Machine<'_> {
                     let v = u16::from_le_bytes([b[0], b[1]]) as i64;
                     self.stack.push(Value::Int(v));
                 }
-                0x8a => {
-                    let n = self.u8()? as usize;
+                0x8a | 0x8b => {
+                    // LONG1 / LONG4: little-endian two's complement, only
+                    // as wide as an i64.
+                    let n = if op == 0x8a {
+                        self.len(1)?
+                    } else {
+                        self.len(4)?
+                    };
                     if n > 8 {
-                        return Err("LONG1 wider than 64 bits".into());
+                        return Err("LONG1/LONG4 wider than 64 bits".into());
                     }
                     let b = self.bytes(n)?.to_vec();
                     let mut v = if b.last().is_some_and(|&x| x & 0x80 != 0) {
@@ -212,6 +250,8 @@ impl Machine<'_> {
                     let v = self.pop()?;
                     match self.top()? {
                         Value::List(l) => l.push(v),
+                        // a stand-in (a dict or list subclass): items dropped
+                        Value::Foreign(_) => {}
                         t => return Err(format!("APPEND to a {}", t.kind_name())),
                     }
                 }
@@ -219,6 +259,8 @@ impl Machine<'_> {
                     let items = self.pop_mark()?;
                     match self.top()? {
                         Value::List(l) => l.extend(items),
+                        // a stand-in (a dict or list subclass): items dropped
+                        Value::Foreign(_) => {}
                         t => return Err(format!("APPENDS to a {}", t.kind_name())),
                     }
                 }
@@ -227,6 +269,8 @@ impl Machine<'_> {
                     let k = self.pop()?;
                     match self.top()? {
                         Value::Dict(d) => d.push((k, v)),
+                        // a stand-in (a dict or list subclass): items dropped
+                        Value::Foreign(_) => {}
                         t => return Err(format!("SETITEM on a {}", t.kind_name())),
                     }
                 }
@@ -235,6 +279,8 @@ impl Machine<'_> {
                     let new = pairs(items)?;
                     match self.top()? {
                         Value::Dict(d) => d.extend(new),
+                        // a stand-in (a dict or list subclass): items dropped
+                        Value::Foreign(_) => {}
                         t => return Err(format!("SETITEMS on a {}", t.kind_name())),
                     }
                 }
@@ -273,15 +319,16 @@ impl Machine<'_> {
                 b'c' => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    self.stack
-                        .push(Value::Global(Global::resolve(&module, &name)?));
+                    let g = self.global(&module, &name)?;
+                    self.stack.push(g);
                 }
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (module, name) {
                         (Value::Str(m), Value::Str(n)) => {
-                            self.stack.push(Value::Global(Global::resolve(&m, &n)?))
+                            let g = self.global(&m, &n)?;
+                            self.stack.push(g);
                         }
                         _ => return Err("STACK_GLOBAL needs two strings".into()),
                     }
@@ -293,7 +340,51 @@ impl Machine<'_> {
                 b'R' => {
                     let args = self.pop()?;
                     let f = self.pop()?;
-                    self.stack.push(reduce(f, args)?);
+                    let v = match f {
+                        Value::Foreign(name) => Value::Foreign(name),
+                        f => reduce(f, args)?,
+                    };
+                    self.stack.push(v);
+                }
+                0x81 | 0x92 => {
+                    // NEWOBJ `cls.__new__(cls, *args)`, NEWOBJ_EX with kwargs:
+                    // only a stand-in class (nothing allowed is a class
+                    // instantiated this way).
+                    if op == 0x92 {
+                        self.pop()?;
+                    }
+                    self.pop()?;
+                    match self.pop()? {
+                        Value::Foreign(name) => self.stack.push(Value::Foreign(name)),
+                        v => return Err(format!("NEWOBJ of a {}", v.kind_name())),
+                    }
+                }
+                b'T' | b'U' => {
+                    // BINSTRING / SHORT_BINSTRING (Python 2 str): bytes.
+                    let n = self.len(if op == b'T' { 4 } else { 1 })?;
+                    let b = self.bytes(n)?.to_vec();
+                    self.stack.push(Value::Bytes(b));
+                }
+                0x96 => {
+                    let n = self.len(8)?;
+                    let b = self.bytes(n)?.to_vec();
+                    self.stack.push(Value::Bytes(b));
+                }
+                0x8f => self.stack.push(Value::List(Vec::new())), // EMPTY_SET
+                0x90 => {
+                    // ADDITEMS
+                    let items = self.pop_mark()?;
+                    match self.top()? {
+                        Value::List(l) => l.extend(items),
+                        // a stand-in (a dict or list subclass): items dropped
+                        Value::Foreign(_) => {}
+                        t => return Err(format!("ADDITEMS to a {}", t.kind_name())),
+                    }
+                }
+                0x91 => {
+                    // FROZENSET
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::List(items));
                 }
                 b'b' => {
                     // BUILD: the state of an OrderedDict (a state dict's
@@ -302,7 +393,8 @@ impl Machine<'_> {
                     // for module versioning.
                     let _state = self.pop()?;
                     match self.top()? {
-                        Value::Dict(_) | Value::Tensor(_) => {}
+                        // A stand-in's state is set on nothing.
+                        Value::Dict(_) | Value::Tensor(_) | Value::Foreign(_) => {}
                         t => return Err(format!("BUILD on a {}", t.kind_name())),
                     }
                 }

@@ -42,7 +42,9 @@ impl Global {
     }
 }
 
-fn refusal(module: &str, name: &str) -> String {
+/// The message refusing `module.name` (also for a stand-in found where a
+/// state dict's tensors should be).
+pub fn refusal(module: &str, name: &str) -> String {
     format!(
         "refused the global `{module}.{name}`: a state dict needs only torch._utils._rebuild_tensor_v2, \
          torch.<Type>Storage and collections.OrderedDict; anything else would run code in torch.load, \
@@ -83,6 +85,11 @@ pub enum Value {
     Global(Global),
     Storage(StorageRef),
     Tensor(TensorRef),
+    /// A stand-in for a global outside the allow-list (`module.name`), and
+    /// for anything made from one (called, instantiated, its state set):
+    /// never resolved, never called. Only [`super::unpickle_skipping`] makes
+    /// them; a state dict holding one is refused with this name.
+    Foreign(String),
 }
 
 impl Value {
@@ -100,6 +107,7 @@ impl Value {
             Value::Global(_) => "global",
             Value::Storage(_) => "storage",
             Value::Tensor(_) => "tensor",
+            Value::Foreign(_) => "stand-in",
         }
     }
 

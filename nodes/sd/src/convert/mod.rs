@@ -3,6 +3,7 @@
 //! configs, following diffusers `loaders/single_file_utils.py`.
 //!
 //! - [`file`]: reading `.safetensors`; pickles (`.ckpt`) are refused.
+//! - [`ldm`]: CompVis latent-diffusion `.ckpt` files with their YAML (LoadLDM).
 //! - [`unet`], [`vae`], [`clip`]: the key conversions and config inference.
 //! - [`configs`]: defaults < reference config < inferred; scheduler config.
 //! - [`keys`]: shared parsing helpers.
@@ -50,6 +51,7 @@ pub mod clip;
 pub mod configs;
 pub mod file;
 pub mod keys;
+pub mod ldm;
 pub mod sdxl;
 pub mod unet;
 pub mod vae;

@@ -11,6 +11,8 @@
 //! `up_blocks.{i}`), `mid.block_{1,2}`, `mid.attn_1.{norm,q,k,v,proj_out}`
 //! (1x1 convolutions, reshaped to the Linear weights diffusers uses:
 //! `conv_attn_to_linear`). Resnets rename `nin_shortcut` to `conv_shortcut`.
+//! The VQ autoencoder's codebook `quantize.embedding.weight` keeps its name
+//! (diffusers `VQModel`).
 use super::keys::{indexed, indices, Shapes};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -80,6 +82,10 @@ fn diffusers_name(key: &str, up_blocks: usize) -> Option<(String, bool)> {
         if let Some(p) = key.strip_prefix(old) {
             return param(p).then(|| (format!("{new}{p}"), false));
         }
+    }
+    // VQModel's codebook (taming `VectorQuantizer2.embedding`), same name.
+    if key == "quantize.embedding.weight" {
+        return Some((key.to_string(), false));
     }
     let (part, rest) = key.split_once('.')?;
     if part != "encoder" && part != "decoder" {

@@ -6,6 +6,7 @@
 //! [`crate::family::sd`]), `vqvae/` an AutoencoderKL) — as the MODEL and VAE
 //! handles the SD graphs wire, so that LatentShape, UNetStep, Scheduler and
 //! VAEDecode serve them unchanged; `LDMBertTextEncode` encodes prompts.
+//! An original CompVis `.ckpt` with its YAML loads too ([`super::ldm_ckpt`]).
 use super::component::Component;
 use super::loader::VAE;
 use crate::family::ldm::LdmUNet;
@@ -73,10 +74,17 @@ impl Node for LoadLDM {
         NodeSchema::new("LoadLDM", "loaders")
             .description(
                 "Loads a latent diffusion model of Rombach et al. 2022 (diffusers LDMPipeline folder: UNet2DModel, \
-                 unconditional or class-conditional, on a VQ or KL autoencoder) as MODEL and VAE. Every missing, \
-                 unexpected or mis-shaped key is listed.",
+                 unconditional or class-conditional, on a VQ or KL autoencoder; LDMTextToImagePipeline folder; or an \
+                 original CompVis .ckpt with its YAML: unconditional or `adm` class-conditional) as MODEL and VAE. \
+                 Every missing, unexpected or mis-shaped key is listed.",
             )
-            .input(InputSpec::string("path").file().doc("the diffusers folder (model_index.json, unet/, vqvae/, scheduler/; bert/ and tokenizer/ for text to image)"))
+            .input(InputSpec::string("path").file().doc(
+                "the diffusers folder (model_index.json, unet/, vqvae/, scheduler/; bert/ and tokenizer/ for text to \
+                 image), or a CompVis latent-diffusion .ckpt (a Lightning checkpoint, read without running code)",
+            ))
+            .input(InputSpec::string("config").default("").file().doc(
+                "for a .ckpt: its CompVis YAML (configs/latent-diffusion/*.yaml); default NAME.yaml next to NAME.ckpt",
+            ))
             .input(InputSpec::string("dtype").default("fp32").choices(&["fp32", "fp16", "bf16"]))
             .output(OutputSpec::new("model", PortType::object(MODEL)))
             .output(OutputSpec::new("vae", PortType::object(VAE)))
@@ -94,8 +102,31 @@ impl Node for LoadLDM {
             "bf16" => Kind::BFloat16,
             _ => Kind::Float,
         };
-        let (class, ae) = pipeline_class(dir)?;
         let device = ctx.device();
+        if dir.is_file() {
+            let c = super::ldm_ckpt::load(dir, inputs.str("config")?, kind, device)?;
+            let none = format!(
+                "{} is a CompVis .ckpt of an image model: no text encoder",
+                dir.display()
+            );
+            return Ok(vec![
+                Object::new(MODEL, c.model).into(),
+                Object::new(VAE, Component::new("VAE", Ok(c.vae))).into(),
+                c.prediction.name().into(),
+                c.scheduler_config.into(),
+                c.image_size.into(),
+                c.num_classes.into(),
+                Object::new(LDMBERT, Component::<Bert>::new("text encoder", Err(none))).into(),
+            ]);
+        }
+        if !inputs.str("config")?.is_empty() {
+            return Err(format!(
+                "input `config` is the YAML of a CompVis .ckpt; {} is a diffusers folder, which carries its configs",
+                dir.display()
+            )
+            .into());
+        }
+        let (class, ae) = pipeline_class(dir)?;
         let scheduler = dir.join("scheduler/scheduler_config.json");
         let prediction = match scheduler.exists() {
             true => read_json(&scheduler)?

@@ -7,6 +7,7 @@ pub mod embedding;
 pub mod inpaint;
 pub mod labels;
 pub mod ldm;
+pub mod ldm_ckpt;
 pub mod loader;
 pub mod lora;
 pub mod sdxl_loader;

@@ -1,0 +1,213 @@
+//! Original CompVis latent-diffusion `.ckpt` files (Lightning checkpoints of
+//! `LatentDiffusion`, with their YAML) loaded by LoadLDM's `.ckpt` path, vs
+//! CompVis' own code: tests/fixtures/ldm/ckpt/ made by
+//! scripts/fixtures/make_ldm_ckpt_fixtures.py (tiny random models, weights
+//! float16-rounded, computed in float32). Tolerance 1e-4 (fp32 CPU).
+mod ldm_common;
+
+use diffgraph_diffusion::ConfigName;
+use diffgraph_nodes_sd::family::Conditioning;
+use diffgraph_nodes_sd::nodes::ldm_ckpt::{load, LoadedCkpt};
+use diffgraph_nodes_sd::weights::Weights;
+use ldm_common::check;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+fn fixtures() -> PathBuf {
+    ldm_common::fixtures().join("ckpt")
+}
+
+fn reference() -> BTreeMap<String, Tensor> {
+    Weights::read_safetensors(&fixtures().join("reference.safetensors")).unwrap()
+}
+
+fn loaded(name: &str) -> LoadedCkpt {
+    load(
+        &fixtures().join(format!("{name}.ckpt")),
+        "",
+        Kind::Float,
+        Device::Cpu,
+    )
+    .unwrap()
+}
+
+/// eps (x0 for the class model) per timestep, as the graph's UNetStep calls it.
+fn predict(m: &LoadedCkpt, r: &BTreeMap<String, Tensor>, name: &str) -> Tensor {
+    let (x, t) = (&r[&format!("{name}.x")], &r[&format!("{name}.t")]);
+    let rows: Vec<Tensor> = (0..x.size()[0])
+        .map(|i| {
+            let cond = Conditioning {
+                class_labels: r.get(&format!("{name}.y")).map(|y| y.narrow(0, i, 1)),
+                ..Default::default()
+            };
+            let ti = t.int64_value(&[i]) as f64;
+            m.model
+                .denoiser
+                .predict(&x.narrow(0, i, 1), ti, &cond)
+                .unwrap()
+        })
+        .collect();
+    Tensor::cat(&rows, 0)
+}
+
+fn parts_match(name: &str) {
+    tch::set_num_threads(1);
+    let r = reference();
+    let m = loaded(name);
+    check(
+        &format!("{name}: U-Net (apply_model)"),
+        &predict(&m, &r, name),
+        &r[&format!("{name}.eps")],
+    );
+    let z = &r[&format!("{name}.z")];
+    check(
+        &format!("{name}: decode_first_stage"),
+        &m.vae.decode(z).unwrap(),
+        &r[&format!("{name}.decoded")],
+    );
+    check(
+        &format!("{name}: decode_first_stage(force_not_quantize)"),
+        &m.vae.decode_with(z, true).unwrap(),
+        &r[&format!("{name}.decoded_nq")],
+    );
+    check(
+        &format!("{name}: get_first_stage_encoding(encode_first_stage)"),
+        &m.vae
+            .encode_latents(&r[&format!("{name}.image")], None)
+            .unwrap(),
+        &r[&format!("{name}.encoded")],
+    );
+}
+
+#[test]
+fn unconditional_ckpt_matches_compvis() {
+    parts_match("uncond");
+    let m = loaded("uncond");
+    assert_eq!((m.image_size, m.num_classes), (16, 0));
+    assert_eq!(m.prediction.name(), "epsilon");
+    let s: serde_json::Value = serde_json::from_str(&m.scheduler_config).unwrap();
+    assert_eq!(s["beta_schedule"], "scaled_linear");
+    assert_eq!(
+        (s["beta_start"].as_f64(), s["beta_end"].as_f64()),
+        (Some(0.0015), Some(0.0195))
+    );
+    assert_eq!(
+        (s["steps_offset"].as_i64(), s["set_alpha_to_one"].as_bool()),
+        (Some(1), Some(false))
+    );
+}
+
+/// `dtype` fp16: the U-Net's torso in float16 as openaimodel.py's
+/// `convert_to_fp16` (norms, embeddings, head in float32), the first stage
+/// in float16; within float16's precision of the float32 reference.
+#[test]
+fn half_precision_loads_and_stays_close() {
+    let r = reference();
+    let m = load(&fixtures().join("uncond.ckpt"), "", Kind::Half, Device::Cpu).unwrap();
+    let d = (predict(&m, &r, "uncond") - &r["uncond.eps"])
+        .abs()
+        .max()
+        .double_value(&[]);
+    println!("fp16 U-Net: max abs diff {d:.3e}");
+    assert!(d < 1e-3, "fp16 U-Net: {d:e}");
+    let image = m
+        .vae
+        .decode_with(&r["uncond.z"], true)
+        .unwrap()
+        .to_kind(Kind::Float);
+    let d = (image - &r["uncond.decoded_nq"])
+        .abs()
+        .max()
+        .double_value(&[]);
+    println!("fp16 decoder: max abs diff {d:.3e}");
+    assert!(d < 1e-3, "fp16 decoder: {d:e}");
+}
+
+#[test]
+fn class_conditional_x0_ckpt_matches_compvis() {
+    parts_match("class");
+    let m = loaded("class");
+    assert_eq!((m.image_size, m.num_classes), (16, 10));
+    assert_eq!(m.prediction.name(), "sample");
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("diffgraph-ldm-ckpt-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn every_bad_key_is_listed() {
+    let mut sd = diffgraph_checkpoint::read_state_dict(&fixtures().join("uncond.ckpt")).unwrap();
+    sd.remove("model.diffusion_model.out.2.bias");
+    sd.remove("first_stage_model.quantize.embedding.weight");
+    sd.insert(
+        "model.diffusion_model.input_blocks.0.0.weight".into(),
+        Tensor::zeros([32, 3, 1, 1], (Kind::Float, Device::Cpu)),
+    );
+    sd.insert(
+        "cond_stage_model.embedding.weight".into(),
+        Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)),
+    );
+    sd.insert(
+        "first_stage_model.decoder.extra.weight".into(),
+        Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+    );
+    let d = temp("bad");
+    let file = d.join("bad.safetensors");
+    let named: Vec<(String, Tensor)> = sd.into_iter().collect();
+    Tensor::write_safetensors(&named, &file).unwrap();
+    std::fs::copy(fixtures().join("uncond.yaml"), d.join("bad.yaml")).unwrap();
+    let err = load(&file, "", Kind::Float, Device::Cpu).err().unwrap();
+    println!("{err}");
+    for part in [
+        "out.2.bias",
+        "quantize.embedding.weight",
+        "input_blocks.0.0.weight",
+        "cond_stage_model.embedding.weight",
+        "first_stage_model.decoder.extra.weight",
+    ] {
+        assert!(err.contains(part), "{part} not listed in: {err}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn the_yaml_is_required_and_checked() {
+    let d = temp("yaml");
+    let ckpt = d.join("model.ckpt");
+    std::fs::copy(fixtures().join("uncond.ckpt"), &ckpt).unwrap();
+    let err = load(&ckpt, "", Kind::Float, Device::Cpu).err().unwrap();
+    assert!(
+        err.contains("model.yaml") && err.contains("`config`"),
+        "{err}"
+    );
+    // Passed explicitly, from anywhere.
+    let yaml = fixtures().join("uncond.yaml");
+    assert!(load(&ckpt, yaml.to_str().unwrap(), Kind::Float, Device::Cpu).is_ok());
+    // A cross-attention model is refused by name.
+    let text = std::fs::read_to_string(&yaml).unwrap().replace(
+        "cond_stage_config: __is_unconditional__",
+        "conditioning_key: crossattn\n    cond_stage_config:\n      target: ldm.modules.encoders.modules.ClassEmbedder",
+    );
+    let cin = d.join("cin.yaml");
+    std::fs::write(&cin, text).unwrap();
+    let err = load(&ckpt, cin.to_str().unwrap(), Kind::Float, Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(err.contains("crossattn"), "{err}");
+    // The wrong architecture: every mis-shaped key named.
+    let text = std::fs::read_to_string(&yaml)
+        .unwrap()
+        .replace("model_channels: 32", "model_channels: 64");
+    let wide = d.join("wide.yaml");
+    std::fs::write(&wide, text).unwrap();
+    let err = load(&ckpt, wide.to_str().unwrap(), Kind::Float, Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(err.contains("time_embed.0.weight"), "{err}");
+    std::fs::remove_dir_all(&d).ok();
+    assert!(!Path::new(&d).exists());
+}

@@ -145,8 +145,15 @@ impl<M> PatchedModel<M> {
     /// `params`: the model's parameters by name (sharing its storage);
     /// `rule`: how LoRA files name them.
     pub fn new(model: M, params: BTreeMap<String, Tensor>, rule: Rule) -> PatchedModel<M> {
+        let index = KeyIndex::new(rule, &params);
+        PatchedModel::indexed(model, params, index)
+    }
+
+    /// With an index built by the caller (extra spellings added with
+    /// [`KeyIndex::add_alias`]).
+    pub fn indexed(model: M, params: BTreeMap<String, Tensor>, index: KeyIndex) -> PatchedModel<M> {
         PatchedModel {
-            index: Arc::new(KeyIndex::new(rule, &params)),
+            index: Arc::new(index),
             shared: Arc::new(Mutex::new(Patchable::new(model, params))),
             patches: Vec::new(),
         }

@@ -126,4 +126,53 @@ fn sdxl_unet_is_indexed_by_diffusers_and_original_paths() {
         Some("up_blocks.0.upsamplers.0.conv.weight")
     );
     assert_eq!(index.lookup("lora_unet_input_blocks_4_1_nothing"), None);
+
+    // The text encoders, with and without `text_model`, and the projection.
+    let text = loaded.text.unwrap();
+    let (te1, te2) = (
+        &text.first.as_ref().unwrap().model.index,
+        &text.second.model.index,
+    );
+    let q = Some("encoder.layers.0.self_attn.q_proj.weight");
+    assert_eq!(
+        te1.lookup("lora_te1_text_model_encoder_layers_0_self_attn_q_proj"),
+        q
+    );
+    assert_eq!(
+        te2.lookup("lora_te2_text_model_encoder_layers_0_self_attn_q_proj"),
+        q
+    );
+    assert_eq!(
+        te2.lookup("text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj"),
+        q
+    );
+    assert_eq!(
+        te2.lookup("lora_te1_text_model_encoder_layers_0_self_attn_q_proj"),
+        None
+    );
+    assert_eq!(
+        te2.lookup("lora_te2_text_projection"),
+        Some("text_projection.weight")
+    );
+    // The refiner's one encoder is named as SD's (ComfyUI's model_lora_keys_clip).
+    let refiner = sdxl_loader::load(
+        &root.join("sdxl/sdxl-refiner-tiny"),
+        None,
+        Kind::Float,
+        Device::Cpu,
+    )
+    .unwrap();
+    let only = refiner.text.unwrap().second.model.index.clone();
+    assert_eq!(
+        only.lookup("lora_te_text_model_encoder_layers_0_self_attn_q_proj"),
+        q
+    );
+    assert_eq!(
+        only.lookup("text_encoder.encoder.layers.0.self_attn.q_proj"),
+        q
+    );
+    assert_eq!(
+        only.lookup("lora_te2_text_model_encoder_layers_0_self_attn_q_proj"),
+        None
+    );
 }

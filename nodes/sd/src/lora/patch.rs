@@ -159,6 +159,17 @@ impl<M> PatchedModel<M> {
         }
     }
 
+    /// This handle with the model's weights indexed by another rule (the
+    /// same parameters; for a part whose file names depend on the model
+    /// around it, e.g. the SDXL refiner's only text encoder).
+    pub fn with_rule(mut self, rule: Rule) -> PatchedModel<M> {
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let index = KeyIndex::new(rule, &shared.params);
+        drop(shared);
+        self.index = Arc::new(index);
+        self
+    }
+
     /// The same model with one more patch after this handle's.
     pub fn with(&self, patch: Patch) -> PatchedModel<M> {
         let mut next = self.clone();

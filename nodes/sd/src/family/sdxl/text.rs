@@ -222,6 +222,15 @@ pub struct Encoded {
 }
 
 impl SdxlText {
+    /// A base (both encoders) or a refiner (`first` None: its encoder is
+    /// named as SD's one text encoder by LoRA files, `keys::SDXL_REFINER_TEXT`).
+    pub fn new(first: Option<Encoder>, mut second: Encoder) -> SdxlText {
+        if first.is_none() {
+            second.model = second.model.with_rule(keys::SDXL_REFINER_TEXT);
+        }
+        SdxlText { first, second }
+    }
+
     /// Encodes `text` with each encoder's tokenizer and pad rule (77 tokens,
     /// truncated as diffusers does). `clip_skip` as diffusers' SDXL
     /// pipelines: 0 is the penultimate layer, k the layer k before it.

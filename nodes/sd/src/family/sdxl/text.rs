@@ -23,11 +23,13 @@
 //! `text_encoder.` and `lora_te2_` / `text_encoder_2.`, [`crate::lora`]),
 //! the second's `text_projection` included.
 use crate::clip::{ids_tensor, ClipConfig, ClipTextModel};
+use crate::embeddings::Embedding;
 use crate::layers::Linear;
 use crate::lora::{keys, Patch, PatchedModel};
 use crate::prompt_weights::{self, Chunks, TokenEncoder};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::Weights;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use tch::{Device, Kind, TchError, Tensor};
@@ -210,6 +212,10 @@ impl TokenEncoder for Penultimate<'_> {
 pub struct SdxlText {
     pub first: Option<Encoder>,
     pub second: Encoder,
+    /// Textual-inversion embeddings attached by token
+    /// (`LoadTextualInversion`): the file's vectors for each encoder width
+    /// it has.
+    pub embeddings: BTreeMap<String, Vec<Embedding>>,
 }
 
 /// What encoding a prompt gives: the cross-attention context and the pooled
@@ -228,7 +234,21 @@ impl SdxlText {
         if first.is_none() {
             second.model = second.model.with_rule(keys::SDXL_REFINER_TEXT);
         }
-        SdxlText { first, second }
+        SdxlText {
+            first,
+            second,
+            embeddings: BTreeMap::new(),
+        }
+    }
+
+    /// The text encoders' widths (first, second).
+    pub fn widths(&self) -> Result<Vec<i64>, String> {
+        let mut widths = Vec::new();
+        if let Some(first) = &self.first {
+            widths.push(first.model.lock()?.model.clip.config.hidden_size);
+        }
+        widths.push(self.second.model.lock()?.model.clip.config.hidden_size);
+        Ok(widths)
     }
 
     /// Encodes `text` with each encoder's tokenizer and pad rule (77 tokens,
@@ -274,7 +294,8 @@ impl SdxlText {
 
     /// ComfyUI's weighted, chunked encoding with `embedding:name` (see the
     /// module doc); `embedding(name, width)` finds an embedding for an
-    /// encoder `width` wide (SDXL files: the `clip_l` / `clip_g` tensor).
+    /// encoder `width` wide (SDXL files: the `clip_l` / `clip_g` tensor)
+    /// when no attached token has that name.
     pub fn encode_weighted(
         &self,
         text: &str,
@@ -287,7 +308,16 @@ impl SdxlText {
             None => None,
         };
         let m1 = m1.as_ref().map(|g| &g.model);
-        self.encode_weighted_locked(&m2.model, m1, text, clip_skip, embedding)
+        // Attached tokens first (diffusers' form, written as `embedding:token`).
+        let text = crate::embeddings::rewrite_tokens(text, &self.embeddings);
+        let lookup = |name: &str, width: i64| {
+            self.embeddings
+                .get(name)
+                .and_then(|v| v.iter().find(|e| e.width == width))
+                .map(Embedding::tensor)
+                .or_else(|| embedding(name, width))
+        };
+        self.encode_weighted_locked(&m2.model, m1, &text, clip_skip, &lookup)
             .map_err(|e| e.to_string())
     }
 
@@ -335,6 +365,7 @@ impl SdxlText {
         SdxlText {
             first: self.first.as_ref().map(|e| e.with(first)),
             second: self.second.with(second),
+            embeddings: self.embeddings.clone(),
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::clip::{ids_tensor, ClipConfig, ClipTextModel};
 use crate::embeddings::Embedding;
 use crate::layers::Linear;
 use crate::lora::{keys, Patch, PatchedModel};
-use crate::prompt_weights::{self, Chunks, TokenEncoder};
+use crate::prompt_weights::{self, Chunks, Slot, TokenEncoder};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::Weights;
 use std::collections::BTreeMap;
@@ -147,7 +147,11 @@ impl Encoder {
 
     /// ComfyUI: the weighted penultimate hidden states of `chunks` [1, 77 ·
     /// chunks, hidden] and, when `pooled`, the projected pooled output of
-    /// the first chunk (embedding vectors in place, weights not applied).
+    /// the first chunk (embedding vectors in place, weights not applied) at
+    /// its first end token (ComfyUI's `clip_model.py`: the first position
+    /// whose token is the end token; embedding slots are not). The first
+    /// chunk runs once more for it (ComfyUI takes it from the same batch;
+    /// rows are independent).
     fn run_weighted(
         &self,
         m: &TextModel,
@@ -164,9 +168,14 @@ impl Encoder {
             return Ok((context, None));
         }
         let first = vec![chunks.ids(self.tokenizer.pad).swap_remove(0)];
+        let eos = self.tokenizer.eos;
+        let end = chunks.slots[0]
+            .iter()
+            .position(|(s, _)| matches!(s, Slot::Token(t) if *t == eos))
+            .unwrap_or(0) as i64;
         let embeds = prompt_weights::embed(&encoder, chunks, &first)?;
         let last = m.clip.last_of_embeddings(&embeds)?;
-        let pooled = pool(&last, &ids_tensor(&first, Device::Cpu)?)?;
+        let pooled = last.f_narrow(1, end, 1)?.f_squeeze_dim(1)?;
         Ok((context, Some(project(m, pooled))))
     }
 }

@@ -105,3 +105,77 @@ fn exec_run(
         other => panic!("no latent from {node}: {other:?}"),
     }
 }
+
+/// LoraLoader and LoraLoaderModelOnly on an SDXL checkpoint (the kohya SDXL
+/// fixture: sgm U-Net names, lora_te1_/lora_te2_), and a weighted prompt
+/// with an SDXL embedding: strength 0 is the plain workflow exactly, a
+/// strength (model or clip alone) changes the latents, and so do the
+/// prompt's weights.
+#[test]
+fn lora_loaders_and_weighted_prompts_on_an_sdxl_checkpoint() {
+    let models = tempfile::tempdir().unwrap();
+    let fx = repo().join("tests/fixtures");
+    let link = |from: PathBuf, kind: &str, name: &str| {
+        std::fs::create_dir_all(models.path().join(kind)).unwrap();
+        std::os::unix::fs::symlink(from, models.path().join(kind).join(name)).unwrap();
+    };
+    link(fx.join("sdxl/sdxl-tiny"), "checkpoints", "sdxl-tiny");
+    link(
+        fx.join("lora/sdxl/kohya.safetensors"),
+        "loras",
+        "xl.safetensors",
+    );
+    link(
+        fx.join("prompt_weights/sdxl/embeddings/tiny_xl.safetensors"),
+        "embeddings",
+        "tiny_xl.safetensors",
+    );
+    let folders = diffgraph::comfy::ModelFolders::new(&[models.path().into()]);
+    let registry = common::registry_with(&[
+        "diffgraph_nodes_core",
+        "diffgraph_nodes_sampling",
+        "diffgraph_nodes_sd",
+    ]);
+    let mut exec = diffgraph::Executor::new(registry.clone());
+    let text = std::fs::read_to_string(repo().join(WORKFLOW)).unwrap();
+    let mut latent = |model: f64, clip: f64, prompt: &str| {
+        let mut wf: serde_json::Value = serde_json::from_str(&text).unwrap();
+        wf["4"]["inputs"]["ckpt_name"] = "sdxl-tiny".into();
+        wf["5"]["inputs"]["width"] = 96.into();
+        wf["5"]["inputs"]["height"] = 64.into();
+        wf["3"]["inputs"]["steps"] = 2.into();
+        wf["6"]["inputs"]["text"] = prompt.into();
+        wf["10"] = serde_json::json!({ "class_type": "LoraLoader", "inputs": {
+            "model": ["4", 0], "clip": ["4", 1], "lora_name": "xl.safetensors",
+            "strength_model": model, "strength_clip": clip } });
+        wf["11"] = serde_json::json!({ "class_type": "LoraLoaderModelOnly", "inputs": {
+            "model": ["10", 0], "lora_name": "xl.safetensors", "strength_model": model } });
+        wf["3"]["inputs"]["model"] = serde_json::json!(["11", 0]);
+        wf["6"]["inputs"]["clip"] = serde_json::json!(["10", 1]);
+        wf["7"]["inputs"]["clip"] = serde_json::json!(["10", 1]);
+        let checked = diffgraph::parse_graph_with(&wf.to_string(), &[], &registry, false, &folders)
+            .unwrap_or_else(|e| panic!("{e}"));
+        exec_run(&mut exec, &checked, "3")
+    };
+    let plain_prompt = "a red circle";
+    let plain = latent(0.0, 0.0, plain_prompt);
+    let diff = |a: &tch::Tensor, b: &tch::Tensor| (a - b).abs().max().double_value(&[]);
+    let model_only = latent(1.0, 0.0, plain_prompt);
+    let clip_only = latent(0.0, 1.0, plain_prompt);
+    let weighted = latent(0.0, 0.0, "a (red:1.5) circle embedding:tiny_xl");
+    let again = latent(0.0, 0.0, plain_prompt);
+    for (what, t) in [
+        ("model", &model_only),
+        ("clip", &clip_only),
+        ("weights", &weighted),
+    ] {
+        let d = diff(&plain, t);
+        eprintln!("{what}: max abs change {d:.3e}");
+        assert!(d > 1e-3, "{what} changed nothing ({d:e})");
+    }
+    assert_eq!(
+        diff(&plain, &again),
+        0.0,
+        "patches are undone for strength 0"
+    );
+}

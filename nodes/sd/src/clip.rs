@@ -316,6 +316,18 @@ impl ClipTextModel {
         Ok(x)
     }
 
+    /// The last layer's output after the final layer norm, from token
+    /// embeddings [batch, length, hidden] (what the pooled output is taken from).
+    pub fn last_of_embeddings(&self, tokens: &Tensor) -> Result<Tensor, TchError> {
+        let h = self.hidden_state_of_embeddings(tokens, self.layers.len())?;
+        Ok(self.final_norm.forward(&h))
+    }
+
+    /// Where the weights are.
+    pub fn device(&self) -> Device {
+        self.token_embedding.device()
+    }
+
     /// The layers `clip_skip` leaves (n - clip_skip).
     fn kept_layers(&self, clip_skip: usize) -> Result<usize, TchError> {
         self.layers.len().checked_sub(clip_skip).ok_or_else(|| {

@@ -96,7 +96,7 @@ pub fn find(
 
 /// Each attached token written in `text` as ComfyUI's `embedding:token`
 /// (longest tokens first, so that `<a>_1` is not read as `<a>`).
-pub fn rewrite_tokens(text: &str, attached: &BTreeMap<String, Embedding>) -> String {
+pub fn rewrite_tokens<V>(text: &str, attached: &BTreeMap<String, V>) -> String {
     let mut tokens: Vec<&String> = attached.keys().collect();
     tokens.sort_by_key(|t| std::cmp::Reverse(t.len()));
     let mut text = text.to_string();

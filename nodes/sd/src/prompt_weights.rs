@@ -303,6 +303,27 @@ pub trait TokenEncoder {
     fn encode_embeddings(&self, embeddings: &Tensor) -> Result<Tensor, TchError>;
 }
 
+/// The token embeddings of `ids` (the first rows: the chunks' ids, then
+/// any extra rows) with the embedding vectors put in place of their slots,
+/// as ComfyUI's `SDClipModel.process_tokens`.
+pub fn embed(
+    encoder: &dyn TokenEncoder,
+    chunks: &Chunks,
+    ids: &[Vec<i64>],
+) -> Result<Tensor, TchError> {
+    let device = encoder.device();
+    let embeds = encoder.embed_tokens(&crate::clip::ids_tensor(ids, device)?)?;
+    for (c, chunk) in chunks.slots.iter().take(ids.len()).enumerate() {
+        for (p, (slot, _)) in chunk.iter().enumerate() {
+            if let Slot::Vector(v) = slot {
+                let row = chunks.vectors[*v].to_kind(embeds.kind()).to_device(device);
+                embeds.get(c as i64).get(p as i64).f_copy_(&row)?;
+            }
+        }
+    }
+    Ok(embeds)
+}
+
 /// `encode_token_weights`: [1, max_length · chunks, hidden] (float32).
 pub fn encode(
     encoder: &dyn TokenEncoder,
@@ -319,15 +340,7 @@ pub fn encode(
         ids.push(empty);
     }
     let device = encoder.device();
-    let embeds = encoder.embed_tokens(&crate::clip::ids_tensor(&ids, device)?)?;
-    for (c, chunk) in chunks.slots.iter().enumerate() {
-        for (p, (slot, _)) in chunk.iter().enumerate() {
-            if let Slot::Vector(v) = slot {
-                let row = chunks.vectors[*v].to_kind(embeds.kind()).to_device(device);
-                embeds.get(c as i64).get(p as i64).f_copy_(&row)?;
-            }
-        }
-    }
+    let embeds = embed(encoder, chunks, &ids)?;
     let out = encoder.encode_embeddings(&embeds)?.to_kind(Kind::Float);
     let mut z = out.narrow(0, 0, sections as i64);
     if weighted {

@@ -33,17 +33,26 @@ pub struct UnetConversion {
 
 /// ResnetBlock parts: ldm `ResBlock` -> diffusers `ResnetBlock2D`
 /// (`update_unet_resnet_ldm_to_diffusers`).
+const RESNET: [(&str, &str); 6] = [
+    ("in_layers.0.", "norm1."),
+    ("in_layers.2.", "conv1."),
+    ("out_layers.0.", "norm2."),
+    ("out_layers.3.", "conv2."),
+    ("emb_layers.1.", "time_emb_proj."),
+    ("skip_connection.", "conv_shortcut."),
+];
+
 fn resnet_part(rest: &str) -> Option<String> {
-    const MAP: [(&str, &str); 6] = [
-        ("in_layers.0.", "norm1."),
-        ("in_layers.2.", "conv1."),
-        ("out_layers.0.", "norm2."),
-        ("out_layers.3.", "conv2."),
-        ("emb_layers.1.", "time_emb_proj."),
-        ("skip_connection.", "conv_shortcut."),
-    ];
-    MAP.iter()
+    RESNET
+        .iter()
         .find_map(|(old, new)| rest.strip_prefix(old).map(|t| format!("{new}{t}")))
+}
+
+/// The inverse of [`resnet_part`].
+fn original_resnet_part(rest: &str) -> Option<String> {
+    RESNET
+        .iter()
+        .find_map(|(old, new)| rest.strip_prefix(new).map(|t| format!("{old}{t}")))
 }
 
 fn param(rest: &str) -> bool {
@@ -89,21 +98,27 @@ fn block_structure(keys: &[&String]) -> Result<(usize, usize), String> {
 
 /// The diffusers name of one original U-Net key (without the prefix).
 fn diffusers_name(key: &str, per_block: usize) -> Option<String> {
-    let top = [
-        ("time_embed.0.", "time_embedding.linear_1."),
-        ("time_embed.2.", "time_embedding.linear_2."),
-        ("input_blocks.0.0.", "conv_in."),
-        ("out.0.", "conv_norm_out."),
-        ("out.2.", "conv_out."),
-        // SDXL's text_time added conditioning (`add_embedding` in diffusers).
-        ("label_emb.0.0.", "add_embedding.linear_1."),
-        ("label_emb.0.2.", "add_embedding.linear_2."),
-    ];
-    for (old, new) in top {
+    for (old, new) in TOP {
         if let Some(p) = key.strip_prefix(old) {
             return param(p).then(|| format!("{new}{p}"));
         }
     }
+    block_diffusers_name(key, per_block)
+}
+
+/// Top-level modules: original prefix, diffusers prefix.
+const TOP: [(&str, &str); 7] = [
+    ("time_embed.0.", "time_embedding.linear_1."),
+    ("time_embed.2.", "time_embedding.linear_2."),
+    ("input_blocks.0.0.", "conv_in."),
+    ("out.0.", "conv_norm_out."),
+    ("out.2.", "conv_out."),
+    // SDXL's text_time added conditioning (`add_embedding` in diffusers).
+    ("label_emb.0.0.", "add_embedding.linear_1."),
+    ("label_emb.0.2.", "add_embedding.linear_2."),
+];
+
+fn block_diffusers_name(key: &str, per_block: usize) -> Option<String> {
     if let Some((i, rest)) = indexed(key, "input_blocks.") {
         let (b, l) = (
             (i.checked_sub(1)?) / (per_block + 1),
@@ -165,6 +180,92 @@ pub fn convert(ldm: BTreeMap<String, Tensor>) -> Result<UnetConversion, String> 
         }
     }
     Ok(out)
+}
+
+/// The original (ldm / sgm `UNetModel`) name of each diffusers U-Net
+/// parameter in `names` that has one: the inverse of
+/// `convert_ldm_unet_checkpoint`'s renaming, for LoRA files that name the
+/// U-Net's modules by original paths (kohya's SDXL files, read by ComfyUI's
+/// `comfy/lora.py` `model_lora_keys_unet` and diffusers'
+/// `_maybe_map_sgm_blocks_to_diffusers`). The block structure is read from
+/// the names (resnets per down block; which up blocks have attention, for
+/// the upsampler's index); every result is checked by converting it back.
+pub fn original_names<'a>(
+    names: impl Iterator<Item = &'a str> + Clone,
+) -> BTreeMap<String, String> {
+    let owned: Vec<String> = names.clone().map(str::to_string).collect();
+    let per_block = indices(
+        owned
+            .iter()
+            .filter(|n| n.starts_with("down_blocks.0.resnets.")),
+        "down_blocks.0.resnets.",
+    )
+    .len();
+    let up_attention = |b: usize| {
+        let prefix = format!("up_blocks.{b}.attentions.");
+        owned.iter().any(|n| n.starts_with(&prefix))
+    };
+    let mut out = BTreeMap::new();
+    for name in names {
+        let Some(original) = original_name(name, per_block, &up_attention) else {
+            continue;
+        };
+        if diffusers_name(&original, per_block).as_deref() == Some(name) {
+            out.insert(name.to_string(), original);
+        }
+    }
+    out
+}
+
+fn original_name(
+    name: &str,
+    per_block: usize,
+    up_attention: &dyn Fn(usize) -> bool,
+) -> Option<String> {
+    for (old, new) in TOP {
+        if let Some(p) = name.strip_prefix(new) {
+            return Some(format!("{old}{p}"));
+        }
+    }
+    let group = |rest: &str| -> Option<(String, usize, String)> {
+        let (kind, tail) = rest.split_once('.')?;
+        let (l, tail) = indexed(tail, "")?;
+        Some((kind.to_string(), l, tail.to_string()))
+    };
+    if let Some((b, rest)) = indexed(name, "down_blocks.") {
+        let (kind, l, tail) = group(rest)?;
+        let i = 1 + b * (per_block + 1) + l;
+        return match kind.as_str() {
+            "resnets" => original_resnet_part(&tail).map(|r| format!("input_blocks.{i}.0.{r}")),
+            "attentions" => Some(format!("input_blocks.{i}.1.{tail}")),
+            "downsamplers" => tail
+                .strip_prefix("conv.")
+                .map(|p| format!("input_blocks.{}.0.op.{p}", (b + 1) * (per_block + 1))),
+            _ => None,
+        };
+    }
+    if let Some(rest) = name.strip_prefix("mid_block.") {
+        let (kind, l, tail) = group(rest)?;
+        return match kind.as_str() {
+            "resnets" => original_resnet_part(&tail).map(|r| format!("middle_block.{}.{r}", 2 * l)),
+            "attentions" => Some(format!("middle_block.1.{tail}")),
+            _ => None,
+        };
+    }
+    if let Some((b, rest)) = indexed(name, "up_blocks.") {
+        let (kind, l, tail) = group(rest)?;
+        let i = b * (per_block + 1) + l;
+        return match kind.as_str() {
+            "resnets" => original_resnet_part(&tail).map(|r| format!("output_blocks.{i}.0.{r}")),
+            "attentions" => Some(format!("output_blocks.{i}.1.{tail}")),
+            "upsamplers" => tail.strip_prefix("conv.").map(|p| {
+                let at = if up_attention(b) { 2 } else { 1 };
+                format!("output_blocks.{}.{at}.conv.{p}", i + per_block)
+            }),
+            _ => None,
+        };
+    }
+    None
 }
 
 /// The config fields the converted shapes determine.
@@ -292,4 +393,71 @@ pub fn defaults(
         "timestep_post_act": null, "upcast_attention": false
     });
     (v.as_object().cloned().unwrap_or_default(), assumed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_names_invert_the_conversion() {
+        // SDXL's layout: 2 resnets per down block, no attention in the first
+        // down block nor the last up block.
+        let names = [
+            "conv_in.weight",
+            "add_embedding.linear_2.weight",
+            "down_blocks.0.resnets.0.conv1.weight",
+            "down_blocks.0.resnets.1.time_emb_proj.weight",
+            "down_blocks.0.downsamplers.0.conv.weight",
+            "down_blocks.1.attentions.1.transformer_blocks.0.attn1.to_q.weight",
+            "mid_block.resnets.1.conv_shortcut.weight",
+            "mid_block.attentions.0.proj_in.weight",
+            "up_blocks.0.attentions.2.proj_out.weight",
+            "up_blocks.0.upsamplers.0.conv.weight",
+            "up_blocks.2.resnets.2.conv2.weight",
+            "up_blocks.1.upsamplers.0.conv.weight",
+            "up_blocks.1.attentions.0.proj_out.weight",
+            "not_a_unet.weight",
+        ];
+        let o = original_names(names.iter().copied());
+        let get = |n: &str| o.get(n).map(String::as_str);
+        assert_eq!(get("conv_in.weight"), Some("input_blocks.0.0.weight"));
+        assert_eq!(
+            get("add_embedding.linear_2.weight"),
+            Some("label_emb.0.2.weight")
+        );
+        assert_eq!(
+            get("down_blocks.0.resnets.1.time_emb_proj.weight"),
+            Some("input_blocks.2.0.emb_layers.1.weight")
+        );
+        assert_eq!(
+            get("down_blocks.0.downsamplers.0.conv.weight"),
+            Some("input_blocks.3.0.op.weight")
+        );
+        assert_eq!(
+            get("down_blocks.1.attentions.1.transformer_blocks.0.attn1.to_q.weight"),
+            Some("input_blocks.5.1.transformer_blocks.0.attn1.to_q.weight")
+        );
+        assert_eq!(
+            get("mid_block.resnets.1.conv_shortcut.weight"),
+            Some("middle_block.2.skip_connection.weight")
+        );
+        assert_eq!(
+            get("mid_block.attentions.0.proj_in.weight"),
+            Some("middle_block.1.proj_in.weight")
+        );
+        assert_eq!(
+            get("up_blocks.0.attentions.2.proj_out.weight"),
+            Some("output_blocks.2.1.proj_out.weight")
+        );
+        assert_eq!(
+            get("up_blocks.0.upsamplers.0.conv.weight"),
+            Some("output_blocks.2.2.conv.weight")
+        );
+        assert_eq!(
+            get("up_blocks.2.resnets.2.conv2.weight"),
+            Some("output_blocks.8.0.out_layers.3.weight")
+        );
+        assert_eq!(get("not_a_unet.weight"), None);
+    }
 }

@@ -12,7 +12,7 @@
 //!
 //! SDXL: its U-Net and first text encoder use [`UNET`] and [`SDXL_TEXT_L`],
 //! its second text encoder [`SDXL_TEXT_G`] (kohya `lora_te2_`, diffusers
-//! `text_encoder_2.`). kohya trains SDXL on the original (sgm) U-Net, so
+//! `text_encoder_2.`); the refiner's only encoder [`SDXL_REFINER_TEXT`]. kohya trains SDXL on the original (sgm) U-Net, so
 //! SDXL kohya files name U-Net modules by their original paths
 //! (`lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`): the
 //! SDXL loader adds those with [`KeyIndex::add_alias`] (diffusers name ->
@@ -63,6 +63,17 @@ pub const SDXL_TEXT_G: Rule = Rule {
     part: "text encoder 2",
     kohya: &["lora_te2_"],
     peft: &["text_encoder_2."],
+    optional_root: "text_model.",
+};
+
+/// The SDXL refiner's only text encoder (OpenCLIP ViT-bigG): LoRA files
+/// name it as SD's one text encoder (ComfyUI `comfy/lora.py`
+/// `model_lora_keys_clip`: `lora_te_` and `text_encoder.` for a `clip_g`
+/// without a `clip_l`).
+pub const SDXL_REFINER_TEXT: Rule = Rule {
+    part: "text encoder",
+    kohya: &["lora_te_"],
+    peft: &["text_encoder."],
     optional_root: "text_model.",
 };
 

@@ -145,11 +145,29 @@ impl<M> PatchedModel<M> {
     /// `params`: the model's parameters by name (sharing its storage);
     /// `rule`: how LoRA files name them.
     pub fn new(model: M, params: BTreeMap<String, Tensor>, rule: Rule) -> PatchedModel<M> {
+        let index = KeyIndex::new(rule, &params);
+        PatchedModel::indexed(model, params, index)
+    }
+
+    /// With an index built by the caller (extra spellings added with
+    /// [`KeyIndex::add_alias`]).
+    pub fn indexed(model: M, params: BTreeMap<String, Tensor>, index: KeyIndex) -> PatchedModel<M> {
         PatchedModel {
-            index: Arc::new(KeyIndex::new(rule, &params)),
+            index: Arc::new(index),
             shared: Arc::new(Mutex::new(Patchable::new(model, params))),
             patches: Vec::new(),
         }
+    }
+
+    /// This handle with the model's weights indexed by another rule (the
+    /// same parameters; for a part whose file names depend on the model
+    /// around it, e.g. the SDXL refiner's only text encoder).
+    pub fn with_rule(mut self, rule: Rule) -> PatchedModel<M> {
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let index = KeyIndex::new(rule, &shared.params);
+        drop(shared);
+        self.index = Arc::new(index);
+        self
     }
 
     /// The same model with one more patch after this handle's.

@@ -6,6 +6,7 @@
 //! the input handles stay usable unpatched.
 use super::component::Component;
 use super::loader::{Clip, CLIP};
+use crate::family::sdxl::text::SdxlText;
 use crate::family::{Model, MODEL};
 use crate::lora::{self, short_list, KeyIndex};
 use diffgraph_sdk::prelude::*;
@@ -57,9 +58,10 @@ impl Node for LoadLora {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("LoadLora", "loaders")
             .description(
-                "Applies a LoRA file (kohya/A1111 `lora_unet_`/`lora_te_` with `.alpha`, diffusers/PEFT \
+                "Applies a LoRA file (kohya/A1111 `lora_unet_`/`lora_te_` (SDXL: `lora_te1_`/`lora_te2_`, the \
+                 U-Net by diffusers or original `input_blocks` paths) with `.alpha`, diffusers/PEFT \
                  `lora_A`/`lora_B`, LoCon conv LoRA, LoHa) to the U-Net at strength_model and to the text \
-                 encoder at strength_clip: W + strength·(alpha/rank)·up·down, as ComfyUI's LoraLoader. Chain \
+                 encoder(s) at strength_clip: W + strength·(alpha/rank)·up·down, as ComfyUI's LoraLoader. Chain \
                  loaders to stack LoRAs; the inputs stay unpatched. Keys that match nothing are reported \
                  (the `report` output and a warning); a file matching nothing is an error.",
             )
@@ -74,6 +76,9 @@ impl Node for LoadLora {
     }
 
     fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
+        if let Ok(xl) = inputs.object::<Component<SdxlText>>("clip") {
+            return load_sdxl(inputs, &*xl.lock()?);
+        }
         let (_, unet) = lora_model(inputs)?;
         let clip = inputs.object::<Component<Clip>>("clip")?.lock()?;
         let path = inputs.str("path")?;
@@ -106,6 +111,49 @@ impl Node for LoadLora {
             text.into(),
         ])
     }
+}
+
+/// `LoadLora` on SDXL: the U-Net and both text encoders (`lora_te1_` /
+/// `text_encoder.`, `lora_te2_` / `text_encoder_2.`; the refiner has the
+/// second only), the clip strength for both, as ComfyUI's LoraLoader.
+fn load_sdxl(inputs: &Inputs, text: &SdxlText) -> Result<Vec<Value>, NodeError> {
+    let (_, unet) = lora_model(inputs)?;
+    let path = inputs.str("path")?;
+    let file = lora::read_cached(Path::new(path))?;
+    let clip_strength = inputs.float("strength_clip")?;
+    let mut parts: Vec<(&KeyIndex, f64)> =
+        vec![(unet.lora_index(), inputs.float("strength_model")?)];
+    let first = text.first.as_ref().map(|e| e.model.index.clone());
+    if let Some(index) = &first {
+        parts.push((index, clip_strength));
+    }
+    let second = text.second.model.index.clone();
+    parts.push((&second, clip_strength));
+    let matched = lora::match_parts(&file, &parts)?;
+    let count = |i: usize| matched.patches[i].as_ref().map_or(0, |p| p.targets.len());
+    let mut applied = vec![("U-Net", count(0))];
+    if first.is_some() {
+        applied.push(("text encoder 1", count(1)));
+    }
+    applied.push(("text encoder 2", count(parts.len() - 1)));
+    let text_report = report(path, &matched.unmatched, &applied);
+    let mut patches = matched.patches.into_iter();
+    let model = unet.with_lora(patches.next().flatten());
+    let p1 = if first.is_some() {
+        patches.next().flatten()
+    } else {
+        None
+    };
+    let p2 = patches.next().flatten();
+    Ok(vec![
+        Object::new(MODEL, Model { denoiser: model }).into(),
+        Object::new(
+            CLIP,
+            Component::new("text encoder", Ok(text.with_lora(p1, p2))),
+        )
+        .into(),
+        text_report.into(),
+    ])
 }
 
 pub struct LoadLoraModelOnly;

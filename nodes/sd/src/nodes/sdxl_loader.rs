@@ -74,7 +74,7 @@ fn load_folder(dir: &Path, kind: Kind, device: Device) -> Result<LoadedXl, Strin
     let second = encoder("text_encoder_2", "tokenizer_2", true)?;
     // The refiner has no first encoder: its absence is what makes it one.
     let first = encoder("text_encoder", "tokenizer", false)?.ok();
-    let text = second.map(|second| SdxlText { first, second });
+    let text = second.map(|second| SdxlText::new(first, second));
     let vae = match part("vae") {
         Ok(v) => {
             let config = std::fs::read_to_string(v.join("config.json"))

@@ -82,7 +82,7 @@ pub fn load(
     )?;
     Ok(LoadedXl {
         unet,
-        text: Ok(SdxlText { first, second }),
+        text: Ok(SdxlText::new(first, second)),
         vae: Ok(vae),
         prediction_type: "epsilon".into(),
         // The Scheduler node's defaults are SDXL's training schedule

@@ -22,8 +22,8 @@ impl Node for CLIPTextEncode {
                  77-token chunks, concatenated (never cut); `embedding:name` inserts a textual-inversion \
                  embedding from `embeddings`. weighting diffusers: the text as diffusers' encode_prompt \
                  tokenizes it (cut to 77 tokens, warned). SDXL: each encoder's penultimate hidden state \
-                 (clip_skip n: n layers earlier) concatenated, pooled from the second, the text as diffusers \
-                 takes it (weights and embeddings are not applied to SDXL yet). Use it for the negative prompt too.",
+                 (clip_skip n: n layers earlier), weighted per encoder, concatenated, pooled from the second's \
+                 first chunk (ComfyUI's sdxl_clip; diffusers: encode_prompt). Use it for the negative prompt too.",
             )
             .input(InputSpec::new("clip", PortType::object(CLIP)))
             .input(InputSpec::string("text").default(""))
@@ -96,17 +96,26 @@ impl Node for CLIPTextEncode {
 }
 
 /// SDXL: both encoders' penultimate hidden states concatenated, and the
-/// pooled embedding (`family::sdxl::text`).
+/// pooled embedding (`family::sdxl::text`); weighting comfyui as ComfyUI's
+/// `sdxl_clip.py`, diffusers as `encode_prompt`.
 fn encode_sdxl(xl: &Component<SdxlText>, inputs: &Inputs) -> Result<Vec<Value>, NodeError> {
     let text = xl.lock()?;
     let prompt = inputs.str("text")?;
-    let literal = inputs.str("weighting")? == "diffusers";
-    if !literal && (prompt.contains('(') || prompt.contains("embedding:")) {
+    let skip = inputs.int("clip_skip")? as usize;
+    if inputs.str("weighting")? == "diffusers" {
+        let out = text.encode(prompt, skip)?;
+        return Ok(vec![out.context.into(), out.pooled.into()]);
+    }
+    let folder = inputs.opt_str("embeddings")?.filter(|f| !f.is_empty());
+    let none = std::collections::BTreeMap::new();
+    let lookup = |name: &str, width: i64| crate::embeddings::find(folder, &none, name, width);
+    let out = text.encode_weighted(prompt, skip, &lookup)?;
+    if !out.missing.is_empty() {
         eprintln!(
-            "warning: CLIPTextEncode: SDXL prompts are encoded as diffusers does; \
-             `(word:w)` weights and `embedding:` names are taken literally"
+            "warning: CLIPTextEncode: no embedding {} (looked in {})",
+            out.missing.join(", "),
+            folder.unwrap_or("no folder: set `embeddings`")
         );
     }
-    let out = text.encode(prompt, inputs.int("clip_skip")? as usize)?;
     Ok(vec![out.context.into(), out.pooled.into()])
 }

@@ -8,11 +8,11 @@
 //! single-file checkpoint; the text side is [`text`].
 pub mod text;
 
-use super::{Accepts, Conditioning, Denoiser, OutputLayout, Use};
+use super::{Accepts, Conditioning, Denoiser, LoraDenoiser, OutputLayout, Use};
+use crate::lora::{keys, KeyIndex, Patch, PatchedModel};
 use crate::unet::{Added, UNet};
 use diffgraph_diffusion::PredictionType;
 use diffgraph_sdk::prelude::*;
-use std::sync::Mutex;
 
 /// What an SDXL U-Net takes: all three, each required.
 pub const ACCEPTS: Accepts = Accepts {
@@ -23,20 +23,51 @@ pub const ACCEPTS: Accepts = Accepts {
     mask: Use::Unused,
 };
 
-/// The U-Net (behind a lock: tensors are not Sync) and what it predicts.
+/// The U-Net (shared, behind a lock: tensors are not Sync; with this
+/// handle's LoRA patches) and what it predicts.
 pub struct SdxlUnet {
-    unet: Mutex<UNet>,
+    unet: PatchedModel<UNet>,
     layout: OutputLayout,
     kind: Kind,
 }
 
 impl SdxlUnet {
-    pub fn new(unet: UNet, prediction_type: PredictionType) -> SdxlUnet {
+    /// LoRA files find its weights by diffusers paths (`lora_unet_down_blocks_…`,
+    /// `unet.down_blocks.…`) and by the original (sgm) paths kohya's SDXL
+    /// trainer writes (`lora_unet_input_blocks_4_1_…`; ComfyUI
+    /// `comfy/lora.py` `model_lora_keys_unet` indexes both).
+    pub fn new(mut unet: UNet, prediction_type: PredictionType) -> SdxlUnet {
+        let params = std::mem::take(&mut unet.params);
+        let mut index = KeyIndex::new(keys::UNET, &params);
+        let originals = crate::convert::unet::original_names(params.keys().map(String::as_str));
+        for (name, original) in &originals {
+            if index.shape(name).is_some() {
+                let module = original.strip_suffix(".weight").unwrap_or(original);
+                index.add_alias(name, module);
+            }
+        }
         SdxlUnet {
             kind: unet.kind,
-            unet: Mutex::new(unet),
+            unet: PatchedModel::indexed(unet, params, index),
             layout: OutputLayout::prediction(prediction_type),
         }
+    }
+}
+
+impl LoraDenoiser for SdxlUnet {
+    fn lora_index(&self) -> &KeyIndex {
+        &self.unet.index
+    }
+
+    fn with_lora(&self, patch: Option<Patch>) -> Box<dyn Denoiser> {
+        Box::new(SdxlUnet {
+            unet: match patch {
+                Some(p) => self.unet.with(p),
+                None => self.unet.clone(),
+            },
+            layout: self.layout,
+            kind: self.kind,
+        })
     }
 }
 
@@ -71,6 +102,12 @@ impl Denoiser for SdxlUnet {
             .unet
             .lock()
             .map_err(|_| NodeError::new("the U-Net was poisoned by an earlier panic"))?;
-        Ok(unet.try_forward_added(x, t, context, Some(&added))?)
+        Ok(diffgraph_sdk::interrupt::catch(|| {
+            unet.model.try_forward_added(x, t, context, Some(&added))
+        })??)
+    }
+
+    fn lora(&self) -> Option<&dyn LoraDenoiser> {
+        Some(self)
     }
 }

@@ -3,7 +3,7 @@
 //! the config), CLIPTextEncode gives both encoders' context and the pooled
 //! embedding, and the KSampler's U-Net step gets ComfyUI's time ids (the
 //! latent's size x 8, no crop). The translated workflow must give exactly
-//! the latents of graphs/txt2img_sdxl.json set up the same way.
+//! the latents of the hand-written ComfyUI-numerics loop it stands for.
 mod common;
 
 use diffgraph::graph::overrides::Override;

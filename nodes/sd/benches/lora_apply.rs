@@ -2,7 +2,8 @@
 //! projection, feed-forward and proj_in/out Linear: the usual SD1.5 LoRA
 //! layout, ~144 MB class) on an SD1.5-size U-Net with random weights.
 //! Usage: `cargo bench -p diffgraph-nodes-sd --bench lora_apply -- fp32|fp16`
-//! (BENCH_THREADS, default 2). Prints one JSON object: file size, read
+//! (BENCH_THREADS, default 2; BENCH_UNET_CONFIG: another U-Net's config.json,
+//! e.g. scripts/bench/sdxl_unet_config.json for an SDXL-size U-Net). Prints one JSON object: file size, read
 //! (parse + content hash), first patch, re-sync with nothing changed,
 //! strength change (every weight re-patched), a second LoRA stacked on a
 //! quarter of the weights (only those re-patched), restore.
@@ -66,11 +67,19 @@ fn main() {
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
     tch::set_num_threads(threads);
-    let config = UNetConfig {
-        cross_attention_dim: OneOrMany::One(768),
-        ..UNetConfig::default()
+    // BENCH_UNET_CONFIG: another U-Net's config.json (e.g. the SDXL base's,
+    // scripts/bench/sdxl_unet_config.json); default SD1.5's.
+    let config = match std::env::var("BENCH_UNET_CONFIG") {
+        Ok(path) => {
+            UNetConfig::from_json(&std::fs::read_to_string(&path).expect("read the config"))
+                .expect("a U-Net config")
+        }
+        Err(_) => UNetConfig {
+            cross_attention_dim: OneOrMany::One(768),
+            ..UNetConfig::default()
+        },
     };
-    let mut unet = UNet::random(&config, kind, Device::Cpu, 0).expect("SD1.5 config");
+    let mut unet = UNet::random(&config, kind, Device::Cpu, 0).expect("the U-Net config");
     let dir = tempfile_dir();
     let (big, small) = (dir.join("big.safetensors"), dir.join("small.safetensors"));
     let bytes = lora_file(&unet, 1, &big);

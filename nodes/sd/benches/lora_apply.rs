@@ -12,7 +12,14 @@ use diffgraph_nodes_sd::unet::{OneOrMany, UNet, UNetConfig};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-const RANK: i64 = 128;
+/// The LoRA's rank: 128 by default (SD1.5's ~144 MB class); BENCH_LORA_RANK
+/// sets another (27 makes an SDXL LoRA of that size).
+fn rank() -> i64 {
+    std::env::var("BENCH_LORA_RANK")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(128)
+}
 
 fn is_lora_target(name: &str) -> bool {
     ["attn1.to_", "attn2.to_", "ff.net.", "proj_in.", "proj_out."]
@@ -39,8 +46,8 @@ fn lora_file(unet: &UNet, every: usize, path: &std::path::Path) -> u64 {
             name.trim_end_matches(".weight").replace('.', "_")
         );
         let opts = (Kind::Float, Device::Cpu);
-        let up = (Tensor::randn([out, RANK], opts) * 0.01).to_kind(Kind::Half);
-        let down = (Tensor::randn([RANK, inp], opts) * 0.01).to_kind(Kind::Half);
+        let up = (Tensor::randn([out, rank()], opts) * 0.01).to_kind(Kind::Half);
+        let down = (Tensor::randn([rank(), inp], opts) * 0.01).to_kind(Kind::Half);
         tensors.push((format!("{kohya}.lora_up.weight"), up));
         tensors.push((format!("{kohya}.lora_down.weight"), down));
         tensors.push((

@@ -48,6 +48,22 @@ impl Accepts {
         mask: Use::Unused,
     };
 
+    /// No text: class labels when the model is class-conditional, else
+    /// nothing (guided-diffusion's ADM, latent diffusion's UNet2DModel).
+    pub fn class_labels_only(class_cond: bool) -> Accepts {
+        Accepts {
+            context: Use::Unused,
+            pooled: Use::Unused,
+            time_ids: Use::Unused,
+            class_labels: if class_cond {
+                Use::Required
+            } else {
+                Use::Unused
+            },
+            mask: Use::Unused,
+        }
+    }
+
     fn uses(&self) -> [Use; 5] {
         [
             self.context,

@@ -3,7 +3,7 @@
 //! autoencoder, unconditional (CompVis `ldm-celebahq-256`, FFHQ, LSUN) or
 //! class-conditional (`num_class_embeds`: a class embedding added to the
 //! timestep embedding). Loaded by `LoadLDM` (`nodes/ldm.rs`).
-use super::{Accepts, Conditioning, Denoiser, OutputLayout, Use};
+use super::{Accepts, Conditioning, Denoiser, OutputLayout};
 use crate::unet2d::UNet2D;
 use diffgraph_diffusion::PredictionType;
 use diffgraph_sdk::prelude::*;
@@ -34,17 +34,7 @@ impl Denoiser for LdmUNet {
     }
 
     fn accepts(&self) -> Accepts {
-        Accepts {
-            context: Use::Unused,
-            pooled: Use::Unused,
-            time_ids: Use::Unused,
-            class_labels: if self.class_cond {
-                Use::Required
-            } else {
-                Use::Unused
-            },
-            mask: Use::Unused,
-        }
+        Accepts::class_labels_only(self.class_cond)
     }
 
     fn output_layout(&self) -> &OutputLayout {

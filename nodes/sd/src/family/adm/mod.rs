@@ -19,7 +19,7 @@ pub mod classifier;
 pub mod config;
 pub mod unet;
 
-use super::{Accepts, Conditioning, Denoiser, OutputLayout, Use};
+use super::{Accepts, Conditioning, Denoiser, OutputLayout};
 use crate::weights::Weights;
 use config::{Arch, ClassifierArch, Flags};
 use diffgraph_diffusion::{PredictionType, VarianceType};
@@ -70,17 +70,7 @@ impl Denoiser for Adm {
     }
 
     fn accepts(&self) -> Accepts {
-        Accepts {
-            context: Use::Unused,
-            pooled: Use::Unused,
-            time_ids: Use::Unused,
-            class_labels: if self.class_cond {
-                Use::Required
-            } else {
-                Use::Unused
-            },
-            mask: Use::Unused,
-        }
+        Accepts::class_labels_only(self.class_cond)
     }
 
     fn output_layout(&self) -> &OutputLayout {

@@ -5,16 +5,10 @@ mod common;
 
 use common::core_support::*;
 use diffgraph::Value;
-use std::sync::Mutex;
 use tch::{Kind, Tensor};
-
-/// GaussianNoise reseeds libtorch's global generator, so tests that draw
-/// noise must not interleave (the test harness runs tests in threads).
-static NOISE_LOCK: Mutex<()> = Mutex::new(());
 
 #[test]
 fn gaussian_noise_matches_pytorch() {
-    let _guard = NOISE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut exec = executor(dir.path());
     let graph = r#"{"nodes": {
@@ -59,7 +53,6 @@ fn gaussian_noise_matches_pytorch() {
 
 #[test]
 fn gaussian_noise_same_seed_same_tensor() {
-    let _guard = NOISE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut exec = executor(dir.path());
     let graph = |seed: i64| {
@@ -93,7 +86,6 @@ fn gaussian_noise_same_seed_same_tensor() {
 
 #[test]
 fn empty_latent_and_latent_to_image() {
-    let _guard = NOISE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut exec = executor(dir.path());
     let graph = r#"{"nodes": {
@@ -116,7 +108,6 @@ fn empty_latent_and_latent_to_image() {
 /// A [1,3,2,2] image with known values, saved as a .safetensors input file.
 #[test]
 fn save_tensor_then_load_tensor_round_trips() {
-    let _guard = NOISE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let out_dir = tempfile::tempdir().unwrap();
     let mut exec = executor(out_dir.path());
     let save = r#"{"nodes": {

@@ -197,6 +197,7 @@ impl OpenedLibrary {
             fail: fail_cb,
             progress: progress_cb,
             interrupted: interrupted_cb,
+            global_rng: global_rng_cb,
         };
         // SAFETY: `call` and everything it points to (inputs, list arrays in
         // `lists`, the values they borrow, `state`) outlive this call.
@@ -340,6 +341,16 @@ unsafe extern "C" fn interrupted_cb(host: *mut c_void) -> bool {
     // SAFETY: as in emit_cb.
     let state = unsafe { &*(host as *const CallState) };
     state.interrupt.load(Ordering::Relaxed)
+}
+
+unsafe extern "C" fn global_rng_cb(_host: *mut c_void, acquire: bool) {
+    // Poisoning is ignored inside, so nothing here panics; a plugin that
+    // acquires gives back from the same call (`diffgraph_sdk::rng`).
+    if acquire {
+        super::global_rng::acquire();
+    } else {
+        super::global_rng::release();
+    }
 }
 
 /// Opens a native library with RTLD_GLOBAL and keeps it loaded forever (used

@@ -1,9 +1,11 @@
 //! Node plugins: loading libraries and the registry of node types they
 //! provide. Where libraries are found is `discovery`; the unsafe ABI layer
-//! is `ffi`, the only module of the crate allowed unsafe code.
+//! is `ffi`, the only module of the crate allowed unsafe code; the lock it
+//! lends plugins around the global generator is `global_rng`.
 pub mod discovery;
 #[allow(unsafe_code)]
 pub mod ffi;
+pub mod global_rng;
 pub mod probe;
 
 use diffgraph_sdk::NodeSchema;

@@ -40,17 +40,19 @@ impl Node for GaussianNoise {
         }
         let shape = shape_input(inputs, "shape")?;
         let scale = inputs.float("scale")?;
-        // Seeding and drawing on the CPU generator is what makes the result
-        // independent of the device and equal to PyTorch's CPU generator.
-        tch::manual_seed(seed);
         let index = match inputs.get("batch_index")? {
             InputValue::None => None,
             _ => Some(inputs.int_list("batch_index")?),
         };
-        let noise = match index {
-            None => Tensor::f_randn(shape.as_slice(), (Kind::Float, Device::Cpu))?,
-            Some(index) => indexed_randn(&shape, &index)?,
-        }
+        // Seeding and drawing on the CPU generator is what makes the result
+        // independent of the device and equal to PyTorch's CPU generator.
+        let noise = diffgraph_sdk::rng::seeded(seed, || match index {
+            None => Ok(Tensor::f_randn(
+                shape.as_slice(),
+                (Kind::Float, Device::Cpu),
+            )?),
+            Some(index) => indexed_randn(&shape, &index),
+        })?
         .f_mul_scalar(scale)?;
         Ok(vec![noise.f_to_device(ctx.device())?.into()])
     }

@@ -33,19 +33,19 @@
 //! same generator first, so `skip = 1` continues after `GaussianNoise` with
 //! the same seed and shape.
 use diffgraph_diffusion::Result;
-use diffgraph_sdk::tch::{self, Device, Kind, Tensor};
+use diffgraph_sdk::tch::{Device, Kind, Tensor};
 use std::sync::{Arc, Mutex};
-
-/// Serialises `manual_seed` + `randn` within this plugin (the host runs one
-/// node at a time; this guards threads of tests and library users).
-static GLOBAL_RNG: Mutex<()> = Mutex::new(());
 
 /// Draws `count` tensors shaped `shape` in `kind` from a fresh CPU generator
 /// seeded with `seed`: all of them stacked ([count, ...]) as one draw when
 /// the shape has a multiple of 16 elements, else only the last ([1, ...]).
+/// Seeding and drawing hold the process-wide generator lock
+/// (`diffgraph_sdk::rng`).
 fn draw(seed: i64, shape: &[i64], kind: Kind, count: usize) -> Result<Tensor> {
-    let _guard = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(seed);
+    diffgraph_sdk::rng::seeded(seed, || draw_seeded(shape, kind, count))
+}
+
+fn draw_seeded(shape: &[i64], kind: Kind, count: usize) -> Result<Tensor> {
     let numel: i64 = shape.iter().product();
     if numel % 16 == 0 {
         let mut full = vec![count as i64];
@@ -147,11 +147,11 @@ mod tests {
         // Not a multiple of 16: replayed draws give the same sequence as sequential draws.
         let odd = Tensor::zeros([3, 3], (Kind::Float, Device::Cpu));
         let n2 = stream.noise(1, 3, &odd).unwrap();
-        let _guard = GLOBAL_RNG.lock().unwrap();
-        tch::manual_seed(11);
-        let seq: Vec<Tensor> = (0..3)
-            .map(|_| Tensor::randn([3, 3], (Kind::Float, Device::Cpu)))
-            .collect();
+        let seq: Vec<Tensor> = diffgraph_sdk::rng::seeded(11, || {
+            (0..3)
+                .map(|_| Tensor::randn([3, 3], (Kind::Float, Device::Cpu)))
+                .collect()
+        });
         assert!(n2.equal(&seq[2]));
     }
 }

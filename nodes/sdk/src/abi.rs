@@ -33,7 +33,7 @@ use std::ffi::c_void;
 // `concat!` takes literals, not consts. The consts below are the public names.
 macro_rules! abi_version {
     () => {
-        1
+        2
     };
 }
 macro_rules! tch_version {
@@ -56,7 +56,7 @@ pub const TCH_VERSION: &str = tch_version!();
 /// What makes a tensor handle valid on both sides of the boundary: tch, the
 /// libtorch it was built against, the C++ string ABI flag and the ABI version.
 /// Host and plugin must agree on it exactly, e.g.
-/// `diffgraph-abi=1;tch=0.24.0;libtorch=2.11.0;cxx11abi=1`.
+/// `diffgraph-abi=2;tch=0.24.0;libtorch=2.11.0;cxx11abi=1`.
 pub fn compat_string() -> &'static str {
     concat!(
         "diffgraph-abi=",
@@ -218,6 +218,11 @@ pub struct AbiCall {
     pub progress: unsafe extern "C" fn(host: *mut c_void, done: u64, total: u64),
     /// True once the user asked to stop; long nodes should return an error.
     pub interrupted: unsafe extern "C" fn(host: *mut c_void) -> bool,
+    /// Takes (`acquire` true) or gives back (false) the host's process-wide
+    /// lock on libtorch's global CPU generator ([`crate::rng`]): plugins are
+    /// separate libraries, so only the host can give them one lock. Blocks
+    /// until the lock is free; a call that acquires must release it.
+    pub global_rng: unsafe extern "C" fn(host: *mut c_void, acquire: bool),
 }
 
 /// Returned by the entry symbol; lives as long as the library.

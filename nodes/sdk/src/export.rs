@@ -81,11 +81,20 @@ fn build(name: &'static str, make_nodes: fn() -> Vec<Box<dyn Node>>) -> Plugin {
 }
 
 type InterruptFn = unsafe extern "C" fn(host: *mut c_void) -> bool;
+type GlobalRngFn = unsafe extern "C" fn(host: *mut c_void, acquire: bool);
+
+/// The host callbacks of the call running on this thread.
+#[derive(Clone, Copy)]
+struct CurrentCall {
+    host: *mut c_void,
+    interrupted: InterruptFn,
+    global_rng: GlobalRngFn,
+}
 
 thread_local! {
-    /// The running call's interrupt callback and host pointer, on the thread
-    /// running the node (for [`crate::interrupt`]); None between calls.
-    static CURRENT_CALL: std::cell::Cell<Option<(InterruptFn, *mut c_void)>> =
+    /// The running call's host callbacks, on the thread running the node
+    /// (for [`crate::interrupt`] and [`crate::rng`]); None between calls.
+    static CURRENT_CALL: std::cell::Cell<Option<CurrentCall>> =
         const { std::cell::Cell::new(None) };
 }
 
@@ -95,7 +104,21 @@ pub(crate) fn current_call_interrupted() -> bool {
     match CURRENT_CALL.with(|c| c.get()) {
         // SAFETY: set only while `run_node` runs on this thread, during which
         // the host's callback and pointer are valid.
-        Some((f, host)) => unsafe { f(host) },
+        Some(call) => unsafe { (call.interrupted)(call.host) },
+        None => false,
+    }
+}
+
+/// Takes or gives back the host's global-generator lock for the node
+/// running on this thread; false (nothing done) outside a node call.
+pub(crate) fn current_call_global_rng(acquire: bool) -> bool {
+    match CURRENT_CALL.with(|c| c.get()) {
+        // SAFETY: as in `current_call_interrupted`; the host's lock callback
+        // neither unwinds nor keeps the pointer.
+        Some(call) => {
+            unsafe { (call.global_rng)(call.host, acquire) };
+            true
+        }
         None => false,
     }
 }
@@ -106,7 +129,12 @@ pub(crate) fn current_call_interrupted() -> bool {
 unsafe extern "C" fn run_node(node: u32, call: *const AbiCall) -> AbiStatus {
     // SAFETY: the host passes a valid AbiCall for the duration of this call.
     let call = unsafe { &*call };
-    let previous = CURRENT_CALL.with(|c| c.replace(Some((call.interrupted, call.host))));
+    let current = CurrentCall {
+        host: call.host,
+        interrupted: call.interrupted,
+        global_rng: call.global_rng,
+    };
+    let previous = CURRENT_CALL.with(|c| c.replace(Some(current)));
     let outcome = catch_unwind(AssertUnwindSafe(|| run_checked(node as usize, call)));
     CURRENT_CALL.with(|c| c.set(previous));
     let (status, message) = match outcome {

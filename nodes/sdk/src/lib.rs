@@ -31,6 +31,7 @@ pub mod abi;
 pub mod export;
 pub mod interrupt;
 mod node;
+pub mod rng;
 mod schema;
 mod value;
 

@@ -67,7 +67,10 @@ impl Params for LayerNorm {
 /// models built without a checkpoint, for benchmarks and tests.
 pub fn fill_random(model: &mut impl Params, device: Device, seed: i64) {
     let _guard = tch::no_grad_guard();
-    tch::manual_seed(seed);
+    diffgraph_sdk::rng::seeded(seed, || fill_drawn(model, device));
+}
+
+fn fill_drawn(model: &mut impl Params, device: Device) {
     model.visit(&mut |t| {
         let size = t.size();
         let std = if size.len() > 1 {

@@ -72,7 +72,8 @@ MODEL_FLAGS = dict(
     predict_xstart=False, rescale_timesteps=False, rescale_learned_sigmas=False,
 )
 MODEL_STEPS = int(os.environ.get("ADM_STEPS", "600"))
-MODEL_BATCH, MODEL_LR, MODEL_SEED = 16, 2e-3, 60
+MODEL_BATCH = int(os.environ.get("ADM_BATCH", "16"))
+MODEL_LR, MODEL_SEED = float(os.environ.get("ADM_LR", "2e-3")), 60
 
 # classifier_defaults() names, plus diffgraph's classifier_channel_mult /
 # classifier_num_classes / classifier_num_head_channels (fixed by create_classifier).

@@ -215,3 +215,40 @@ fn class_conditional_graph_runs_a_compvis_ckpt() {
     let d = max_abs(&out[0].get(0), &out[0].get(1));
     assert!(d > 1e-3, "labels 1 and 7 gave the same image ({d:e})");
 }
+
+/// graphs/ldm_text2img.json on CompVis' text-to-image `.ckpt` (`text.ckpt`:
+/// spatial-transformer U-Net, BERTEmbedder, KL first stage) with the BERT
+/// vocabulary given: CompVis' DDIMSampler with classifier-free guidance
+/// 3.0 against the empty prompt, as scripts/txt2img.py samples, within
+/// 1e-3. The reference drew x_T for two prompts at once; a batch of one
+/// draws its first half (randn's draws concatenate), so prompt 0 is
+/// compared.
+#[test]
+fn text_to_image_graph_on_a_compvis_ckpt_equals_compvis_ddim() {
+    let r: BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(root().join("tests/fixtures/ldm/ckpt/reference.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let tokenizer = root().join("tests/fixtures/ldm/ldm-text2im-tiny/tokenizer");
+    let sets: Vec<String> = vec![
+        ckpt("text.ckpt"),
+        format!("ckpt.tokenizer={}", tokenizer.display()),
+        "prompt.text=a red cat eating a burger".into(),
+        "guidance.value=3.0".into(),
+        "scheduler.steps=10".into(),
+        "scheduler.eta=0.0".into(),
+        "noise.seed=5".into(),
+    ];
+    let out = run(
+        "ldm_text2img.json",
+        &sets,
+        &[("denoise", "latent"), ("decode", "image")],
+    );
+    let err = max_abs(&out[0], &r["text.ddim_samples"].narrow(0, 0, 1));
+    eprintln!("CompVis text-to-image ckpt, DDIM + CFG: samples max abs {err:.2e}");
+    assert!(err <= TOLERANCE, "samples max abs {err:e}");
+    let err = max_abs(&out[1], &r["text.ddim_image"].narrow(0, 0, 1));
+    eprintln!("CompVis text-to-image ckpt, DDIM + CFG: image max abs {err:.2e}");
+    assert!(err <= TOLERANCE, "image max abs {err:e}");
+}

@@ -70,12 +70,19 @@ impl LdmBert {
             ));
         }
         let file = dir.join("model.safetensors");
-        let mut w = Weights::new(
+        let w = Weights::new(
             Weights::read_safetensors(&file)?,
             kind,
             device,
             &file.display().to_string(),
         );
+        LdmBert::from_weights(config, w)
+    }
+
+    /// Builds the encoder from weights by their diffusers names (a folder's
+    /// or a converted CompVis BERTEmbedder's, [`crate::convert::ldm_bert`]);
+    /// every missing, unexpected or mis-shaped key listed on failure.
+    pub fn from_weights(config: LdmBertConfig, mut w: Weights) -> Result<LdmBert, String> {
         let model = LdmBert::load(config, &mut w);
         let _ = w.take_opt(
             "to_logits.weight",

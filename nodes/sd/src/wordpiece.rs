@@ -68,6 +68,17 @@ fn read_json(path: &Path) -> Result<serde_json::Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// `vocab.txt`: one token per line, the line number its id.
+fn read_vocab_txt(path: &Path) -> Result<HashMap<String, i64>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i as i64))
+        .collect())
+}
+
 impl WordPieceTokenizer {
     /// Reads a tokenizer folder: `vocab.txt` (one token per line, the line
     /// number its id) or else `tokenizer.json`'s WordPiece vocabulary, and
@@ -75,12 +86,7 @@ impl WordPieceTokenizer {
     /// `model_max_length`; defaults true, as lowercasing, 512).
     pub fn from_folder(dir: &Path) -> Result<WordPieceTokenizer, String> {
         let vocab: HashMap<String, i64> = if dir.join("vocab.txt").exists() {
-            let text = std::fs::read_to_string(dir.join("vocab.txt"))
-                .map_err(|e| format!("cannot read {}: {e}", dir.join("vocab.txt").display()))?;
-            text.lines()
-                .enumerate()
-                .map(|(i, t)| (t.to_string(), i as i64))
-                .collect()
+            read_vocab_txt(&dir.join("vocab.txt"))?
         } else {
             let json = read_json(&dir.join("tokenizer.json")).map_err(|e| {
                 format!("{e} (a BERT tokenizer folder has vocab.txt or tokenizer.json)")
@@ -101,12 +107,22 @@ impl WordPieceTokenizer {
             true => read_json(&dir.join("tokenizer_config.json"))?,
             false => serde_json::Value::Null,
         };
+        Self::from_vocab(vocab, &config, dir)
+    }
+
+    /// The tokenizer of `vocab` with `tokenizer_config.json`'s settings
+    /// (`Null`: the defaults); `source` names it in messages.
+    fn from_vocab(
+        vocab: HashMap<String, i64>,
+        config: &serde_json::Value,
+        source: &Path,
+    ) -> Result<WordPieceTokenizer, String> {
         let lowercase = config["do_lower_case"].as_bool().unwrap_or(true);
         let id = |name: &str| {
             vocab
                 .get(name)
                 .copied()
-                .ok_or_else(|| format!("{}: the vocabulary has no {name}", dir.display()))
+                .ok_or_else(|| format!("{}: the vocabulary has no {name}", source.display()))
         };
         Ok(WordPieceTokenizer {
             lowercase,
@@ -120,6 +136,21 @@ impl WordPieceTokenizer {
             unk: id("[UNK]")?,
             vocab,
         })
+    }
+
+    /// A tokenizer folder ([`Self::from_folder`]) or a `vocab.txt` file
+    /// itself (then lowercasing, as bert-base-uncased's).
+    pub fn from_path(path: &Path) -> Result<WordPieceTokenizer, String> {
+        if path.is_dir() {
+            return Self::from_folder(path);
+        }
+        Self::from_vocab(read_vocab_txt(path)?, &serde_json::Value::Null, path)
+    }
+
+    /// Truncates and pads to `n` tokens (BERTEmbedder's `max_seq_len`).
+    pub fn with_max_length(mut self, n: usize) -> WordPieceTokenizer {
+        self.max_length = n;
+        self
     }
 
     pub fn max_length(&self) -> usize {

@@ -7,7 +7,7 @@ mod ldm_common;
 
 use diffgraph_diffusion::ConfigName;
 use diffgraph_nodes_sd::family::Conditioning;
-use diffgraph_nodes_sd::nodes::ldm_ckpt::{load, LoadedCkpt};
+use diffgraph_nodes_sd::nodes::ldm_ckpt::{load, CkptInputs, LoadedCkpt};
 use diffgraph_nodes_sd::weights::Weights;
 use ldm_common::check;
 use std::collections::BTreeMap;
@@ -18,27 +18,47 @@ fn fixtures() -> PathBuf {
     ldm_common::fixtures().join("ckpt")
 }
 
+fn load_ckpt(ckpt: &Path, config: &str, tokenizer: &str, kind: Kind) -> Result<LoadedCkpt, String> {
+    let device = Device::Cpu;
+    load(
+        ckpt,
+        &CkptInputs {
+            config,
+            tokenizer,
+            kind,
+            device,
+        },
+    )
+}
+
 fn reference() -> BTreeMap<String, Tensor> {
     Weights::read_safetensors(&fixtures().join("reference.safetensors")).unwrap()
 }
 
 fn loaded(name: &str) -> LoadedCkpt {
-    load(
+    load_ckpt(
         &fixtures().join(format!("{name}.ckpt")),
         "",
+        "",
         Kind::Float,
-        Device::Cpu,
     )
     .unwrap()
 }
 
-/// eps (x0 for the class model) per timestep, as the graph's UNetStep calls it.
-fn predict(m: &LoadedCkpt, r: &BTreeMap<String, Tensor>, name: &str) -> Tensor {
+/// eps (x0 for the class model) per timestep, as the graph's UNetStep calls
+/// it; sample i conditioned on row i of `{name}.y` or of `context`.
+fn predict_with(
+    m: &LoadedCkpt,
+    r: &BTreeMap<String, Tensor>,
+    name: &str,
+    context: Option<&Tensor>,
+) -> Tensor {
     let (x, t) = (&r[&format!("{name}.x")], &r[&format!("{name}.t")]);
     let rows: Vec<Tensor> = (0..x.size()[0])
         .map(|i| {
             let cond = Conditioning {
                 class_labels: r.get(&format!("{name}.y")).map(|y| y.narrow(0, i, 1)),
+                context: context.map(|c| c.narrow(0, i, 1)),
                 ..Default::default()
             };
             let ti = t.int64_value(&[i]) as f64;
@@ -49,6 +69,10 @@ fn predict(m: &LoadedCkpt, r: &BTreeMap<String, Tensor>, name: &str) -> Tensor {
         })
         .collect();
     Tensor::cat(&rows, 0)
+}
+
+fn predict(m: &LoadedCkpt, r: &BTreeMap<String, Tensor>, name: &str) -> Tensor {
+    predict_with(m, r, name, None)
 }
 
 fn parts_match(name: &str) {
@@ -104,7 +128,7 @@ fn unconditional_ckpt_matches_compvis() {
 #[test]
 fn half_precision_loads_and_stays_close() {
     let r = reference();
-    let m = load(&fixtures().join("uncond.ckpt"), "", Kind::Half, Device::Cpu).unwrap();
+    let m = load_ckpt(&fixtures().join("uncond.ckpt"), "", "", Kind::Half).unwrap();
     let d = (predict(&m, &r, "uncond") - &r["uncond.eps"])
         .abs()
         .max()
@@ -130,6 +154,79 @@ fn class_conditional_x0_ckpt_matches_compvis() {
     let m = loaded("class");
     assert_eq!((m.image_size, m.num_classes), (16, 10));
     assert_eq!(m.prediction.name(), "sample");
+}
+
+fn tokenizer() -> PathBuf {
+    ldm_common::fixtures().join("ldm-text2im-tiny/tokenizer")
+}
+
+/// The text-to-image model (crossattn, BERTEmbedder, spatial-transformer
+/// U-Net, KL first stage): BERTTokenizer's ids, the BERTEmbedder's output,
+/// the U-Net on that context and the decoder, each against CompVis.
+#[test]
+fn text_to_image_ckpt_matches_compvis() {
+    tch::set_num_threads(1);
+    let r = reference();
+    let tok = tokenizer();
+    let m = load_ckpt(
+        &fixtures().join("text.ckpt"),
+        "",
+        tok.to_str().unwrap(),
+        Kind::Float,
+    )
+    .unwrap();
+    assert_eq!((m.image_size, m.num_classes), (16, 0));
+    assert_eq!(m.prediction.name(), "epsilon");
+    let bert = m.bert.as_ref().expect("a text encoder");
+    let prompts = [
+        "a red cat eating a burger",
+        "oil painting of a small dog",
+        "",
+    ];
+    let ids: Vec<i64> = prompts
+        .iter()
+        .flat_map(|p| bert.tokenizer.encode_padded(p).0)
+        .collect();
+    let ids = Tensor::from_slice(&ids).view([3, -1]);
+    assert!(
+        ids.equal(&r["text.tokens"]),
+        "token ids differ from BERTTokenizer's"
+    );
+    let context = bert.model.forward(&ids).unwrap();
+    check("text: BERTEmbedder", &context, &r["text.context"]);
+    check(
+        "text: U-Net (apply_model)",
+        &predict_with(&m, &r, "text", Some(&context)),
+        &r["text.eps"],
+    );
+    check(
+        "text: decode_first_stage",
+        &m.vae.decode(&r["text.z"]).unwrap(),
+        &r["text.decoded"],
+    );
+}
+
+/// The vocabulary a text-to-image `.ckpt` lacks is asked for by name; one
+/// given to an image model is refused; a wrong vocabulary file is named.
+#[test]
+fn the_text_models_vocabulary_is_required() {
+    let text = fixtures().join("text.ckpt");
+    let err = load_ckpt(&text, "", "", Kind::Float).err().unwrap();
+    assert!(
+        err.contains("`tokenizer`") && err.contains("bert-base-uncased"),
+        "{err}"
+    );
+    let vocab = tokenizer().join("vocab.txt");
+    assert!(load_ckpt(&text, "", vocab.to_str().unwrap(), Kind::Float).is_ok());
+    let uncond = fixtures().join("uncond.ckpt");
+    let err = load_ckpt(&uncond, "", vocab.to_str().unwrap(), Kind::Float)
+        .err()
+        .unwrap();
+    assert!(err.contains("not conditioned on text"), "{err}");
+    let err = load_ckpt(&text, "", "/nonexistent/vocab.txt", Kind::Float)
+        .err()
+        .unwrap();
+    assert!(err.contains("/nonexistent/vocab.txt"), "{err}");
 }
 
 fn temp(name: &str) -> PathBuf {
@@ -160,7 +257,7 @@ fn every_bad_key_is_listed() {
     let named: Vec<(String, Tensor)> = sd.into_iter().collect();
     Tensor::write_safetensors(&named, &file).unwrap();
     std::fs::copy(fixtures().join("uncond.yaml"), d.join("bad.yaml")).unwrap();
-    let err = load(&file, "", Kind::Float, Device::Cpu).err().unwrap();
+    let err = load_ckpt(&file, "", "", Kind::Float).err().unwrap();
     println!("{err}");
     for part in [
         "out.2.bias",
@@ -179,14 +276,14 @@ fn the_yaml_is_required_and_checked() {
     let d = temp("yaml");
     let ckpt = d.join("model.ckpt");
     std::fs::copy(fixtures().join("uncond.ckpt"), &ckpt).unwrap();
-    let err = load(&ckpt, "", Kind::Float, Device::Cpu).err().unwrap();
+    let err = load_ckpt(&ckpt, "", "", Kind::Float).err().unwrap();
     assert!(
         err.contains("model.yaml") && err.contains("`config`"),
         "{err}"
     );
     // Passed explicitly, from anywhere.
     let yaml = fixtures().join("uncond.yaml");
-    assert!(load(&ckpt, yaml.to_str().unwrap(), Kind::Float, Device::Cpu).is_ok());
+    assert!(load_ckpt(&ckpt, yaml.to_str().unwrap(), "", Kind::Float).is_ok());
     // A cross-attention model is refused by name.
     let text = std::fs::read_to_string(&yaml).unwrap().replace(
         "cond_stage_config: __is_unconditional__",
@@ -194,7 +291,7 @@ fn the_yaml_is_required_and_checked() {
     );
     let cin = d.join("cin.yaml");
     std::fs::write(&cin, text).unwrap();
-    let err = load(&ckpt, cin.to_str().unwrap(), Kind::Float, Device::Cpu)
+    let err = load_ckpt(&ckpt, cin.to_str().unwrap(), "", Kind::Float)
         .err()
         .unwrap();
     assert!(err.contains("crossattn"), "{err}");
@@ -204,7 +301,7 @@ fn the_yaml_is_required_and_checked() {
         .replace("model_channels: 32", "model_channels: 64");
     let wide = d.join("wide.yaml");
     std::fs::write(&wide, text).unwrap();
-    let err = load(&ckpt, wide.to_str().unwrap(), Kind::Float, Device::Cpu)
+    let err = load_ckpt(&ckpt, wide.to_str().unwrap(), "", Kind::Float)
         .err()
         .unwrap();
     assert!(err.contains("time_embed.0.weight"), "{err}");

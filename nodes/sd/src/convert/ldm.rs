@@ -10,9 +10,16 @@
 //!   [`unet_arch`] maps the YAML's `unet_config`), without a key conversion.
 //!   diffusers' `scripts/convert_ldm_original_checkpoint_to_diffusers.py`
 //!   renames the same weights to `UNet2DModel`; both compute the same
-//!   network. The spatial transformer (`use_spatial_transformer`, the
-//!   cross-attention models: text-to-image, the ImageNet `ClassEmbedder`
-//!   model) is not built from `.ckpt` files: refused by name.
+//!   network.
+//! - The text-to-image model (`conditioning_key: crossattn` with a
+//!   `BERTEmbedder`): its U-Net has the spatial transformer
+//!   (`use_spatial_transformer`), which is Stable Diffusion's U-Net, so
+//!   it is renamed to diffusers' `UNet2DConditionModel` by
+//!   [`super::unet::convert`] and configured from the YAML
+//!   ([`super::ldm_text::unet_reference`], checked against the shapes); the
+//!   `BERTEmbedder` becomes LDMBert ([`super::ldm_bert`]). Other
+//!   cross-attention cond stages (the ImageNet `ClassEmbedder` model) and
+//!   concat conditioning are refused by name.
 //! - The autoencoder (`first_stage_model.*`, ldm `Encoder`/`Decoder` and
 //!   taming's `VectorQuantizer2`) is renamed to diffusers' `VQModel` /
 //!   `AutoencoderKL` names by [`super::vae::convert`] (diffusers'
@@ -29,6 +36,7 @@
 //! EMA copy; CompVis' sampling scripts and diffusers' conversion use the
 //! model's own weights), `logvar`. Any other key is an error, listed with
 //! every missing and mis-shaped one.
+use super::ldm_bert::BertArch;
 use super::IGNORED_KEYS;
 use crate::family::adm::config::Arch;
 use serde_json::{json, Map, Value};
@@ -37,6 +45,7 @@ use tch::Tensor;
 
 pub const UNET_PREFIX: &str = "model.diffusion_model.";
 pub const FIRST_STAGE_PREFIX: &str = "first_stage_model.";
+pub const COND_STAGE_PREFIX: &str = "cond_stage_model.";
 
 /// A LatentDiffusion state dict split by part.
 pub struct Parts {
@@ -44,6 +53,8 @@ pub struct Parts {
     pub unet: BTreeMap<String, Tensor>,
     /// `first_stage_model.*`, prefix removed.
     pub first_stage: BTreeMap<String, Tensor>,
+    /// `cond_stage_model.*`, prefix removed (the text encoder).
+    pub cond_stage: BTreeMap<String, Tensor>,
     /// `scale_factor` when stored (`scale_by_std`).
     pub scale_factor: Option<f64>,
     /// Keys of no part this loader builds.
@@ -54,6 +65,7 @@ pub fn split(tensors: BTreeMap<String, Tensor>) -> Parts {
     let mut p = Parts {
         unet: BTreeMap::new(),
         first_stage: BTreeMap::new(),
+        cond_stage: BTreeMap::new(),
         scale_factor: None,
         unexpected: Vec::new(),
     };
@@ -62,6 +74,8 @@ pub fn split(tensors: BTreeMap<String, Tensor>) -> Parts {
             p.unet.insert(r.to_string(), t);
         } else if let Some(r) = k.strip_prefix(FIRST_STAGE_PREFIX) {
             p.first_stage.insert(r.to_string(), t);
+        } else if let Some(r) = k.strip_prefix(COND_STAGE_PREFIX) {
+            p.cond_stage.insert(r.to_string(), t);
         } else if k == "scale_factor" && t.numel() == 1 {
             p.scale_factor = Some(t.double_value(&[]));
         } else if !(IGNORED_KEYS.contains(&k.as_str()) || k.starts_with("model_ema.")) {
@@ -71,16 +85,31 @@ pub fn split(tensors: BTreeMap<String, Tensor>) -> Parts {
     p
 }
 
+/// What a LatentDiffusion model is conditioned on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Conditioning {
+    Unconditional,
+    /// `conditioning_key: adm`: labels into the U-Net's class embedding.
+    ClassLabels,
+    /// `crossattn` with a BERTEmbedder: the text-to-image model.
+    Text(BertArch),
+}
+
 /// The YAML's `model` section, checked to be a `LatentDiffusion`.
 pub struct LdmConfig {
     pub params: Map<String, Value>,
 }
 
-fn get<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a Value> {
+pub(super) fn get<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a Value> {
     m.get(k).filter(|v| !v.is_null())
 }
 
-fn int(m: &Map<String, Value>, k: &str, default: Option<i64>, at: &str) -> Result<i64, String> {
+pub(super) fn int(
+    m: &Map<String, Value>,
+    k: &str,
+    default: Option<i64>,
+    at: &str,
+) -> Result<i64, String> {
     match get(m, k) {
         Some(v) => v
             .as_i64()
@@ -89,7 +118,12 @@ fn int(m: &Map<String, Value>, k: &str, default: Option<i64>, at: &str) -> Resul
     }
 }
 
-fn float(m: &Map<String, Value>, k: &str, default: f64, at: &str) -> Result<f64, String> {
+pub(super) fn float(
+    m: &Map<String, Value>,
+    k: &str,
+    default: f64,
+    at: &str,
+) -> Result<f64, String> {
     match get(m, k) {
         Some(v) => v
             .as_f64()
@@ -98,7 +132,12 @@ fn float(m: &Map<String, Value>, k: &str, default: f64, at: &str) -> Result<f64,
     }
 }
 
-fn boolean(m: &Map<String, Value>, k: &str, default: bool, at: &str) -> Result<bool, String> {
+pub(super) fn boolean(
+    m: &Map<String, Value>,
+    k: &str,
+    default: bool,
+    at: &str,
+) -> Result<bool, String> {
     match get(m, k) {
         Some(v) => v
             .as_bool()
@@ -107,7 +146,12 @@ fn boolean(m: &Map<String, Value>, k: &str, default: bool, at: &str) -> Result<b
     }
 }
 
-fn ints(m: &Map<String, Value>, k: &str, default: &[i64], at: &str) -> Result<Vec<i64>, String> {
+pub(super) fn ints(
+    m: &Map<String, Value>,
+    k: &str,
+    default: &[i64],
+    at: &str,
+) -> Result<Vec<i64>, String> {
     match get(m, k) {
         Some(Value::Array(a)) => a
             .iter()
@@ -121,7 +165,7 @@ fn ints(m: &Map<String, Value>, k: &str, default: &[i64], at: &str) -> Result<Ve
     }
 }
 
-fn object<'a>(
+pub(super) fn object<'a>(
     m: &'a Map<String, Value>,
     k: &str,
     at: &str,
@@ -132,7 +176,7 @@ fn object<'a>(
 }
 
 /// The `target` and `params` of a `{target, params}` section.
-fn target<'a>(
+pub(super) fn target<'a>(
     m: &'a Map<String, Value>,
     at: &str,
 ) -> Result<(&'a str, Map<String, Value>), String> {
@@ -178,21 +222,21 @@ impl LdmConfig {
         int(&self.params, "timesteps", Some(1000), "model.params")
     }
 
-    /// Whether the model takes class labels (`conditioning_key: adm`, the
-    /// U-Net's `num_classes` embedding); refuses the other conditionings.
-    pub fn class_conditional(&self) -> Result<bool, String> {
+    /// What the model is conditioned on (LatentDiffusion's
+    /// `conditioning_key`, which defaults to `concat`, and its cond stage).
+    pub fn conditioning(&self) -> Result<Conditioning, String> {
         let uncond = get(&self.params, "cond_stage_config").and_then(Value::as_str)
             == Some("__is_unconditional__");
         let key = get(&self.params, "conditioning_key").and_then(Value::as_str);
         match (uncond, key) {
-            (true, _) => Ok(false),
-            (false, Some("adm")) => Ok(true),
+            (true, _) => Ok(Conditioning::Unconditional),
+            (false, Some("adm")) => Ok(Conditioning::ClassLabels),
+            (false, Some("crossattn")) => super::ldm_text::bert_arch(&self.params).map(Conditioning::Text),
             (false, k) => Err(format!(
-                "model.params.conditioning_key `{}`: from .ckpt files only unconditional models and `adm` \
-                 (class labels into the U-Net's num_classes embedding) are built; cross-attention and concat \
-                 conditioning (text-to-image, the ImageNet ClassEmbedder model, inpainting) are not: convert \
-                 those with diffusers' scripts and load the folder",
-                k.unwrap_or("crossattn (the default)")
+                "model.params.conditioning_key `{}`: from .ckpt files unconditional models, `adm` (class labels \
+                 into the U-Net's num_classes embedding) and `crossattn` with a BERTEmbedder (text to image) are \
+                 built; concat and hybrid conditioning (inpainting, super-resolution, layout) are not",
+                k.unwrap_or("concat (LatentDiffusion's default)")
             )),
         }
     }
@@ -231,8 +275,8 @@ pub fn unet_arch(u: &Map<String, Value>) -> Result<Arch, String> {
     // `use_fp16` and `use_checkpoint` are ignored: LoadLDM's dtype chooses.
     if boolean(u, "use_spatial_transformer", false, at)? {
         return Err(format!(
-            "{at}.use_spatial_transformer: the spatial transformer (cross-attention) is not built from .ckpt \
-             files; convert the model with diffusers' scripts and load the folder"
+            "{at}.use_spatial_transformer: the spatial transformer (cross-attention) is built for the \
+             text-to-image model only (conditioning_key crossattn with a BERTEmbedder)"
         ));
     }
     if get(u, "n_embed").is_some() {
@@ -426,7 +470,7 @@ mod tests {
     #[test]
     fn celebahq_shaped_config_maps_to_adm_vq_and_compvis_ddim() {
         let c = LdmConfig::parse(&yaml("", VQ, "          attn_resolutions: []\n", "")).unwrap();
-        assert!(!c.class_conditional().unwrap());
+        assert_eq!(c.conditioning().unwrap(), Conditioning::Unconditional);
         let a = unet_arch(&c.unet().unwrap()).unwrap();
         assert_eq!(a.attention_ds, [8, 4, 2]);
         assert_eq!(a.channel_mult, [1.0, 2.0, 3.0, 4.0]);

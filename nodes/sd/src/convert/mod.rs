@@ -3,7 +3,8 @@
 //! configs, following diffusers `loaders/single_file_utils.py`.
 //!
 //! - [`file`]: reading `.safetensors`; pickles (`.ckpt`) are refused.
-//! - [`ldm`]: CompVis latent-diffusion `.ckpt` files with their YAML (LoadLDM).
+//! - [`ldm`]: CompVis latent-diffusion `.ckpt` files with their YAML (LoadLDM);
+//!   [`ldm_text`] and [`ldm_bert`] for the text-to-image model.
 //! - [`unet`], [`vae`], [`clip`]: the key conversions and config inference.
 //! - [`configs`]: defaults < reference config < inferred; scheduler config.
 //! - [`keys`]: shared parsing helpers.
@@ -52,6 +53,8 @@ pub mod configs;
 pub mod file;
 pub mod keys;
 pub mod ldm;
+pub mod ldm_bert;
+pub mod ldm_text;
 pub mod sdxl;
 pub mod unet;
 pub mod vae;

@@ -85,6 +85,11 @@ impl Node for LoadLDM {
             .input(InputSpec::string("config").default("").file().doc(
                 "for a .ckpt: its CompVis YAML (configs/latent-diffusion/*.yaml); default NAME.yaml next to NAME.ckpt",
             ))
+            .input(InputSpec::string("tokenizer").default("").file().doc(
+                "for a text-to-image .ckpt: the BERT WordPiece vocabulary its BERTEmbedder was trained with \
+                 (bert-base-uncased's; a tokenizer folder with vocab.txt or tokenizer.json, or the vocab.txt), which \
+                 the .ckpt does not carry",
+            ))
             .input(InputSpec::string("dtype").default("fp32").choices(&["fp32", "fp16", "bf16"]))
             .output(OutputSpec::new("model", PortType::object(MODEL)))
             .output(OutputSpec::new("vae", PortType::object(VAE)))
@@ -104,11 +109,21 @@ impl Node for LoadLDM {
         };
         let device = ctx.device();
         if dir.is_file() {
-            let c = super::ldm_ckpt::load(dir, inputs.str("config")?, kind, device)?;
-            let none = format!(
-                "{} is a CompVis .ckpt of an image model: no text encoder",
-                dir.display()
-            );
+            let c = super::ldm_ckpt::load(
+                dir,
+                &super::ldm_ckpt::CkptInputs {
+                    config: inputs.str("config")?,
+                    tokenizer: inputs.str("tokenizer")?,
+                    kind,
+                    device,
+                },
+            )?;
+            let bert = c.bert.ok_or_else(|| {
+                format!(
+                    "{} is a CompVis .ckpt of an image model: no text encoder",
+                    dir.display()
+                )
+            });
             return Ok(vec![
                 Object::new(MODEL, c.model).into(),
                 Object::new(VAE, Component::new("VAE", Ok(c.vae))).into(),
@@ -116,15 +131,17 @@ impl Node for LoadLDM {
                 c.scheduler_config.into(),
                 c.image_size.into(),
                 c.num_classes.into(),
-                Object::new(LDMBERT, Component::<Bert>::new("text encoder", Err(none))).into(),
+                Object::new(LDMBERT, Component::new("text encoder", bert)).into(),
             ]);
         }
-        if !inputs.str("config")?.is_empty() {
-            return Err(format!(
-                "input `config` is the YAML of a CompVis .ckpt; {} is a diffusers folder, which carries its configs",
-                dir.display()
-            )
-            .into());
+        for (input, what) in [("config", "the YAML"), ("tokenizer", "the vocabulary")] {
+            if !inputs.str(input)?.is_empty() {
+                return Err(format!(
+                    "input `{input}` is {what} of a CompVis .ckpt; {} is a diffusers folder, which carries its own",
+                    dir.display()
+                )
+                .into());
+            }
         }
         let (class, ae) = pipeline_class(dir)?;
         let scheduler = dir.join("scheduler/scheduler_config.json");

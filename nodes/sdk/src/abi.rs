@@ -252,7 +252,7 @@ mod tests {
     fn the_compat_string_is_built_from_the_versions() {
         let prefix = format!("diffgraph-abi={ABI_VERSION};tch={TCH_VERSION};libtorch=");
         assert!(compat_string().starts_with(&prefix), "{}", compat_string());
-        assert!(compat_string().starts_with("diffgraph-abi=1;tch=0.24.0;libtorch="));
+        assert!(compat_string().starts_with("diffgraph-abi=2;tch=0.24.0;libtorch="));
     }
 
     #[test]

@@ -252,3 +252,36 @@ fn text_to_image_graph_on_a_compvis_ckpt_equals_compvis_ddim() {
     eprintln!("CompVis text-to-image ckpt, DDIM + CFG: image max abs {err:.2e}");
     assert!(err <= TOLERANCE, "image max abs {err:e}");
 }
+
+/// graphs/ldm_class_conditional.json on CompVis' ImageNet-style `.ckpt`
+/// (`cin.ckpt`: a ClassEmbedder into the cross-attention U-Net, VQ first
+/// stage): classes 3 and 7 against the unconditional class 10 at guidance
+/// 3.0 equal CompVis' DDIMSampler (10 steps, eta 0) within 1e-3.
+#[test]
+fn class_embedder_graph_on_a_compvis_ckpt_equals_compvis_ddim() {
+    let r: BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(root().join("tests/fixtures/ldm/ckpt/reference.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let sets: Vec<String> = vec![
+        ckpt("cin.ckpt"),
+        "label.value=[3, 7]".into(),
+        "null_label.value=[10]".into(),
+        "guidance.value=3.0".into(),
+        "scheduler.steps=10".into(),
+        "scheduler.eta=0.0".into(),
+        "noise.seed=5".into(),
+    ];
+    let out = run(
+        "ldm_class_conditional.json",
+        &sets,
+        &[("denoise", "latent"), ("decode", "image")],
+    );
+    let err = max_abs(&out[0], &r["cin.ddim_samples"]);
+    eprintln!("CompVis ClassEmbedder ckpt, DDIM + CFG: samples max abs {err:.2e}");
+    assert!(err <= TOLERANCE, "samples max abs {err:e}");
+    let err = max_abs(&out[1], &r["cin.ddim_image"]);
+    eprintln!("CompVis ClassEmbedder ckpt, DDIM + CFG: image max abs {err:.2e}");
+    assert!(err <= TOLERANCE, "image max abs {err:e}");
+}

@@ -206,6 +206,39 @@ fn text_to_image_ckpt_matches_compvis() {
     );
 }
 
+/// The ImageNet model (crossattn with a ClassEmbedder, cin256-v2.yaml in
+/// small): labels through the embedding into the U-Net's cross-attention.
+#[test]
+fn class_embedder_ckpt_matches_compvis() {
+    tch::set_num_threads(1);
+    let r = reference();
+    let m = load_ckpt(&fixtures().join("cin.ckpt"), "", "", Kind::Float).unwrap();
+    assert_eq!((m.image_size, m.num_classes), (16, 11));
+    assert!(m.bert.is_none());
+    check(
+        "cin: U-Net (apply_model)",
+        &predict(&m, &r, "cin"),
+        &r["cin.eps"],
+    );
+    check(
+        "cin: decode_first_stage",
+        &m.vae.decode(&r["cin.z"]).unwrap(),
+        &r["cin.decoded"],
+    );
+    let x = r["cin.x"].narrow(0, 0, 1);
+    let out_of_range = Conditioning {
+        class_labels: Some(Tensor::from_slice(&[11i64])),
+        ..Default::default()
+    };
+    let err = m
+        .model
+        .denoiser
+        .predict(&x, 3.0, &out_of_range)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("0..11"), "{err}");
+}
+
 /// The vocabulary a text-to-image `.ckpt` lacks is asked for by name; one
 /// given to an image model is refused; a wrong vocabulary file is named.
 #[test]
@@ -284,17 +317,34 @@ fn the_yaml_is_required_and_checked() {
     // Passed explicitly, from anywhere.
     let yaml = fixtures().join("uncond.yaml");
     assert!(load_ckpt(&ckpt, yaml.to_str().unwrap(), "", Kind::Float).is_ok());
-    // A cross-attention model is refused by name.
+    // A cond stage that is not built is refused by name; a cross-attention
+    // cond stage without the spatial transformer too.
+    for (stage, expected) in [
+        ("FrozenCLIPEmbedder", "FrozenCLIPEmbedder"),
+        ("ClassEmbedder", "use_spatial_transformer"),
+    ] {
+        let text = std::fs::read_to_string(&yaml).unwrap().replace(
+            "cond_stage_config: __is_unconditional__",
+            &format!("conditioning_key: crossattn\n    cond_stage_config:\n      target: ldm.modules.encoders.modules.{stage}\n      params:\n        embed_dim: 8"),
+        );
+        let other = d.join("other.yaml");
+        std::fs::write(&other, text).unwrap();
+        let err = load_ckpt(&ckpt, other.to_str().unwrap(), "", Kind::Float)
+            .err()
+            .unwrap();
+        assert!(err.contains(expected), "{stage}: {err}");
+    }
+    // Concat conditioning (LatentDiffusion's default key) is refused by name.
     let text = std::fs::read_to_string(&yaml).unwrap().replace(
         "cond_stage_config: __is_unconditional__",
-        "conditioning_key: crossattn\n    cond_stage_config:\n      target: ldm.modules.encoders.modules.ClassEmbedder",
+        "cond_stage_config:\n      target: torch.nn.Identity",
     );
-    let cin = d.join("cin.yaml");
-    std::fs::write(&cin, text).unwrap();
-    let err = load_ckpt(&ckpt, cin.to_str().unwrap(), "", Kind::Float)
+    let concat = d.join("concat.yaml");
+    std::fs::write(&concat, text).unwrap();
+    let err = load_ckpt(&ckpt, concat.to_str().unwrap(), "", Kind::Float)
         .err()
         .unwrap();
-    assert!(err.contains("crossattn"), "{err}");
+    assert!(err.contains("concat"), "{err}");
     // The wrong architecture: every mis-shaped key named.
     let text = std::fs::read_to_string(&yaml)
         .unwrap()

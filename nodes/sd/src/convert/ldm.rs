@@ -16,10 +16,12 @@
 //!   (`use_spatial_transformer`), which is Stable Diffusion's U-Net, so
 //!   it is renamed to diffusers' `UNet2DConditionModel` by
 //!   [`super::unet::convert`] and configured from the YAML
-//!   ([`super::ldm_text::unet_reference`], checked against the shapes); the
-//!   `BERTEmbedder` becomes LDMBert ([`super::ldm_bert`]). Other
-//!   cross-attention cond stages (the ImageNet `ClassEmbedder` model) and
-//!   concat conditioning are refused by name.
+//!   ([`super::ldm_crossattn::unet_reference`], checked against the shapes); the
+//!   `BERTEmbedder` becomes LDMBert ([`super::ldm_bert`]). The ImageNet
+//!   model (`crossattn` with a `ClassEmbedder`) has the same U-Net; its
+//!   `cond_stage_model.embedding.weight` goes to
+//!   [`crate::family::class_embedder`]. Concat conditioning is refused by
+//!   name.
 //! - The autoencoder (`first_stage_model.*`, ldm `Encoder`/`Decoder` and
 //!   taming's `VectorQuantizer2`) is renamed to diffusers' `VQModel` /
 //!   `AutoencoderKL` names by [`super::vae::convert`] (diffusers'
@@ -37,6 +39,7 @@
 //! model's own weights), `logvar`. Any other key is an error, listed with
 //! every missing and mis-shaped one.
 use super::ldm_bert::BertArch;
+use super::yaml::{boolean, float, get, int, ints, object, target};
 use super::IGNORED_KEYS;
 use crate::family::adm::config::Arch;
 use serde_json::{json, Map, Value};
@@ -93,101 +96,17 @@ pub enum Conditioning {
     ClassLabels,
     /// `crossattn` with a BERTEmbedder: the text-to-image model.
     Text(BertArch),
+    /// `crossattn` with a ClassEmbedder: the ImageNet model, each label a
+    /// one-token context.
+    ClassEmbedder {
+        n_classes: i64,
+        embed_dim: i64,
+    },
 }
 
 /// The YAML's `model` section, checked to be a `LatentDiffusion`.
 pub struct LdmConfig {
     pub params: Map<String, Value>,
-}
-
-pub(super) fn get<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a Value> {
-    m.get(k).filter(|v| !v.is_null())
-}
-
-pub(super) fn int(
-    m: &Map<String, Value>,
-    k: &str,
-    default: Option<i64>,
-    at: &str,
-) -> Result<i64, String> {
-    match get(m, k) {
-        Some(v) => v
-            .as_i64()
-            .ok_or_else(|| format!("{at}.{k}: expected an integer, found {v}")),
-        None => default.ok_or_else(|| format!("{at}.{k} is missing")),
-    }
-}
-
-pub(super) fn float(
-    m: &Map<String, Value>,
-    k: &str,
-    default: f64,
-    at: &str,
-) -> Result<f64, String> {
-    match get(m, k) {
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| format!("{at}.{k}: expected a number, found {v}")),
-        None => Ok(default),
-    }
-}
-
-pub(super) fn boolean(
-    m: &Map<String, Value>,
-    k: &str,
-    default: bool,
-    at: &str,
-) -> Result<bool, String> {
-    match get(m, k) {
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| format!("{at}.{k}: expected true or false, found {v}")),
-        None => Ok(default),
-    }
-}
-
-pub(super) fn ints(
-    m: &Map<String, Value>,
-    k: &str,
-    default: &[i64],
-    at: &str,
-) -> Result<Vec<i64>, String> {
-    match get(m, k) {
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| {
-                v.as_i64()
-                    .ok_or_else(|| format!("{at}.{k}: {v} is not an integer"))
-            })
-            .collect(),
-        Some(v) => Err(format!("{at}.{k}: expected a list of integers, found {v}")),
-        None => Ok(default.to_vec()),
-    }
-}
-
-pub(super) fn object<'a>(
-    m: &'a Map<String, Value>,
-    k: &str,
-    at: &str,
-) -> Result<&'a Map<String, Value>, String> {
-    get(m, k)
-        .and_then(Value::as_object)
-        .ok_or_else(|| format!("{at}.{k} is missing or not a mapping"))
-}
-
-/// The `target` and `params` of a `{target, params}` section.
-pub(super) fn target<'a>(
-    m: &'a Map<String, Value>,
-    at: &str,
-) -> Result<(&'a str, Map<String, Value>), String> {
-    let t = get(m, "target")
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("{at}.target is missing"))?;
-    let p = get(m, "params")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    Ok((t, p))
 }
 
 impl LdmConfig {
@@ -231,11 +150,12 @@ impl LdmConfig {
         match (uncond, key) {
             (true, _) => Ok(Conditioning::Unconditional),
             (false, Some("adm")) => Ok(Conditioning::ClassLabels),
-            (false, Some("crossattn")) => super::ldm_text::bert_arch(&self.params).map(Conditioning::Text),
+            (false, Some("crossattn")) => super::ldm_crossattn::cond_stage(&self.params),
             (false, k) => Err(format!(
                 "model.params.conditioning_key `{}`: from .ckpt files unconditional models, `adm` (class labels \
-                 into the U-Net's num_classes embedding) and `crossattn` with a BERTEmbedder (text to image) are \
-                 built; concat and hybrid conditioning (inpainting, super-resolution, layout) are not",
+                 into the U-Net's num_classes embedding) and `crossattn` (with a BERTEmbedder: text to image; with \
+                 a ClassEmbedder: the ImageNet model) are built; concat and hybrid conditioning (inpainting, \
+                 super-resolution, layout) are not",
                 k.unwrap_or("concat (LatentDiffusion's default)")
             )),
         }

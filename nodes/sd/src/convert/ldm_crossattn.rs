@@ -1,32 +1,42 @@
-//! The YAML side of CompVis' text-to-image LDM (`txt2img-1p4B-eval.yaml`):
-//! the BERTEmbedder's parameters and the diffusers `UNet2DConditionModel`
-//! config of its spatial-transformer `openaimodel.UNetModel`.
-use super::ldm::{boolean, get, int, ints, object, target};
+//! The YAML side of CompVis' cross-attention LDMs, the text-to-image model
+//! (`txt2img-1p4B-eval.yaml`: a BERTEmbedder) and the ImageNet model
+//! (`cin256-v2.yaml`: a ClassEmbedder): the cond stage's parameters and the
+//! diffusers `UNet2DConditionModel` config of their spatial-transformer
+//! `openaimodel.UNetModel`.
+use super::ldm::Conditioning;
 use super::ldm_bert::BertArch;
+use super::yaml::{boolean, get, int, ints, object, target};
 use serde_json::{json, Map, Value};
 
 pub const BERT_EMBEDDER: &str = "ldm.modules.encoders.modules.BERTEmbedder";
 
-/// `cond_stage_config` of a `crossattn` model, which must be a
-/// BERTEmbedder (its defaults: vocab_size 30522, max_seq_len 77).
-pub fn bert_arch(params: &Map<String, Value>) -> Result<BertArch, String> {
+pub const CLASS_EMBEDDER: &str = "ldm.modules.encoders.modules.ClassEmbedder";
+
+/// `cond_stage_config` of a `crossattn` model: a BERTEmbedder (defaults
+/// vocab_size 30522, max_seq_len 77) or a ClassEmbedder (default n_classes
+/// 1000).
+pub fn cond_stage(params: &Map<String, Value>) -> Result<Conditioning, String> {
     let (t, p) = target(
         object(params, "cond_stage_config", "model.params")?,
         "cond_stage_config",
     )?;
-    if t != BERT_EMBEDDER {
-        return Err(format!(
-            "cond_stage_config.target `{t}`: with conditioning_key crossattn, .ckpt loading builds the \
-             text-to-image model's {BERT_EMBEDDER}"
-        ));
-    }
     let at = "cond_stage_config.params";
-    Ok(BertArch {
-        n_embed: int(&p, "n_embed", None, at)?,
-        n_layer: int(&p, "n_layer", None, at)?,
-        vocab_size: int(&p, "vocab_size", Some(30522), at)?,
-        max_seq_len: int(&p, "max_seq_len", Some(77), at)?,
-    })
+    match t {
+        BERT_EMBEDDER => Ok(Conditioning::Text(BertArch {
+            n_embed: int(&p, "n_embed", None, at)?,
+            n_layer: int(&p, "n_layer", None, at)?,
+            vocab_size: int(&p, "vocab_size", Some(30522), at)?,
+            max_seq_len: int(&p, "max_seq_len", Some(77), at)?,
+        })),
+        CLASS_EMBEDDER => Ok(Conditioning::ClassEmbedder {
+            n_classes: int(&p, "n_classes", Some(1000), at)?,
+            embed_dim: int(&p, "embed_dim", None, at)?,
+        }),
+        t => Err(format!(
+            "cond_stage_config.target `{t}`: with conditioning_key crossattn, .ckpt loading builds \
+             {BERT_EMBEDDER} (text to image) and {CLASS_EMBEDDER} (the ImageNet model)"
+        )),
+    }
 }
 
 /// The diffusers config fields `unet_config.params` fixes, as

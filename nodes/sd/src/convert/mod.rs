@@ -4,7 +4,7 @@
 //!
 //! - [`file`]: reading `.safetensors`; pickles (`.ckpt`) are refused.
 //! - [`ldm`]: CompVis latent-diffusion `.ckpt` files with their YAML (LoadLDM);
-//!   [`ldm_text`] and [`ldm_bert`] for the text-to-image model.
+//!   [`ldm_crossattn`] and [`ldm_bert`] for the cross-attention models.
 //! - [`unet`], [`vae`], [`clip`]: the key conversions and config inference.
 //! - [`configs`]: defaults < reference config < inferred; scheduler config.
 //! - [`keys`]: shared parsing helpers.
@@ -54,10 +54,11 @@ pub mod file;
 pub mod keys;
 pub mod ldm;
 pub mod ldm_bert;
-pub mod ldm_text;
+pub mod ldm_crossattn;
 pub mod sdxl;
 pub mod unet;
 pub mod vae;
+pub mod yaml;
 
 use configs::{merge, scheduler};
 use keys::list;

@@ -13,7 +13,10 @@
 //! - [`torchscript`]: a TorchScript module with forward(x_t, t, context).
 //! - [`adm`]: guided-diffusion's ADM U-Net (class labels, learned variance).
 //! - [`ldm`]: latent diffusion's UNet2DModel (unconditional or class labels).
+//! - [`class_embedder`]: CompVis' ImageNet LDM (class labels through a
+//!   ClassEmbedder into SD's U-Net's cross-attention).
 pub mod adm;
+pub mod class_embedder;
 pub mod conditioning;
 pub mod ldm;
 pub mod sd;

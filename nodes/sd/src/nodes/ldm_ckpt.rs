@@ -5,7 +5,8 @@
 //! guided-diffusion's, same names); the text-to-image model's
 //! spatial-transformer U-Net as Stable Diffusion's (renamed to diffusers'
 //! names) and its BERTEmbedder as LDMBert, with a BERT WordPiece vocabulary
-//! the `.ckpt` does not carry; the first stage as a diffusers-named VQModel
+//! the `.ckpt` does not carry; the ImageNet model's (a ClassEmbedder) as the
+//! same U-Net behind [`crate::family::class_embedder`]; the first stage as a diffusers-named VQModel
 //! or AutoencoderKL; the scheduler config of CompVis' DDIM sampler. What is
 //! converted and why: [`crate::convert::ldm`].
 use super::ldm::Bert;
@@ -13,9 +14,10 @@ use crate::convert::configs::merge;
 use crate::convert::ldm::{
     scheduler_config, split, unet_arch, vae_config, Conditioning, LdmConfig,
 };
-use crate::convert::{ldm_bert, ldm_text, unet, vae};
+use crate::convert::{ldm_bert, ldm_crossattn, unet, vae};
 use crate::family::adm::config::{Arch, Flags};
 use crate::family::adm::{load_unet, Adm};
+use crate::family::class_embedder::ClassEmbedded;
 use crate::family::sd::SdUnet;
 use crate::family::Model;
 use crate::ldmbert::LdmBert;
@@ -96,10 +98,12 @@ pub fn load(ckpt: &Path, inputs: &CkptInputs) -> Result<LoadedCkpt, String> {
     let conditioning = c.conditioning().map_err(at_yaml)?;
     let unet_params = c.unet().map_err(at_yaml)?;
     let denoiser = match &conditioning {
-        Conditioning::Text(_) => {
-            Denoiser::Sd(ldm_text::unet_reference(&unet_params).map_err(at_yaml)?)
+        Conditioning::Text(_) | Conditioning::ClassEmbedder { .. } => {
+            Denoiser::Sd(ldm_crossattn::unet_reference(&unet_params).map_err(at_yaml)?)
         }
-        _ => Denoiser::Adm(unet_arch(&unet_params).map_err(at_yaml)?),
+        Conditioning::Unconditional | Conditioning::ClassLabels => {
+            Denoiser::Adm(unet_arch(&unet_params).map_err(at_yaml)?)
+        }
     };
     if let Denoiser::Adm(arch) = &denoiser {
         let class_cond = conditioning == Conditioning::ClassLabels;
@@ -155,6 +159,36 @@ pub fn load(ckpt: &Path, inputs: &CkptInputs) -> Result<LoadedCkpt, String> {
         ));
     }
     let source = ckpt.display().to_string();
+    // The cond stage first: the ImageNet model's embedding goes into its denoiser.
+    let mut cond_stage = parts.cond_stage;
+    let embedding = match &conditioning {
+        Conditioning::ClassEmbedder {
+            n_classes,
+            embed_dim,
+        } => class_embedding(&mut cond_stage, [*n_classes, *embed_dim], kind, device)
+            .map_err(|e| problems.push(e))
+            .ok(),
+        _ => None,
+    };
+    let bert = match (&conditioning, tokenizer) {
+        (Conditioning::Text(arch), Some(tokenizer)) => {
+            bert_encoder(std::mem::take(&mut cond_stage), arch, kind, device, &source)
+                .map(|model| Bert { tokenizer, model })
+                .map_err(|e| problems.push(e))
+                .ok()
+        }
+        _ => None,
+    };
+    if !cond_stage.is_empty() {
+        let keys: Vec<String> = cond_stage
+            .keys()
+            .map(|k| format!("cond_stage_model.{k}"))
+            .collect();
+        problems.push(format!(
+            "cond-stage keys the YAML's model does not have: {}",
+            keys.join(", ")
+        ));
+    }
     let unet_source = format!("{source} (model.diffusion_model.*)");
     let built = match denoiser {
         Denoiser::Adm(arch) => {
@@ -167,32 +201,18 @@ pub fn load(ckpt: &Path, inputs: &CkptInputs) -> Result<LoadedCkpt, String> {
             kind,
             device,
             &unet_source,
-        ),
+        )
+        .map(|(unet, in_channels, sample_size)| BuiltDenoiser {
+            model: match embedding {
+                Some(e) => Model::new(ClassEmbedded::new(unet, e)),
+                None => Model::new(unet),
+            },
+            in_channels,
+            sample_size,
+        }),
     }
     .map_err(|e| problems.push(e))
     .ok();
-    let bert = match (&conditioning, tokenizer) {
-        (Conditioning::Text(arch), Some(tokenizer)) => {
-            bert_encoder(parts.cond_stage, arch, kind, device, &source)
-                .map(|model| Bert { tokenizer, model })
-                .map_err(|e| problems.push(e))
-                .ok()
-        }
-        _ => {
-            if !parts.cond_stage.is_empty() {
-                let keys: Vec<String> = parts
-                    .cond_stage
-                    .keys()
-                    .map(|k| format!("cond_stage_model.{k}"))
-                    .collect();
-                problems.push(format!(
-                    "text-encoder keys, but the YAML's model has no text encoder: {}",
-                    keys.join(", ")
-                ));
-            }
-            None
-        }
-    };
     let converted = vae::convert(parts.first_stage);
     if !converted.unrecognised.is_empty() {
         problems.push(format!(
@@ -232,6 +252,7 @@ pub fn load(ckpt: &Path, inputs: &CkptInputs) -> Result<LoadedCkpt, String> {
                 .get("num_classes")
                 .and_then(Value::as_i64)
                 .unwrap_or(0),
+            Conditioning::ClassEmbedder { n_classes, .. } => *n_classes,
             _ => 0,
         },
         model: built.model,
@@ -271,7 +292,8 @@ fn adm_denoiser(
 }
 
 /// The spatial-transformer U-Net by its diffusers names: what the shapes
-/// show is inferred and must agree with the YAML's `reference`.
+/// show is inferred and must agree with the YAML's `reference`. With the
+/// channels it takes and its sample size.
 fn sd_denoiser(
     tensors: BTreeMap<String, Tensor>,
     reference: Value,
@@ -279,7 +301,7 @@ fn sd_denoiser(
     kind: Kind,
     device: Device,
     source: &str,
-) -> Result<BuiltDenoiser, String> {
+) -> Result<(SdUnet, i64, i64), String> {
     let converted = unet::convert(tensors).map_err(|e| format!("{source}: {e}"))?;
     if !converted.unrecognised.is_empty() {
         return Err(format!(
@@ -310,11 +332,27 @@ fn sd_denoiser(
         &config,
         Weights::new(converted.tensors, kind, device, source),
     )?;
-    Ok(BuiltDenoiser {
-        model: Model::new(SdUnet::new(unet, prediction)),
-        in_channels,
-        sample_size,
-    })
+    Ok((SdUnet::new(unet, prediction), in_channels, sample_size))
+}
+
+/// The ClassEmbedder's `embedding.weight` ([n_classes, embed_dim]), taken
+/// out of the cond stage's tensors.
+fn class_embedding(
+    cond_stage: &mut BTreeMap<String, Tensor>,
+    shape: [i64; 2],
+    kind: Kind,
+    device: Device,
+) -> Result<Tensor, String> {
+    let t = cond_stage
+        .remove("embedding.weight")
+        .ok_or("cond_stage_model.embedding.weight (the ClassEmbedder) is missing")?;
+    if t.size() != shape {
+        return Err(format!(
+            "cond_stage_model.embedding.weight: expected {shape:?} (n_classes, embed_dim), found {:?}",
+            t.size()
+        ));
+    }
+    Ok(t.to_kind(kind).to_device(device))
 }
 
 fn bert_encoder(

@@ -23,7 +23,7 @@ procedural shapes, trained with guided-diffusion's own model and diffusion code
   32x32 (create_classifier fixes 1000 classes and knows no 32x32), trained as
   scripts/classifier_train.py trains its noised classifier: x_t =
   diffusion.q_sample(x_0, t) with t from the UniformSampler, cross-entropy;
-- `export`: the EMA / classifier state dicts as torch.save files (read by
+- `export`: (of each part with a checkpoint in WORK; a part without one keeps its export) the EMA / classifier state dicts as torch.save files (read by
   diffgraph's restricted unpickler) plus the flags files diffgraph's LoadADM /
   LoadADMClassifier take, into models/adm-shapes/ (ADM_OUT overrides), and the
   classifier's accuracy on held-out scenes by noise level
@@ -237,7 +237,12 @@ def classifier_accuracy(net, n=256, seed=ADM_SEED + 1000):
 def export():
     os.makedirs(OUT, exist_ok=True)
     for kind, flags, name in [("model", MODEL_FLAGS, "model"), ("classifier", CLASSIFIER_FLAGS, "classifier")]:
-        st = torch.load(os.path.join(ADM_WORK, f"{kind if kind == 'model' else CLS_WORK}.ckpt"), weights_only=False)
+        path = os.path.join(ADM_WORK, f"{kind if kind == 'model' else CLS_WORK}.ckpt")
+        if not os.path.exists(path):
+            # Retraining one part (the generator, say) keeps the other's committed export.
+            print(f"{name}: no {path}, {OUT}/{name}.pt kept")
+            continue
+        st = torch.load(path, weights_only=False)
         net = script_util.create_model_and_diffusion(**MODEL_FLAGS)[0] if kind == "model" else create_classifier()
         net.load_state_dict(st["net"])
         # The EMA still holds EMA_RATE ** step of the initial weights (0.13 after

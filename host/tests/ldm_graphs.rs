@@ -167,15 +167,28 @@ fn ckpt(name: &str) -> String {
     )
 }
 
+/// CompVis' outputs for the `.ckpt` fixtures.
+fn ckpt_reference() -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(root().join("tests/fixtures/ldm/ckpt/reference.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// A graph's sampled latents and decoded image against CompVis' (1e-3).
+fn check_samples(what: &str, out: &[Tensor], samples: &Tensor, image: &Tensor) {
+    for (part, got, want) in [("samples", &out[0], samples), ("image", &out[1], image)] {
+        let err = max_abs(got, want);
+        eprintln!("{what}: {part} max abs {err:.2e}");
+        assert!(err <= TOLERANCE, "{what}: {part} max abs {err:e}");
+    }
+}
+
 /// graphs/ldm_unconditional.json on `uncond.ckpt` equals CompVis' own
 /// DDIMSampler (10 steps, eta 0, the same x_T) within 1e-3.
 #[test]
 fn unconditional_graph_on_a_compvis_ckpt_equals_compvis_ddim() {
-    let r: BTreeMap<String, Tensor> =
-        Tensor::read_safetensors(root().join("tests/fixtures/ldm/ckpt/reference.safetensors"))
-            .unwrap()
-            .into_iter()
-            .collect();
+    let r = ckpt_reference();
     let sets: Vec<String> = vec![
         ckpt("uncond.ckpt"),
         "scheduler.steps=10".into(),
@@ -188,12 +201,12 @@ fn unconditional_graph_on_a_compvis_ckpt_equals_compvis_ddim() {
         &sets,
         &[("denoise", "latent"), ("decode", "image")],
     );
-    let err = max_abs(&out[0], &r["uncond.ddim_samples"]);
-    eprintln!("CompVis ckpt, DDIM: samples max abs {err:.2e}");
-    assert!(err <= TOLERANCE, "samples max abs {err:e}");
-    let err = max_abs(&out[1], &r["uncond.ddim_image"]);
-    eprintln!("CompVis ckpt, DDIM: image max abs {err:.2e}");
-    assert!(err <= TOLERANCE, "image max abs {err:e}");
+    check_samples(
+        "CompVis ckpt, DDIM",
+        &out,
+        &r["uncond.ddim_samples"],
+        &r["uncond.ddim_image"],
+    );
 }
 
 /// graphs/ldm_class_conditional.json on `class.ckpt` (labels into the
@@ -225,11 +238,7 @@ fn class_conditional_graph_runs_a_compvis_ckpt() {
 /// compared.
 #[test]
 fn text_to_image_graph_on_a_compvis_ckpt_equals_compvis_ddim() {
-    let r: BTreeMap<String, Tensor> =
-        Tensor::read_safetensors(root().join("tests/fixtures/ldm/ckpt/reference.safetensors"))
-            .unwrap()
-            .into_iter()
-            .collect();
+    let r = ckpt_reference();
     let tokenizer = root().join("tests/fixtures/ldm/ldm-text2im-tiny/tokenizer");
     let sets: Vec<String> = vec![
         ckpt("text.ckpt"),
@@ -245,12 +254,12 @@ fn text_to_image_graph_on_a_compvis_ckpt_equals_compvis_ddim() {
         &sets,
         &[("denoise", "latent"), ("decode", "image")],
     );
-    let err = max_abs(&out[0], &r["text.ddim_samples"].narrow(0, 0, 1));
-    eprintln!("CompVis text-to-image ckpt, DDIM + CFG: samples max abs {err:.2e}");
-    assert!(err <= TOLERANCE, "samples max abs {err:e}");
-    let err = max_abs(&out[1], &r["text.ddim_image"].narrow(0, 0, 1));
-    eprintln!("CompVis text-to-image ckpt, DDIM + CFG: image max abs {err:.2e}");
-    assert!(err <= TOLERANCE, "image max abs {err:e}");
+    check_samples(
+        "CompVis text-to-image ckpt, DDIM + CFG",
+        &out,
+        &r["text.ddim_samples"].narrow(0, 0, 1),
+        &r["text.ddim_image"].narrow(0, 0, 1),
+    );
 }
 
 /// graphs/ldm_class_conditional.json on CompVis' ImageNet-style `.ckpt`
@@ -259,11 +268,7 @@ fn text_to_image_graph_on_a_compvis_ckpt_equals_compvis_ddim() {
 /// 3.0 equal CompVis' DDIMSampler (10 steps, eta 0) within 1e-3.
 #[test]
 fn class_embedder_graph_on_a_compvis_ckpt_equals_compvis_ddim() {
-    let r: BTreeMap<String, Tensor> =
-        Tensor::read_safetensors(root().join("tests/fixtures/ldm/ckpt/reference.safetensors"))
-            .unwrap()
-            .into_iter()
-            .collect();
+    let r = ckpt_reference();
     let sets: Vec<String> = vec![
         ckpt("cin.ckpt"),
         "label.value=[3, 7]".into(),
@@ -278,10 +283,10 @@ fn class_embedder_graph_on_a_compvis_ckpt_equals_compvis_ddim() {
         &sets,
         &[("denoise", "latent"), ("decode", "image")],
     );
-    let err = max_abs(&out[0], &r["cin.ddim_samples"]);
-    eprintln!("CompVis ClassEmbedder ckpt, DDIM + CFG: samples max abs {err:.2e}");
-    assert!(err <= TOLERANCE, "samples max abs {err:e}");
-    let err = max_abs(&out[1], &r["cin.ddim_image"]);
-    eprintln!("CompVis ClassEmbedder ckpt, DDIM + CFG: image max abs {err:.2e}");
-    assert!(err <= TOLERANCE, "image max abs {err:e}");
+    check_samples(
+        "CompVis ClassEmbedder ckpt, DDIM + CFG",
+        &out,
+        &r["cin.ddim_samples"],
+        &r["cin.ddim_image"],
+    );
 }

@@ -26,6 +26,14 @@ Writes the section between the ADM markers of docs/guidance_study.md,
 docs/img/adm_guidance_grid.png and docs/img/adm_guidance_study.json.
 
     PY scripts/train/eval_adm_guidance.py [--per-class N] [--respacing 25 | --respacing ddim25 --ddim] [--jobs 5]
+        [--model model-uncond]
+
+`--model NAME` samples models/adm-shapes/NAME.pt (default `model`, the class-conditional one);
+`model-uncond` is the unconditional generator (ADM_CLASS_COND=0 in train_adm_shapes.py): the
+labels then go to the classifier only, as classifier_sample.py does for an unconditional model
+(graphs/adm_unconditional_guided.json, the same --set names).
+Its results go to the ADM-STUDY-UNCOND markers, adm_guidance_grid_uncond.png and
+adm_guidance_study_uncond.json.
 """
 import argparse
 import json
@@ -55,11 +63,11 @@ NOISE_SEED, SCHEDULE_SEED = 1, 2
 BEGIN, END = "<!-- ADM-STUDY:BEGIN -->", "<!-- ADM-STUDY:END -->"
 
 
-def generate(labels, scale, respacing, ddim, threads):
+def generate(model, labels, scale, respacing, ddim, threads):
     with tempfile.TemporaryDirectory() as out:
         sets = {
-            "model.path": os.path.join(MODELS, "model.pt"),
-            "model.flags": os.path.join(MODELS, "model.json"),
+            "model.path": os.path.join(MODELS, f"{model}.pt"),
+            "model.flags": os.path.join(MODELS, f"{model}.json"),
             "classifier.path": os.path.join(MODELS, "classifier.pt"),
             "classifier.flags": os.path.join(MODELS, "classifier.json"),
             "label.value": json.dumps(labels),
@@ -70,7 +78,10 @@ def generate(labels, scale, respacing, ddim, threads):
             "schedule.seed": str(SCHEDULE_SEED),
             "save.filename": "samples.safetensors",
         }
-        cmd = [BIN, "run", os.path.join(ROOT, "graphs", "adm_classifier_guided.json"), "--quiet",
+        # An unconditional model takes no labels: the graph that gives them to the classifier only.
+        with open(os.path.join(MODELS, f"{model}.json")) as f:
+            graph = "adm_classifier_guided.json" if json.load(f)["class_cond"] else "adm_unconditional_guided.json"
+        cmd = [BIN, "run", os.path.join(ROOT, "graphs", graph), "--quiet",
                "--out", out, "--threads", str(threads)]
         for k, v in sets.items():
             cmd += ["--set", f"{k}={v}"]
@@ -138,12 +149,14 @@ def main():
     ap.add_argument("--ddim", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=1, help="diffgraph runs (one per scale) at a time")
+    ap.add_argument("--model", default="model", help="model (class-conditional) or model-uncond")
     args = ap.parse_args()
+    suffix = "" if args.model == "model" else "_" + args.model.replace("model-", "")
     ev = Evaluator()
     k = len(sd.SHAPES)
     labels = [c for c in range(k) for _ in range(args.per_class)]
     y = np.array(labels)
-    rows, res = [], {"per_class": args.per_class, "respacing": args.respacing, "ddim": args.ddim, "jobs": args.jobs,
+    rows, res = [], {"model": args.model, "per_class": args.per_class, "respacing": args.respacing, "ddim": args.ddim, "jobs": args.jobs,
                      "noise_seed": NOISE_SEED, "schedule_seed": SCHEDULE_SEED, "scales": {}}
     xr, yr = real_scenes(400)
     real = to_eval(xr)
@@ -153,7 +166,7 @@ def main():
                    "colour_entropy": entropy([analyse(im)["colour"] for im in real]),
                    "background_entropy": entropy([analyse(im)["background"] for im in real])}
     cls_acc = os.path.join(MODELS, "classifier_accuracy.json")
-    if os.path.exists(cls_acc):
+    if os.path.exists(cls_acc) and not suffix:
         with open(cls_acc) as f:
             res["classifier_by_t"] = json.load(f)
     right0 = None
@@ -161,7 +174,8 @@ def main():
     from concurrent.futures import ThreadPoolExecutor
     t_gen = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
-        samples = list(pool.map(lambda s: generate(labels, s, args.respacing, args.ddim, args.threads), SCALES))
+        samples = list(pool.map(lambda s: generate(args.model, labels, s, args.respacing, args.ddim, args.threads),
+                                SCALES))
     res["generate_seconds"] = time.time() - t_gen
     torch.save(dict(zip(map(str, SCALES), samples)), os.path.join(tempfile.gettempdir(), "adm_guidance_samples.pt"))
     for s, x in zip(SCALES, samples):
@@ -202,18 +216,20 @@ def main():
               f"colour entropy {r['colour_entropy']:.2f}", flush=True)
         rows.append(imgs[[c * args.per_class + j for c in range(k) for j in range(min(3, args.per_class))]])
     os.makedirs(IMG, exist_ok=True)
-    grid(rows, [f"s={s}" for s in SCALES], os.path.join(IMG, "adm_guidance_grid.png"))
-    with open(os.path.join(IMG, "adm_guidance_study.json"), "w") as f:
+    grid(rows, [f"s={s}" for s in SCALES], os.path.join(IMG, f"adm_guidance_grid{suffix}.png"))
+    with open(os.path.join(IMG, f"adm_guidance_study{suffix}.json"), "w") as f:
         json.dump(res, f, indent=1)
         f.write("\n")
-    write_doc(res)
+    write_doc(res, suffix)
 
 
-def write_doc(r):
+def write_doc(r, suffix=""):
+    begin, end = (BEGIN, END) if not suffix else (BEGIN.replace("STUDY", "STUDY" + suffix.upper().replace("_", "-")),
+                                                  END.replace("STUDY", "STUDY" + suffix.upper().replace("_", "-")))
     n = r["per_class"] * len(sd.SHAPES)
     mode = (f"DDIM, respacing \"{r['respacing']}\" (condition_score)" if r["ddim"]
             else f"DDPM, respacing \"{r['respacing']}\" (condition_mean)")
-    lines = [BEGIN, "",
+    lines = [begin, "",
              f"{n} images per scale ({r['per_class']} per class, the same {n} starting noises at every scale), "
              f"{mode}, noise.seed {r['noise_seed']}, schedule.seed {r['schedule_seed']}:", "",
              "| s | target-class accuracy [95% CI] | became right / wrong vs s = 0 (McNemar p) | circle | square | triangle | star "
@@ -242,11 +258,11 @@ def write_doc(r):
                   "|---|" + "---:|" * len(c["t"]),
                   "| accuracy | " + " | ".join(f"{a:.0%}" for a in c["accuracy"]) + " |"]
     lines += ["", "![ADM samples per scale: three of each class, circle, square, triangle, star]"
-                  "(img/adm_guidance_grid.png)", "", END]
+                  f"(img/adm_guidance_grid{suffix}.png)", "", end]
     text = open(DOC).read()
     block = "\n".join(lines)
-    if BEGIN in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    if begin in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     with open(DOC, "w") as f:

@@ -71,6 +71,12 @@ MODEL_FLAGS = dict(
     diffusion_steps=1000, noise_schedule="cosine", timestep_respacing="", use_kl=False,
     predict_xstart=False, rescale_timesteps=False, rescale_learned_sigmas=False,
 )
+# ADM_CLASS_COND=0: the same model without the label embedding (class_cond False), the
+# generator of the unconditional-plus-classifier half of the study; its work and export
+# name is `model-uncond`.
+if os.environ.get("ADM_CLASS_COND", "1") == "0":
+    MODEL_FLAGS["class_cond"] = False
+MODEL_NAME = "model" if MODEL_FLAGS["class_cond"] else "model-uncond"
 MODEL_STEPS = int(os.environ.get("ADM_STEPS", "600"))
 MODEL_BATCH = int(os.environ.get("ADM_BATCH", "16"))
 MODEL_LR, MODEL_SEED = float(os.environ.get("ADM_LR", "2e-3")), 60
@@ -166,7 +172,7 @@ def train(kind):
         steps, bs, lr0, seed = CLS_STEPS, CLS_BATCH, CLS_LR, CLS_SEED
     ema = [p.detach().clone() for p in net.parameters()]
     opt = torch.optim.AdamW(net.parameters(), lr=lr0, weight_decay=0.0)
-    work = kind if kind == "model" else CLS_WORK
+    work = MODEL_NAME if kind == "model" else CLS_WORK
     ckpt = os.path.join(ADM_WORK, f"{work}.ckpt")
     start = 0
     if os.path.exists(ckpt):
@@ -186,7 +192,8 @@ def train(kind):
         xb, yb = batch_for(step, seed, x, y, bs)
         t, _ = sampler.sample(bs, "cpu")
         if kind == "model":
-            loss = diff.training_losses(net, xb, t, model_kwargs={"y": yb})["loss"].mean()
+            kwargs = {"y": yb} if MODEL_FLAGS["class_cond"] else {}
+            loss = diff.training_losses(net, xb, t, model_kwargs=kwargs)["loss"].mean()
         else:
             logits = net(diff.q_sample(xb, t), t)
             loss = F.cross_entropy(logits, yb)
@@ -236,8 +243,8 @@ def classifier_accuracy(net, n=256, seed=ADM_SEED + 1000):
 
 def export():
     os.makedirs(OUT, exist_ok=True)
-    for kind, flags, name in [("model", MODEL_FLAGS, "model"), ("classifier", CLASSIFIER_FLAGS, "classifier")]:
-        path = os.path.join(ADM_WORK, f"{kind if kind == 'model' else CLS_WORK}.ckpt")
+    for kind, flags, name in [("model", MODEL_FLAGS, MODEL_NAME), ("classifier", CLASSIFIER_FLAGS, "classifier")]:
+        path = os.path.join(ADM_WORK, f"{name if kind == 'model' else CLS_WORK}.ckpt")
         if not os.path.exists(path):
             # Retraining one part (the generator, say) keeps the other's committed export.
             print(f"{name}: no {path}, {OUT}/{name}.pt kept")

@@ -68,8 +68,7 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn points() -> Tensor {
-    tch::manual_seed(17);
-    Tensor::randn([256, 2], (Kind::Float, Device::Cpu)) * 1.5
+    diffgraph_sdk::rng::seeded(17, || Tensor::randn([256, 2], (Kind::Float, Device::Cpu))) * 1.5
 }
 
 #[test]

@@ -24,19 +24,6 @@ pub fn release() {
     RELEASED.notify_one();
 }
 
-/// Runs `f` holding the lock: for host code that seeds and draws itself.
-pub fn with_lock<T>(f: impl FnOnce() -> T) -> T {
-    struct Release;
-    impl Drop for Release {
-        fn drop(&mut self) {
-            release();
-        }
-    }
-    acquire();
-    let _release = Release;
-    f()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,11 +38,11 @@ mod tests {
                 let inside = inside.clone();
                 std::thread::spawn(move || {
                     for _ in 0..200 {
-                        with_lock(|| {
-                            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
-                            std::thread::yield_now();
-                            inside.fetch_sub(1, Ordering::SeqCst);
-                        });
+                        acquire();
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        release();
                     }
                 })
             })

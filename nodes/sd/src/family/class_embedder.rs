@@ -6,7 +6,7 @@
 //! attends to. As a family it takes class labels, like ADM and
 //! UNet2DModel, so the class-conditional graphs drive it unchanged.
 use super::sd::SdUnet;
-use super::{Accepts, Conditioning, Denoiser, OutputLayout};
+use super::{check_labels, Accepts, Conditioning, Denoiser, OutputLayout};
 use diffgraph_sdk::prelude::*;
 use std::sync::Mutex;
 
@@ -50,14 +50,7 @@ impl Denoiser for ClassEmbedded {
             .class_labels
             .as_ref()
             .ok_or("the model needs class labels")?;
-        let (lo, hi) = (labels.min().int64_value(&[]), labels.max().int64_value(&[]));
-        if lo < 0 || hi >= self.n_classes {
-            return Err(format!(
-                "class labels must be in 0..{} (the class embedder's rows), got {lo}..={hi}",
-                self.n_classes
-            )
-            .into());
-        }
+        check_labels(labels, self.n_classes, "class_labels")?;
         let context = {
             let embedding = self
                 .embedding

@@ -261,6 +261,18 @@ pub fn expand(c: &Tensor, batch: i64, name: &str) -> Result<Tensor, NodeError> {
     }
 }
 
+/// Errors unless every label is a class index below `classes`.
+pub fn check_labels(y: &Tensor, classes: i64, input: &str) -> Result<(), NodeError> {
+    let (lo, hi) = (y.min().int64_value(&[]), y.max().int64_value(&[]));
+    if lo < 0 || hi >= classes {
+        return Err(format!(
+            "input `{input}`: class labels must be in 0..{classes}, got {lo}..={hi}"
+        )
+        .into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

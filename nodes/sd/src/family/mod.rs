@@ -23,7 +23,7 @@ pub mod sd;
 pub mod sdxl;
 pub mod torchscript;
 
-pub use conditioning::{Accepts, Conditioning, Use};
+pub use conditioning::{check_labels, Accepts, Conditioning, Use};
 use diffgraph_diffusion::{PredictionType, VarianceType};
 use diffgraph_sdk::prelude::*;
 

@@ -5,8 +5,8 @@
 use super::labels::class_labels;
 use crate::family::adm::classifier::AdmClassifier;
 use crate::family::adm::config::{preset, Flags};
-use crate::family::adm::{check_labels, load_classifier, load_unet, torso_kind, Adm, PRECISIONS};
-use crate::family::{Model, MODEL};
+use crate::family::adm::{load_classifier, load_unet, torso_kind, Adm, PRECISIONS};
+use crate::family::{check_labels, Model, MODEL};
 use diffgraph_sdk::prelude::*;
 use std::path::Path;
 use std::sync::Mutex;

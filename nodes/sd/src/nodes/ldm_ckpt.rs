@@ -62,7 +62,7 @@ pub fn yaml_path(ckpt: &Path, config: &str) -> Result<PathBuf, String> {
 }
 
 /// How the denoiser is built, decided from the YAML before any weight is read.
-enum Denoiser {
+enum DenoiserPlan {
     /// openaimodel without the spatial transformer: the ADM family.
     Adm(Arch),
     /// With it (text to image): SD's U-Net, from this diffusers config.
@@ -99,13 +99,13 @@ pub fn load(ckpt: &Path, inputs: &CkptInputs) -> Result<LoadedCkpt, String> {
     let unet_params = c.unet().map_err(at_yaml)?;
     let denoiser = match &conditioning {
         Conditioning::Text(_) | Conditioning::ClassEmbedder { .. } => {
-            Denoiser::Sd(ldm_crossattn::unet_reference(&unet_params).map_err(at_yaml)?)
+            DenoiserPlan::Sd(ldm_crossattn::unet_reference(&unet_params).map_err(at_yaml)?)
         }
         Conditioning::Unconditional | Conditioning::ClassLabels => {
-            Denoiser::Adm(unet_arch(&unet_params).map_err(at_yaml)?)
+            DenoiserPlan::Adm(unet_arch(&unet_params).map_err(at_yaml)?)
         }
     };
-    if let Denoiser::Adm(arch) = &denoiser {
+    if let DenoiserPlan::Adm(arch) = &denoiser {
         let class_cond = conditioning == Conditioning::ClassLabels;
         if class_cond != arch.num_classes.is_some() {
             return Err(at_yaml(
@@ -191,10 +191,10 @@ pub fn load(ckpt: &Path, inputs: &CkptInputs) -> Result<LoadedCkpt, String> {
     }
     let unet_source = format!("{source} (model.diffusion_model.*)");
     let built = match denoiser {
-        Denoiser::Adm(arch) => {
+        DenoiserPlan::Adm(arch) => {
             adm_denoiser(parts.unet, &arch, x0, timesteps, kind, device, &unet_source)
         }
-        Denoiser::Sd(reference) => sd_denoiser(
+        DenoiserPlan::Sd(reference) => sd_denoiser(
             parts.unet,
             reference,
             prediction,

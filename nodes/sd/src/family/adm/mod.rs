@@ -19,7 +19,7 @@ pub mod classifier;
 pub mod config;
 pub mod unet;
 
-use super::{Accepts, Conditioning, Denoiser, OutputLayout};
+use super::{check_labels, Accepts, Conditioning, Denoiser, OutputLayout};
 use crate::weights::Weights;
 use config::{Arch, ClassifierArch, Flags};
 use diffgraph_diffusion::{PredictionType, VarianceType};
@@ -117,18 +117,6 @@ pub fn torso_kind(precision: &str, use_fp16: bool) -> Result<Kind, String> {
             ))
         }
     })
-}
-
-/// Errors unless every label is a class index below `classes`.
-pub fn check_labels(y: &Tensor, classes: i64, input: &str) -> Result<(), NodeError> {
-    let (lo, hi) = (y.min().int64_value(&[]), y.max().int64_value(&[]));
-    if lo < 0 || hi >= classes {
-        return Err(format!(
-            "input `{input}`: class labels must be in 0..{classes}, got {lo}..={hi}"
-        )
-        .into());
-    }
-    Ok(())
 }
 
 /// Builds the U-Net of `arch` from named tensors; every missing, unexpected

@@ -4,7 +4,9 @@
 #  (a) the tiny SD1 model, txt2img end to end (whole process: start, load,
 #      generate, write the PNG) and generation alone (model loaded);
 #  (b) one guided U-Net step of an SD1.5-size U-Net, random weights, fp32 and bf16.
-# BENCH_PARTS=a runs only (a); BENCH_STEPS timed U-Net steps in (b) (default 3).
+# BENCH_PARTS=a runs only (a); BENCH_STEPS timed U-Net steps in (b) (default 3);
+# BENCH_DTYPES (default "fp32 bf16"); BENCH_CONV=alternate also times diffgraph's
+# step with libtorch's own convolution kernels, alternated in the same process.
 # Needs the fixture tools (scripts/fixtures/env.sh) for the diffusers side, or PYTHON=python-with-diffusers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -44,12 +46,16 @@ done
 [[ "${BENCH_PARTS:-ab}" == *b* ]] || { rm -rf "$out"; exit 0; }
 printf "\n(b) one guided U-Net step, SD1.5-size, random weights, batch 2, 64x64\n"
 printf "%-28s %12s %12s %8s\n" "" diffgraph diffusers ratio
-for dt in fp32 bf16; do
+for dt in ${BENCH_DTYPES:-fp32 bf16}; do
   ours=$(cargo bench --quiet -p diffgraph-nodes-sd --bench unet_step -- $dt 2>/dev/null | tail -1)
   theirs=$($PY scripts/bench/diffusers_sd.py unet $dt 2>/dev/null | tail -1)
   for k in step_s peak_rss_mib; do
     a=$(field "$ours" $k); b=$(field "$theirs" $k)
     printf "%-28s %12.3f %12.3f %8s\n" "$dt $k" "$a" "$b" "$(ratio "$a" "$b")"
   done
+  if [ "${BENCH_CONV:-}" = alternate ]; then
+    a=$(field "$ours" step_libtorch_conv_s); b=$(field "$theirs" step_s)
+    printf "%-28s %12.3f %12.3f %8s\n" "$dt step_s, libtorch conv" "$a" "$b" "$(ratio "$a" "$b")"
+  fi
 done
 rm -rf "$out"

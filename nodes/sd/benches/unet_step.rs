@@ -3,7 +3,13 @@
 //! plus the CFG mix, exactly what UNetStep + CFGMixer do per iteration.
 //! Usage: `cargo bench -p diffgraph-nodes-sd --bench unet_step -- fp32|bf16`.
 //! Prints one JSON object: median of 3 timed steps (`BENCH_STEPS`) after one
-//! warm-up.
+//! warm-up. `BENCH_CONV=alternate` also times libtorch's own convolution
+//! kernels in the same run (`step_libtorch_conv_s`, see
+//! `diffgraph_nodes_sd::conv`).
+//!
+//! Parity mode (`scripts/bench/unet_parity.sh`): `-- fp32 --folder UNET_DIR
+//! --parity IO_FILE` runs diffusers' saved input through the same weights and
+//! prints the largest difference to diffusers' saved output.
 //!
 //! Op-count mode (`scripts/bench/unet_ops.sh`): `-- fp32 --calls N [--latent
 //! S] [--folder UNET_DIR]` makes the U-Net (SD1.5-size random, or loaded from a
@@ -11,6 +17,7 @@
 //! fixed batch-2 input of S x S (default 64) and prints nothing; the aten-op
 //! counter preloaded into the process (scripts/bench/opcount.cpp) counts, and
 //! the difference of two runs (N = 3 and N = 1) / 2 is one call's ops.
+use diffgraph_nodes_sd::conv;
 use diffgraph_nodes_sd::unet::{OneOrMany, UNet, UNetConfig};
 use std::path::Path;
 use std::time::Instant;
@@ -59,6 +66,24 @@ fn main() {
             UNet::random(&config, kind, Device::Cpu, 0).expect("SD1.5 config")
         }
     };
+    if let Some(file) = flag("--parity") {
+        // scripts/bench/unet_parity.sh: diffusers' input and output, same weights.
+        let io: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&file)
+            .expect("io.safetensors")
+            .into_iter()
+            .collect();
+        let err = |policy: i64| {
+            conv::set_gemm_max_output_positions(policy);
+            let ours = tch::no_grad(|| unet.forward(&io["x"], 981.0, &io["ctx"]));
+            (&ours - &io["out"]).abs().max().double_value(&[])
+        };
+        let (libtorch_conv, chosen) = (err(0), err(conv::GEMM_MAX_OUTPUT_POSITIONS));
+        let scale = io["out"].abs().max().double_value(&[]);
+        println!(
+            "{{\"max_abs\": {chosen:.3e}, \"max_abs_libtorch_conv\": {libtorch_conv:.3e}, \"output_max_abs\": {scale:.3}}}"
+        );
+        return;
+    }
     if let Some(calls) = flag("--calls") {
         let calls: usize = calls.parse().expect("--calls N");
         let size: i64 = flag("--latent").map_or(64, |s| s.parse().expect("--latent S"));
@@ -75,25 +100,46 @@ fn main() {
     let sample = Tensor::randn([1, 4, 64, 64], (Kind::Float, Device::Cpu));
     let cond = Tensor::randn([1, 77, 768], (Kind::Float, Device::Cpu));
     let uncond = Tensor::randn([1, 77, 768], (Kind::Float, Device::Cpu));
-    let mut times = Vec::new();
     let steps: usize = std::env::var("BENCH_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    for _ in 0..=steps {
-        let t = Instant::now();
-        let x = Tensor::cat(&[&sample, &sample], 0);
-        let ctx = Tensor::cat(&[&uncond, &cond], 0);
-        let out = unet.forward(&x, 981.0, &ctx).to_kind(Kind::Float);
-        let halves = out.chunk(2, 0);
-        let _mixed = &halves[0] + (&halves[1] - &halves[0]) * 7.5;
-        times.push(t.elapsed().as_secs_f64());
+    // BENCH_CONV=alternate: every timed step runs twice, once with the
+    // convolution kernels diffgraph chooses and once with libtorch's alone
+    // (diffgraph_nodes_sd::conv), alternating, so both see the same machine.
+    let alternate = std::env::var("BENCH_CONV").is_ok_and(|v| v == "alternate");
+    let policies: &[i64] = if alternate {
+        &[conv::GEMM_MAX_OUTPUT_POSITIONS, 0]
+    } else {
+        &[conv::GEMM_MAX_OUTPUT_POSITIONS]
+    };
+    let mut times = vec![Vec::new(); policies.len()];
+    for step in 0..=steps {
+        for (i, &policy) in policies.iter().enumerate() {
+            conv::set_gemm_max_output_positions(policy);
+            let t = Instant::now();
+            let x = Tensor::cat(&[&sample, &sample], 0);
+            let ctx = Tensor::cat(&[&uncond, &cond], 0);
+            let out = unet.forward(&x, 981.0, &ctx).to_kind(Kind::Float);
+            let halves = out.chunk(2, 0);
+            let _mixed = &halves[0] + (&halves[1] - &halves[0]) * 7.5;
+            if step > 0 {
+                times[i].push(t.elapsed().as_secs_f64());
+            }
+        }
     }
-    let mut timed = times[1..].to_vec();
-    timed.sort_by(f64::total_cmp);
+    let median = |t: &mut Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    let onednn = if alternate {
+        format!(", \"step_libtorch_conv_s\": {:.4}", median(&mut times[1]))
+    } else {
+        String::new()
+    };
     println!(
-        "{{\"step_s\": {:.4}, \"peak_rss_mib\": {:.0}}}",
-        timed[timed.len() / 2],
+        "{{\"step_s\": {:.4}{onednn}, \"peak_rss_mib\": {:.0}}}",
+        median(&mut times[0]),
         peak_rss_mib()
     );
 }

@@ -25,7 +25,7 @@ impl Linear {
     }
 }
 
-/// torch.nn.Conv2d with square kernels.
+/// torch.nn.Conv2d with square kernels (the kernel chosen by [`crate::conv`]).
 pub struct Conv2d {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
@@ -55,13 +55,12 @@ impl Conv2d {
         }
     }
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(
+        crate::conv::conv2d(
+            x,
             &self.weight,
             self.bias.as_ref(),
-            [self.stride; 2],
-            [self.padding; 2],
-            [1, 1],
-            1,
+            self.stride,
+            self.padding,
         )
     }
 }

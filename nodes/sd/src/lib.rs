@@ -4,6 +4,7 @@
 //! are modules of [`family`], behind its `Denoiser` trait.
 #![deny(unsafe_code)]
 pub mod clip;
+pub mod conv;
 pub mod convert;
 pub mod embeddings;
 pub mod family;

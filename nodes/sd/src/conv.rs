@@ -1,0 +1,158 @@
+//! Which kernel runs a 2-D convolution on the CPU.
+//!
+//! libtorch sends every batched float32 CPU convolution to oneDNN. Measured on
+//! this project's machine (AVX2, 2 threads; BENCHMARKS.md, "Convolution
+//! kernels"), oneDNN's direct kernels are slow when the output is small and
+//! the weights are large: the 3x3 convolutions of an SD-size U-Net's two
+//! deepest levels (8x8 and 16x16 at 512x512) run at 45-100 GFLOP/s, where
+//! the same product written as im2col + one batched GEMM runs at 100-150.
+//! Those levels hold a quarter of an SD1.5 step's convolution time. At larger
+//! outputs oneDNN is as fast or faster, so the rule is by output size only,
+//! and deterministic (the same shapes always take the same kernel, so a seed
+//! always gives the same image).
+//!
+//! The GEMM form sums in another order than oneDNN: results differ from
+//! diffusers' by float32 rounding (~1e-6 relative), well inside every parity
+//! tolerance. Gradients flow through both forms (classifier guidance).
+use std::sync::atomic::{AtomicI64, Ordering};
+use tch::{Device, Kind, Tensor};
+
+/// Output positions (height x width) at or below which a float32 CPU
+/// convolution with a kernel larger than 1x1 runs as im2col + GEMM...
+pub const GEMM_MAX_OUTPUT_POSITIONS: i64 = 16 * 16;
+
+/// ...when its weight has at least this many elements (320 -> 640 channels at
+/// 3x3 and up). Below it, oneDNN's fixed cost per call is small and its
+/// kernels win or tie (the tiny test models' convolutions).
+pub const GEMM_MIN_WEIGHT_ELEMENTS: i64 = 1 << 20;
+
+static GEMM_MAX: AtomicI64 = AtomicI64::new(GEMM_MAX_OUTPUT_POSITIONS);
+
+/// Sets the output size limit of the GEMM form for this process; 0 sends
+/// every convolution to libtorch (the benchmarks compare the two in one run).
+pub fn set_gemm_max_output_positions(positions: i64) {
+    GEMM_MAX.store(positions, Ordering::Relaxed);
+}
+
+/// `x.conv2d(weight, bias, stride, padding)` with square kernels, dilation 1
+/// and one group, through the faster kernel for its shape.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: i64,
+    padding: i64,
+) -> Tensor {
+    match gemm_shape(x, weight, stride, padding) {
+        Some((out_h, out_w)) => im2col_gemm(x, weight, bias, stride, padding, out_h, out_w),
+        None => x.conv2d(weight, bias, [stride; 2], [padding; 2], [1, 1], 1),
+    }
+}
+
+/// The output size when this convolution should run as im2col + GEMM.
+fn gemm_shape(x: &Tensor, weight: &Tensor, stride: i64, padding: i64) -> Option<(i64, i64)> {
+    if x.device() != Device::Cpu || x.kind() != Kind::Float || weight.kind() != Kind::Float {
+        return None;
+    }
+    let (&[_, in_ch, h, w], &[_, w_in, kh, kw]) = (x.size().as_slice(), weight.size().as_slice())
+    else {
+        return None;
+    };
+    if in_ch != w_in
+        || kh * kw == 1
+        || stride < 1
+        || weight.numel() < GEMM_MIN_WEIGHT_ELEMENTS as usize
+    {
+        return None;
+    }
+    let out_h = (h + 2 * padding - kh) / stride + 1;
+    let out_w = (w + 2 * padding - kw) / stride + 1;
+    (out_h > 0 && out_w > 0 && out_h * out_w <= GEMM_MAX.load(Ordering::Relaxed))
+        .then_some((out_h, out_w))
+}
+
+/// out[n] = W (out_ch x in_ch*k*k) · columns(x[n]) + b, one batched GEMM whose
+/// weight operand is broadcast over the batch (no copy).
+fn im2col_gemm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: i64,
+    padding: i64,
+    out_h: i64,
+    out_w: i64,
+) -> Tensor {
+    let size = weight.size();
+    let (batch, out_ch, kh, kw) = (x.size()[0], size[0], size[2], size[3]);
+    let columns = x.im2col([kh, kw], [1, 1], [padding; 2], [stride; 2]);
+    let w = weight
+        .reshape([1, out_ch, -1])
+        .expand([batch, out_ch, size[1] * kh * kw], false);
+    let out = match bias {
+        Some(b) => b
+            .view([1, out_ch, 1])
+            .expand([batch, out_ch, out_h * out_w], false)
+            .baddbmm(&w, &columns, 1.0, 1.0),
+        None => w.bmm(&columns),
+    };
+    out.view([batch, out_ch, out_h, out_w])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: i64, pad: i64) -> Tensor {
+        x.conv2d(w, b, [stride; 2], [pad; 2], [1, 1], 1)
+    }
+
+    #[test]
+    fn gemm_form_matches_libtorch_convolution() {
+        tch::manual_seed(3);
+        for (n, c, o, h, w, k, stride, pad, bias) in [
+            (2, 512, 256, 8, 8, 3, 1, 1, true),
+            (1, 256, 512, 9, 13, 3, 2, 1, true),
+            (3, 384, 384, 16, 16, 3, 1, 0, false),
+            (2, 256, 256, 5, 7, 4, 2, 2, true),
+        ] {
+            let x = Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu));
+            // Unit-scale outputs (weights ~ 1/sqrt(fan-in)), so the bound is
+            // float32 rounding over a fan-in of up to 4608 terms.
+            let wt = Tensor::randn([o, c, k, k], (Kind::Float, Device::Cpu))
+                / ((c * k * k) as f64).sqrt();
+            let b = bias.then(|| Tensor::randn([o], (Kind::Float, Device::Cpu)));
+            assert!(gemm_shape(&x, &wt, stride, pad).is_some());
+            let ours = conv2d(&x, &wt, b.as_ref(), stride, pad);
+            let theirs = reference(&x, &wt, b.as_ref(), stride, pad);
+            assert_eq!(ours.size(), theirs.size());
+            let err = (&ours - &theirs).abs().max().double_value(&[]);
+            assert!(err < 2e-5, "{n}x{c}x{h}x{w} k{k} s{stride} p{pad}: {err}");
+        }
+    }
+
+    #[test]
+    fn large_outputs_and_other_kinds_keep_libtorch_convolution() {
+        let w = Tensor::zeros([512, 256, 3, 3], (Kind::Float, Device::Cpu));
+        let big = Tensor::zeros([1, 256, 32, 32], (Kind::Float, Device::Cpu));
+        let small_weight = Tensor::zeros([32, 256, 3, 3], (Kind::Float, Device::Cpu));
+        assert!(gemm_shape(&big.narrow(2, 0, 8), &small_weight, 1, 1).is_none());
+        assert!(gemm_shape(&big, &w, 1, 1).is_none());
+        assert!(gemm_shape(&big, &w, 2, 1).is_some(), "16x16 after stride 2");
+        let half = Tensor::zeros([1, 256, 8, 8], (Kind::BFloat16, Device::Cpu));
+        assert!(gemm_shape(&half, &w.to_kind(Kind::BFloat16), 1, 1).is_none());
+        let pointwise = Tensor::zeros([4096, 256, 1, 1], (Kind::Float, Device::Cpu));
+        assert!(gemm_shape(&big.narrow(2, 0, 8), &pointwise, 1, 0).is_none());
+    }
+
+    #[test]
+    fn gradients_flow_through_the_gemm_form() {
+        tch::manual_seed(4);
+        let x = Tensor::randn([2, 512, 6, 6], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let w = Tensor::randn([256, 512, 3, 3], (Kind::Float, Device::Cpu)) * 0.05;
+        let ours = conv2d(&x, &w, None, 1, 1).sum(Kind::Float);
+        let g_ours = Tensor::run_backward(&[ours], &[&x], false, false).remove(0);
+        let theirs = reference(&x, &w, None, 1, 1).sum(Kind::Float);
+        let g_theirs = Tensor::run_backward(&[theirs], &[&x], false, false).remove(0);
+        assert!((g_ours - g_theirs).abs().max().double_value(&[]) < 1e-5);
+    }
+}

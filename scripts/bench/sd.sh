@@ -4,7 +4,7 @@
 #  (a) the tiny SD1 model, txt2img end to end (whole process: start, load,
 #      generate, write the PNG) and generation alone (model loaded);
 #  (b) one guided U-Net step of an SD1.5-size U-Net, random weights, fp32 and bf16.
-# BENCH_PARTS=a runs only (a); BENCH_STEPS timed U-Net steps in (b) (default 3);
+# BENCH_PARTS=a or b runs only (a) or (b); BENCH_STEPS timed U-Net steps in (b) (default 3);
 # BENCH_DTYPES (default "fp32 bf16"); BENCH_CONV=alternate also times diffgraph's
 # step with libtorch's own convolution kernels, alternated in the same process.
 # Needs the fixture tools (scripts/fixtures/env.sh) for the diffusers side, or PYTHON=python-with-diffusers.
@@ -22,6 +22,7 @@ field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]
 
 echo "threads: $BENCH_THREADS"
 out=$(mktemp -d)
+if [[ "${BENCH_PARTS:-ab}" == *a* ]]; then
 t0=$(now); ./target/release/diffgraph run graphs/txt2img_sd1.json --quiet --out "$out" >/dev/null; t1=$(now)
 ours_e2e=$(python3 -c "print($t1-$t0)")
 cat > "$out/e2e.py" <<PYEOF
@@ -54,6 +55,7 @@ for k in load_s peak_rss_mib; do
   a=$(field "$ours" $k); b=$(field "$theirs" $k)
   printf "%-28s %12.3f %12.3f %8s\n" "$k" "$a" "$b" "$(ratio "$a" "$b")"
 done
+fi
 [[ "${BENCH_PARTS:-ab}" == *b* ]] || { rm -rf "$out"; exit 0; }
 printf "\n(b) one guided U-Net step, SD1.5-size, random weights, batch 2, 64x64\n"
 printf "%-28s %12s %12s %8s\n" "" diffgraph diffusers ratio

@@ -21,10 +21,10 @@ use tch::{Device, Kind, Tensor};
 /// convolution with a kernel larger than 1x1 runs as im2col + GEMM...
 pub const GEMM_MAX_OUTPUT_POSITIONS: i64 = 16 * 16;
 
-/// ...when its weight has at least this many elements (320 -> 640 channels at
-/// 3x3 and up). Below it, oneDNN's fixed cost per call is small and its
-/// kernels win or tie (the tiny test models' convolutions).
-pub const GEMM_MIN_WEIGHT_ELEMENTS: i64 = 1 << 20;
+/// ...when its weight has at least this many elements (640 -> 1280 channels at
+/// 3x3 and up). Below it oneDNN's kernels win or tie (640 -> 640 and smaller,
+/// down to the tiny test models' convolutions).
+pub const GEMM_MIN_WEIGHT_ELEMENTS: i64 = 1 << 22;
 
 static GEMM_MAX: AtomicI64 = AtomicI64::new(GEMM_MAX_OUTPUT_POSITIONS);
 
@@ -110,14 +110,14 @@ mod tests {
     fn gemm_form_matches_libtorch_convolution() {
         tch::manual_seed(3);
         for (n, c, o, h, w, k, stride, pad, bias) in [
-            (2, 512, 256, 8, 8, 3, 1, 1, true),
-            (1, 256, 512, 9, 13, 3, 2, 1, true),
-            (3, 384, 384, 16, 16, 3, 1, 0, false),
-            (2, 256, 256, 5, 7, 4, 2, 2, true),
+            (2, 1024, 512, 8, 8, 3, 1, 1, true),
+            (1, 512, 1024, 9, 13, 3, 2, 1, true),
+            (3, 768, 768, 16, 16, 3, 1, 0, false),
+            (2, 512, 512, 5, 7, 4, 2, 2, true),
         ] {
             let x = Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu));
             // Unit-scale outputs (weights ~ 1/sqrt(fan-in)), so the bound is
-            // float32 rounding over a fan-in of up to 4608 terms.
+            // float32 rounding over a fan-in of up to 9216 terms.
             let wt = Tensor::randn([o, c, k, k], (Kind::Float, Device::Cpu))
                 / ((c * k * k) as f64).sqrt();
             let b = bias.then(|| Tensor::randn([o], (Kind::Float, Device::Cpu)));
@@ -126,29 +126,29 @@ mod tests {
             let theirs = reference(&x, &wt, b.as_ref(), stride, pad);
             assert_eq!(ours.size(), theirs.size());
             let err = (&ours - &theirs).abs().max().double_value(&[]);
-            assert!(err < 2e-5, "{n}x{c}x{h}x{w} k{k} s{stride} p{pad}: {err}");
+            assert!(err < 5e-5, "{n}x{c}x{h}x{w} k{k} s{stride} p{pad}: {err}");
         }
     }
 
     #[test]
     fn large_outputs_and_other_kinds_keep_libtorch_convolution() {
-        let w = Tensor::zeros([512, 256, 3, 3], (Kind::Float, Device::Cpu));
-        let big = Tensor::zeros([1, 256, 32, 32], (Kind::Float, Device::Cpu));
-        let small_weight = Tensor::zeros([32, 256, 3, 3], (Kind::Float, Device::Cpu));
+        let w = Tensor::zeros([1024, 512, 3, 3], (Kind::Float, Device::Cpu));
+        let big = Tensor::zeros([1, 512, 32, 32], (Kind::Float, Device::Cpu));
+        let small_weight = Tensor::zeros([512, 512, 3, 3], (Kind::Float, Device::Cpu));
         assert!(gemm_shape(&big.narrow(2, 0, 8), &small_weight, 1, 1).is_none());
         assert!(gemm_shape(&big, &w, 1, 1).is_none());
         assert!(gemm_shape(&big, &w, 2, 1).is_some(), "16x16 after stride 2");
-        let half = Tensor::zeros([1, 256, 8, 8], (Kind::BFloat16, Device::Cpu));
+        let half = Tensor::zeros([1, 512, 8, 8], (Kind::BFloat16, Device::Cpu));
         assert!(gemm_shape(&half, &w.to_kind(Kind::BFloat16), 1, 1).is_none());
-        let pointwise = Tensor::zeros([4096, 256, 1, 1], (Kind::Float, Device::Cpu));
+        let pointwise = Tensor::zeros([8192, 512, 1, 1], (Kind::Float, Device::Cpu));
         assert!(gemm_shape(&big.narrow(2, 0, 8), &pointwise, 1, 0).is_none());
     }
 
     #[test]
     fn gradients_flow_through_the_gemm_form() {
         tch::manual_seed(4);
-        let x = Tensor::randn([2, 512, 6, 6], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        let w = Tensor::randn([256, 512, 3, 3], (Kind::Float, Device::Cpu)) * 0.05;
+        let x = Tensor::randn([2, 1024, 6, 6], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let w = Tensor::randn([512, 1024, 3, 3], (Kind::Float, Device::Cpu)) * 0.03;
         let ours = conv2d(&x, &w, None, 1, 1).sum(Kind::Float);
         let g_ours = Tensor::run_backward(&[ours], &[&x], false, false).remove(0);
         let theirs = reference(&x, &w, None, 1, 1).sum(Kind::Float);

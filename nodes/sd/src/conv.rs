@@ -6,14 +6,15 @@
 //! the weights are large: the 3x3 convolutions of an SD-size U-Net's two
 //! deepest levels (8x8 and 16x16 at 512x512) run at 45-100 GFLOP/s, where
 //! the same product written as im2col + one batched GEMM runs at 100-150.
-//! Those levels hold a quarter of an SD1.5 step's convolution time. At larger
-//! outputs oneDNN is as fast or faster, so the rule is by output size only,
-//! and deterministic (the same shapes always take the same kernel, so a seed
-//! always gives the same image).
+//! Those levels hold about 40% of an SD1.5 step's convolution time. At larger
+//! outputs, and for smaller weights, oneDNN is as fast or faster, so the rule
+//! is by output size and weight size, and by nothing else: the same shapes
+//! always take the same kernel, so a seed always gives the same image.
 //!
-//! The GEMM form sums in another order than oneDNN: results differ from
-//! diffusers' by float32 rounding (~1e-6 relative), well inside every parity
-//! tolerance. Gradients flow through both forms (classifier guidance).
+//! The GEMM form sums in another order than oneDNN: an SD1.5-size U-Net's
+//! output differs from diffusers' by float32 rounding (3.9e-6 max abs at an
+//! output scale of 1.3, `scripts/bench/unet_parity.sh`), well inside every
+//! parity tolerance. Gradients flow through both forms (classifier guidance).
 use std::sync::atomic::{AtomicI64, Ordering};
 use tch::{Device, Kind, Tensor};
 

@@ -50,20 +50,27 @@ pub fn conv2d(
     }
 }
 
-/// The output size when this convolution should run as im2col + GEMM.
+/// The output size when this convolution should run as im2col + GEMM. Runs
+/// for every convolution, so the weight, a property of the layer, is looked at
+/// first and the input only when the weight qualifies.
 fn gemm_shape(x: &Tensor, weight: &Tensor, stride: i64, padding: i64) -> Option<(i64, i64)> {
-    if x.device() != Device::Cpu || x.kind() != Kind::Float || weight.kind() != Kind::Float {
-        return None;
-    }
-    let (&[_, in_ch, h, w], &[_, w_in, kh, kw]) = (x.size().as_slice(), weight.size().as_slice())
-    else {
+    let &[out_ch, w_in, kh, kw] = weight.size().as_slice() else {
         return None;
     };
-    if in_ch != w_in
-        || kh * kw == 1
+    if kh * kw == 1
+        || out_ch * w_in * kh * kw < GEMM_MIN_WEIGHT_ELEMENTS
         || stride < 1
-        || weight.numel() < GEMM_MIN_WEIGHT_ELEMENTS as usize
+        || weight.kind() != Kind::Float
     {
+        return None;
+    }
+    if x.device() != Device::Cpu || x.kind() != Kind::Float {
+        return None;
+    }
+    let &[_, in_ch, h, w] = x.size().as_slice() else {
+        return None;
+    };
+    if in_ch != w_in {
         return None;
     }
     let out_h = (h + 2 * padding - kh) / stride + 1;

@@ -16,8 +16,11 @@
 //! `OMP_WAIT_POLICY=passive` when the variable is unset (a set value, e.g.
 //! `active` on a dedicated machine, is kept). `KMP_BLOCKTIME` is the Intel
 //! OpenMP equivalent; this libtorch does not use Intel OpenMP, so it is not
-//! set. Small tensors need nothing here: libtorch already runs an op on one
-//! thread below its grain size (32,768 elements, `at::internal::GRAIN_SIZE`).
+//! set. Small tensors: libtorch runs an elementwise op on one thread below its
+//! grain size (32,768 elements, `at::internal::GRAIN_SIZE`), but opens a
+//! parallel region for every convolution, GEMM and norm; the sd plugin runs
+//! those on one thread below a size (`diffgraph_nodes_sd::op_threads`), where
+//! waking a passive worker would cost more than the op.
 use std::ffi::OsString;
 
 /// The OpenMP variable libgomp reads at start-up.

@@ -5,7 +5,10 @@
 //! Prints one JSON object: median of 3 timed steps (`BENCH_STEPS`) after one
 //! warm-up. `BENCH_CONV=alternate` also times libtorch's own convolution
 //! kernels in the same run (`step_libtorch_conv_s`, see
-//! `diffgraph_nodes_sd::conv`).
+//! `diffgraph_nodes_sd::conv`); `BENCH_OP_THREADS=alternate` also times every
+//! op at the full thread count (`step_all_ops_threaded_s`, see
+//! `diffgraph_nodes_sd::op_threads`). `--folder UNET_DIR --latent S` time
+//! another U-Net (e.g. the tiny test model) at S x S.
 //!
 //! Parity mode (`scripts/bench/unet_parity.sh`): `-- fp32 --folder UNET_DIR
 //! --parity IO_FILE` runs diffusers' saved input through the same weights and
@@ -17,8 +20,8 @@
 //! fixed batch-2 input of S x S (default 64) and prints nothing; the aten-op
 //! counter preloaded into the process (scripts/bench/opcount.cpp) counts, and
 //! the difference of two runs (N = 3 and N = 1) / 2 is one call's ops.
-use diffgraph_nodes_sd::conv;
 use diffgraph_nodes_sd::unet::{OneOrMany, UNet, UNetConfig};
+use diffgraph_nodes_sd::{conv, op_threads};
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -96,27 +99,45 @@ fn main() {
         }
         return;
     }
+    // The timed step: batch 2 at S x S (`--latent`, default 64) with the
+    // model's own channels and context width (`--folder` for another U-Net).
+    let size: i64 = flag("--latent").map_or(64, |s| s.parse().expect("--latent S"));
+    let ctx_dim = unet.cross_attention_dim();
     tch::manual_seed(1);
-    let sample = Tensor::randn([1, 4, 64, 64], (Kind::Float, Device::Cpu));
-    let cond = Tensor::randn([1, 77, 768], (Kind::Float, Device::Cpu));
-    let uncond = Tensor::randn([1, 77, 768], (Kind::Float, Device::Cpu));
+    let sample = Tensor::randn(
+        [1, unet.config.in_channels, size, size],
+        (Kind::Float, Device::Cpu),
+    );
+    let cond = Tensor::randn([1, 77, ctx_dim], (Kind::Float, Device::Cpu));
+    let uncond = Tensor::randn([1, 77, ctx_dim], (Kind::Float, Device::Cpu));
     let steps: usize = std::env::var("BENCH_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     // BENCH_CONV=alternate: every timed step runs twice, once with the
     // convolution kernels diffgraph chooses and once with libtorch's alone
-    // (diffgraph_nodes_sd::conv), alternating, so both see the same machine.
-    let alternate = std::env::var("BENCH_CONV").is_ok_and(|v| v == "alternate");
-    let policies: &[i64] = if alternate {
-        &[conv::GEMM_MAX_OUTPUT_POSITIONS, 0]
-    } else {
-        &[conv::GEMM_MAX_OUTPUT_POSITIONS]
-    };
+    // (diffgraph_nodes_sd::conv); BENCH_OP_THREADS=alternate: once with small
+    // ops on one thread and once at the full count (diffgraph_nodes_sd::op_threads).
+    // Alternating, so both see the same machine.
+    let alternate = |var: &str| std::env::var(var).is_ok_and(|v| v == "alternate");
+    let (conv_alt, threads_alt) = (alternate("BENCH_CONV"), alternate("BENCH_OP_THREADS"));
+    // (JSON field, GEMM-form output limit, small ops on one thread)
+    let mut policies = vec![("step_s", conv::GEMM_MAX_OUTPUT_POSITIONS, true)];
+    if conv_alt {
+        policies.push(("step_libtorch_conv_s", 0, true));
+    }
+    if threads_alt {
+        policies.push((
+            "step_all_ops_threaded_s",
+            conv::GEMM_MAX_OUTPUT_POSITIONS,
+            false,
+        ));
+    }
     let mut times = vec![Vec::new(); policies.len()];
     for step in 0..=steps {
-        for (i, &policy) in policies.iter().enumerate() {
-            conv::set_gemm_max_output_positions(policy);
+        for (i, &(_, gemm, small_ops_serial)) in policies.iter().enumerate() {
+            conv::set_gemm_max_output_positions(gemm);
+            op_threads::set_enabled(small_ops_serial);
             let t = Instant::now();
             let x = Tensor::cat(&[&sample, &sample], 0);
             let ctx = Tensor::cat(&[&uncond, &cond], 0);
@@ -132,14 +153,14 @@ fn main() {
         t.sort_by(f64::total_cmp);
         t[t.len() / 2]
     };
-    let onednn = if alternate {
-        format!(", \"step_libtorch_conv_s\": {:.4}", median(&mut times[1]))
-    } else {
-        String::new()
-    };
+    let fields: Vec<String> = policies
+        .iter()
+        .zip(&mut times)
+        .map(|((name, ..), t)| format!("\"{name}\": {:.4}", median(t)))
+        .collect();
     println!(
-        "{{\"step_s\": {:.4}{onednn}, \"peak_rss_mib\": {:.0}}}",
-        median(&mut times[0]),
+        "{{{}, \"peak_rss_mib\": {:.0}}}",
+        fields.join(", "),
         peak_rss_mib()
     );
 }

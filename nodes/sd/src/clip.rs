@@ -7,6 +7,7 @@
 //! layer `n - clip_skip`, then the final layer norm. No attention mask besides
 //! the causal one: the SD pipelines pass none, so pad tokens are attended to.
 use crate::layers::{LayerNorm, Linear};
+use crate::op_threads;
 use crate::weights::Weights;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -135,16 +136,7 @@ impl Attention {
             split(self.v.forward(x))?,
         );
         let scale = ((d / self.heads) as f64).powf(-0.5);
-        let o = Tensor::f_scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            true,
-            scale,
-            false,
-        )?;
+        let o = op_threads::attention(&q, &k, &v, true, Some(scale))?;
         Ok(self
             .out
             .forward(&o.f_transpose(1, 2)?.f_reshape([b, l, d])?))

@@ -1,5 +1,7 @@
 //! The basic layers diffusers' models are built from, as plain weight
-//! structs loaded from [`Weights`] by the diffusers parameter names.
+//! structs loaded from [`Weights`] by the diffusers parameter names. Small
+//! ones run on one thread ([`op_threads`]).
+use crate::op_threads::{self, conv_macs};
 use crate::weights::Weights;
 use tch::Tensor;
 
@@ -21,7 +23,10 @@ impl Linear {
         }
     }
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        let macs = x.numel() as i64 * self.weight.size()[0];
+        op_threads::sized(x, macs, op_threads::LINEAR_SERIAL_BELOW_MACS, || {
+            x.linear(&self.weight, self.bias.as_ref())
+        })
     }
 }
 
@@ -55,13 +60,16 @@ impl Conv2d {
         }
     }
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        crate::conv::conv2d(
-            x,
-            &self.weight,
-            self.bias.as_ref(),
-            self.stride,
-            self.padding,
-        )
+        let macs = conv_macs(x, &self.weight, self.stride, self.padding);
+        op_threads::sized(x, macs, op_threads::CONV_SERIAL_BELOW_MACS, || {
+            crate::conv::conv2d(
+                x,
+                &self.weight,
+                self.bias.as_ref(),
+                self.stride,
+                self.padding,
+            )
+        })
     }
 }
 
@@ -83,13 +91,16 @@ impl GroupNorm {
         }
     }
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.group_norm(
-            self.groups,
-            Some(&self.weight),
-            Some(&self.bias),
-            self.eps,
-            true,
-        )
+        let elements = x.numel() as i64;
+        op_threads::sized(x, elements, op_threads::NORM_SERIAL_BELOW_ELEMENTS, || {
+            x.group_norm(
+                self.groups,
+                Some(&self.weight),
+                Some(&self.bias),
+                self.eps,
+                true,
+            )
+        })
     }
 }
 
@@ -111,12 +122,15 @@ impl LayerNorm {
         }
     }
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.layer_norm(
-            [self.dim],
-            Some(&self.weight),
-            Some(&self.bias),
-            self.eps,
-            true,
-        )
+        let elements = x.numel() as i64;
+        op_threads::sized(x, elements, op_threads::NORM_SERIAL_BELOW_ELEMENTS, || {
+            x.layer_norm(
+                [self.dim],
+                Some(&self.weight),
+                Some(&self.bias),
+                self.eps,
+                true,
+            )
+        })
     }
 }

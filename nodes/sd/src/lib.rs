@@ -12,6 +12,7 @@ pub mod layers;
 pub mod ldmbert;
 pub mod lora;
 pub mod nodes;
+pub mod op_threads;
 pub mod prompt_weights;
 pub mod safetensors;
 pub mod tokenizer;

@@ -4,6 +4,7 @@
 //! (`models/attention.py`, `norm_type` "layer_norm").
 use super::params::params;
 use crate::layers::{LayerNorm, Linear};
+use crate::op_threads;
 use crate::weights::Weights;
 use tch::Tensor;
 
@@ -51,16 +52,8 @@ impl Attention {
         let q = split(self.to_q.forward(x));
         let k = split(self.to_k.forward(context));
         let v = split(self.to_v.forward(context));
-        let out = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            false,
-            None,
-            false,
-        );
+        let out = op_threads::attention(&q, &k, &v, false, None)
+            .unwrap_or_else(|e| panic!("attention: {e}"));
         let out = out
             .transpose(1, 2)
             .reshape([batch, -1, q.size()[1] * q.size()[3]]);

@@ -6,6 +6,7 @@
 //! `residual_connection`, run by `AttnProcessor2_0`) and `UNetMidBlock2D`
 //! (`models/unets/unet_2d_blocks.py`).
 use crate::layers::{Conv2d, GroupNorm, Linear};
+use crate::op_threads;
 use crate::weights::Weights;
 use tch::Tensor;
 
@@ -168,16 +169,8 @@ impl SpatialSelfAttention {
         let q = split(self.to_q.forward(&tokens));
         let k = split(self.to_k.forward(&tokens));
         let v = split(self.to_v.forward(&tokens));
-        let attn = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            false,
-            None,
-            false,
-        );
+        let attn = op_threads::attention(&q, &k, &v, false, None)
+            .unwrap_or_else(|e| panic!("vae attention: {e}"));
         let attn = match heads {
             1 => attn.squeeze_dim(1),
             _ => attn.transpose(1, 2).reshape([b, h * wd, c]),

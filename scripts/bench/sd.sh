@@ -35,12 +35,14 @@ p("a photograph of an astronaut riding a horse", negative_prompt="blurry, low qu
 PYEOF
 t0=$(now); $PY "$out/e2e.py" 2>/dev/null; t1=$(now)
 theirs_e2e=$(python3 -c "print($t1-$t0)")
-# Generation alone: BENCH_REPEAT (default 3) process pairs, alternating sides;
+# Generation alone: BENCH_REPEAT (default 3) process pairs, alternating sides
+# (diffgraph with the CLI's passive OpenMP waiting, diffusers with PyTorch's default);
 # each process reports the median of 5 generations; the table shows the median
 # over the pairs of each side (load time and memory: the last pair).
 ours_gen=(); theirs_gen=()
 for _ in $(seq "${BENCH_REPEAT:-3}"); do
-  ours=$(cargo bench --quiet -p diffgraph --bench sd_txt2img 2>/dev/null | tail -1)
+  # OMP_WAIT_POLICY=passive: how `diffgraph run` runs (diffgraph::threads)
+  ours=$(OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} cargo bench --quiet -p diffgraph --bench sd_txt2img 2>/dev/null | tail -1)
   theirs=$($PY scripts/bench/diffusers_sd.py txt2img tests/fixtures/sd/sd1-tiny 2>/dev/null | tail -1)
   ours_gen+=("$(field "$ours" generate_s)"); theirs_gen+=("$(field "$theirs" generate_s)")
 done

@@ -14,7 +14,11 @@
 //! library is loaded, i.e. before `main`; setting the variable later has no
 //! effect. So [`reexec_with_passive_wait`] re-executes the program with
 //! `OMP_WAIT_POLICY=passive` when the variable is unset (a set value, e.g.
-//! `active` on a dedicated machine, is kept). `KMP_BLOCKTIME` is the Intel
+//! `active` on a dedicated machine, is kept). The one hook that runs before
+//! libgomp's constructor, the executable's `.preinit_array`, cannot set it:
+//! glibc's own initialiser runs after that hook and resets the environment to
+//! the one the process started with (tried; `OMP_DISPLAY_ENV` showed libgomp
+//! still spinning). `KMP_BLOCKTIME` is the Intel
 //! OpenMP equivalent; this libtorch does not use Intel OpenMP, so it is not
 //! set. Small tensors: libtorch runs an elementwise op on one thread below its
 //! grain size (32,768 elements, `at::internal::GRAIN_SIZE`), but opens a

@@ -73,3 +73,12 @@ fn an_affinity_mask_of_one_core_means_one_thread() {
     let s = stderr(&run_sink(&[], Some(&["taskset", "-c", "0"]), &[]));
     assert!(s.contains("threads: 1 (1 core(s) available"), "{s}");
 }
+
+#[test]
+fn libgomp_itself_waits_passively() {
+    // libgomp prints what it read at its start-up (OMP_DISPLAY_ENV): the
+    // process that runs the graph (the re-executed one) does not spin.
+    let s = stderr(&run_sink(&[("OMP_DISPLAY_ENV", "verbose")], None, &[]));
+    let spin = s.lines().filter(|l| l.contains("GOMP_SPINCOUNT")).last();
+    assert_eq!(spin.map(str::trim), Some("GOMP_SPINCOUNT = '0'"), "{s}");
+}

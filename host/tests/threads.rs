@@ -79,6 +79,6 @@ fn libgomp_itself_waits_passively() {
     // libgomp prints what it read at its start-up (OMP_DISPLAY_ENV): the
     // process that runs the graph (the re-executed one) does not spin.
     let s = stderr(&run_sink(&[("OMP_DISPLAY_ENV", "verbose")], None, &[]));
-    let spin = s.lines().filter(|l| l.contains("GOMP_SPINCOUNT")).last();
+    let spin = s.lines().rfind(|l| l.contains("GOMP_SPINCOUNT"));
     assert_eq!(spin.map(str::trim), Some("GOMP_SPINCOUNT = '0'"), "{s}");
 }

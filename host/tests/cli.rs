@@ -88,6 +88,39 @@ fn device_cuda_without_a_gpu_fails_clearly_and_auto_says_which() {
 }
 
 #[test]
+fn a_cpu_run_does_not_load_the_cuda_library() {
+    // Loading libtorch_cuda.so (cuBLAS, the CUDA runtime) is ~0.3 s of a
+    // process start; `--device cpu` (the default) never calls it. glibc's
+    // LD_DEBUG=files lists every library the process opens.
+    let info = stdout_json(&diffgraph(&["info", "--json"]));
+    let dir = info["libtorch_dir"]
+        .as_str()
+        .expect("libtorch dir")
+        .to_owned();
+    let tmp = tempfile::tempdir().unwrap();
+    let g = write_graph(
+        tmp.path(),
+        "g.json",
+        r#"{"nodes": {"s": {"type": "Sink", "inputs": {"x": 1}}}}"#,
+    );
+    let tn = testnodes();
+    let opened = |device: &str| {
+        let out = Command::new(common::diffgraph_bin())
+            .args(["run", &g, "--device", device, "--plugins", &tn])
+            .env("LD_DEBUG", "files")
+            .output()
+            .expect("run diffgraph");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr.contains("libtorch_cuda.so")
+    };
+    assert!(!opened("cpu"), "a CPU run opened libtorch_cuda.so");
+    if Path::new(&dir).join("libtorch_cuda.so").exists() {
+        assert!(opened("auto"), "--device auto must look for CUDA");
+    }
+}
+
+#[test]
 fn validate_reports_all_errors_as_json() {
     let dir = tempfile::tempdir().unwrap();
     let g = write_graph(

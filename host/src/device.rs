@@ -88,9 +88,12 @@ impl std::str::FromStr for DeviceRequest {
 /// (with cuBLAS and the CUDA runtime) is ~0.3 s of every process start on the
 /// development machine, and nothing in a CPU run calls it.
 pub fn select(request: DeviceRequest) -> Result<(Device, String), String> {
-    if request == DeviceRequest::Cpu {
-        return Ok((Device::Cpu, "using device cpu".into()));
-    }
+    // The CUDA index asked for; `None`: auto.
+    let index = match request {
+        DeviceRequest::Cpu => return Ok((Device::Cpu, "using device cpu".into())),
+        DeviceRequest::Cuda(n) => Some(n),
+        DeviceRequest::Auto => None,
+    };
     let lib = init();
     let count = tch::Cuda::device_count() as usize;
     let why_none = || match lib {
@@ -103,24 +106,23 @@ pub fn select(request: DeviceRequest) -> Result<(Device, String), String> {
         }
         CudaLibrary::Failed(e) => format!("libtorch's CUDA library failed to load: {e}"),
     };
-    match request {
-        DeviceRequest::Cpu => unreachable!("answered above"),
-        DeviceRequest::Cuda(n) if n < count => Ok((
+    match index {
+        Some(n) if n < count => Ok((
             Device::Cuda(n),
             format!("using device cuda:{n} ({count} CUDA device(s))"),
         )),
-        DeviceRequest::Cuda(n) if count > 0 => Err(format!(
+        Some(n) if count > 0 => Err(format!(
             "--device cuda:{n} was requested but only {count} CUDA device(s) exist"
         )),
-        DeviceRequest::Cuda(_) => Err(format!(
+        Some(_) => Err(format!(
             "--device cuda was requested but CUDA is not available: {}",
             why_none()
         )),
-        DeviceRequest::Auto if count > 0 => Ok((
+        None if count > 0 => Ok((
             Device::Cuda(0),
             format!("using device cuda:0 (auto; {count} CUDA device(s))"),
         )),
-        DeviceRequest::Auto => Ok((
+        None => Ok((
             Device::Cpu,
             format!("using device cpu (auto: {})", why_none()),
         )),

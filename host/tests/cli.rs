@@ -34,6 +34,16 @@ fn write_graph(dir: &Path, name: &str, text: &str) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// A one-node graph (the test plugin's `Sink`) in `dir`: what the device
+/// tests run.
+fn sink_graph(dir: &Path) -> String {
+    write_graph(
+        dir,
+        "g.json",
+        r#"{"nodes": {"s": {"type": "Sink", "inputs": {"x": 1}}}}"#,
+    )
+}
+
 #[test]
 fn the_cuda_library_is_loaded_at_start_up() {
     let out = diffgraph(&["info", "--json"]);
@@ -60,11 +70,7 @@ fn the_cuda_library_is_loaded_at_start_up() {
 #[test]
 fn device_cuda_without_a_gpu_fails_clearly_and_auto_says_which() {
     let dir = tempfile::tempdir().unwrap();
-    let g = write_graph(
-        dir.path(),
-        "g.json",
-        r#"{"nodes": {"s": {"type": "Sink", "inputs": {"x": 1}}}}"#,
-    );
+    let g = sink_graph(dir.path());
     let tn = testnodes();
     let info = stdout_json(&diffgraph(&["info", "--json"]));
     let out = diffgraph(&["run", &g, "--device", "cuda", "--plugins", &tn]);
@@ -98,11 +104,7 @@ fn a_cpu_run_does_not_load_the_cuda_library() {
         .expect("libtorch dir")
         .to_owned();
     let tmp = tempfile::tempdir().unwrap();
-    let g = write_graph(
-        tmp.path(),
-        "g.json",
-        r#"{"nodes": {"s": {"type": "Sink", "inputs": {"x": 1}}}}"#,
-    );
+    let g = sink_graph(tmp.path());
     let tn = testnodes();
     let opened = |device: &str| {
         let out = Command::new(common::diffgraph_bin())

@@ -10,8 +10,9 @@
 //! thread"): a 3x3 convolution of 4.7M multiply-adds takes 1.3-1.8x longer on
 //! 2 threads, one of 14-19M about as long, larger ones less; a linear layer
 //! of 4.2M multiply-adds takes 1.0-1.1x as long, one of 8.4M 0.77x;
-//! GroupNorm and LayerNorm break even at ~100k elements. The tiny and demo models are made of such ops, and ran 1.4-1.8x
-//! slower per U-Net call at 2 threads than at 1.
+//! GroupNorm and LayerNorm break even at ~100k elements. The tiny and demo
+//! models are made of such ops, and ran 1.4-1.8x slower per U-Net call at 2
+//! threads than at 1.
 //!
 //! The rule is by op size alone, so the same shapes always run the same way.
 //! Switching libtorch's thread count costs well under a microsecond (an

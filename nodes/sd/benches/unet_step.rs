@@ -7,7 +7,9 @@
 //! kernels in the same run (`step_libtorch_conv_s`, see
 //! `diffgraph_nodes_sd::conv`); `BENCH_OP_THREADS=alternate` also times every
 //! op at the full thread count (`step_all_ops_threaded_s`, see
-//! `diffgraph_nodes_sd::op_threads`). `--folder UNET_DIR --latent S` time
+//! `diffgraph_nodes_sd::op_threads`); `BENCH_SMALL_ATTENTION=alternate` also
+//! times libtorch's attention kernel where diffgraph's small-head kernel
+//! applies (`step_libtorch_attention_s`). `--folder UNET_DIR --latent S` time
 //! another U-Net (e.g. the tiny test model) at S x S.
 //!
 //! Parity mode (`scripts/bench/unet_parity.sh`): `-- fp32 --folder UNET_DIR
@@ -21,10 +23,20 @@
 //! counter preloaded into the process (scripts/bench/opcount.cpp) counts, and
 //! the difference of two runs (N = 3 and N = 1) / 2 is one call's ops.
 use diffgraph_nodes_sd::unet::{OneOrMany, UNet, UNetConfig};
-use diffgraph_nodes_sd::{conv, op_threads};
+use diffgraph_nodes_sd::{conv, op_threads, small_attention};
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
+
+/// How one timed step runs: the JSON field it is reported under and the
+/// kernel choices it makes.
+#[derive(Clone, Copy)]
+struct Policy {
+    field: &'static str,
+    gemm_max_output: i64,
+    small_ops_serial: bool,
+    small_attention: bool,
+}
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -117,27 +129,45 @@ fn main() {
     // BENCH_CONV=alternate: every timed step runs twice, once with the
     // convolution kernels diffgraph chooses and once with libtorch's alone
     // (diffgraph_nodes_sd::conv); BENCH_OP_THREADS=alternate: once with small
-    // ops on one thread and once at the full count (diffgraph_nodes_sd::op_threads).
+    // ops on one thread and once at the full count (diffgraph_nodes_sd::op_threads);
+    // BENCH_SMALL_ATTENTION=alternate: once with diffgraph's small-head
+    // attention kernel and once with libtorch's (diffgraph_nodes_sd::small_attention).
     // Alternating, so both see the same machine.
     let alternate = |var: &str| std::env::var(var).is_ok_and(|v| v == "alternate");
-    let (conv_alt, threads_alt) = (alternate("BENCH_CONV"), alternate("BENCH_OP_THREADS"));
-    // (JSON field, GEMM-form output limit, small ops on one thread)
-    let mut policies = vec![("step_s", conv::GEMM_MAX_OUTPUT_POSITIONS, true)];
-    if conv_alt {
-        policies.push(("step_libtorch_conv_s", 0, true));
+    let chosen = Policy {
+        field: "step_s",
+        gemm_max_output: conv::GEMM_MAX_OUTPUT_POSITIONS,
+        small_ops_serial: true,
+        small_attention: true,
+    };
+    let mut policies = vec![chosen];
+    if alternate("BENCH_CONV") {
+        policies.push(Policy {
+            field: "step_libtorch_conv_s",
+            gemm_max_output: 0,
+            ..chosen
+        });
     }
-    if threads_alt {
-        policies.push((
-            "step_all_ops_threaded_s",
-            conv::GEMM_MAX_OUTPUT_POSITIONS,
-            false,
-        ));
+    if alternate("BENCH_OP_THREADS") {
+        policies.push(Policy {
+            field: "step_all_ops_threaded_s",
+            small_ops_serial: false,
+            ..chosen
+        });
+    }
+    if alternate("BENCH_SMALL_ATTENTION") {
+        policies.push(Policy {
+            field: "step_libtorch_attention_s",
+            small_attention: false,
+            ..chosen
+        });
     }
     let mut times = vec![Vec::new(); policies.len()];
     for step in 0..=steps {
-        for (i, &(_, gemm, small_ops_serial)) in policies.iter().enumerate() {
-            conv::set_gemm_max_output_positions(gemm);
-            op_threads::set_enabled(small_ops_serial);
+        for (i, policy) in policies.iter().enumerate() {
+            conv::set_gemm_max_output_positions(policy.gemm_max_output);
+            op_threads::set_enabled(policy.small_ops_serial);
+            small_attention::set_enabled(policy.small_attention);
             let t = Instant::now();
             let x = Tensor::cat(&[&sample, &sample], 0);
             let ctx = Tensor::cat(&[&uncond, &cond], 0);
@@ -156,7 +186,7 @@ fn main() {
     let fields: Vec<String> = policies
         .iter()
         .zip(&mut times)
-        .map(|((name, ..), t)| format!("\"{name}\": {:.4}", median(t)))
+        .map(|(policy, t)| format!("\"{}\": {:.4}", policy.field, median(t)))
         .collect();
     println!(
         "{{{}, \"peak_rss_mib\": {:.0}}}",

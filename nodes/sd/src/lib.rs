@@ -15,6 +15,7 @@ pub mod nodes;
 pub mod op_threads;
 pub mod prompt_weights;
 pub mod safetensors;
+pub mod small_attention;
 pub mod tokenizer;
 pub mod unet;
 pub mod unet2d;

@@ -82,7 +82,8 @@ pub fn conv_macs(x: &Tensor, weight: &Tensor, stride: i64, padding: i64) -> i64 
 }
 
 /// `scaled_dot_product_attention(q, k, v)` (no mask, no dropout; `scale`
-/// `None`: 1/sqrt(head dim)), on one thread when it has few scores.
+/// `None`: 1/sqrt(head dim)), on one thread when it has few scores; small
+/// heads go to [`crate::small_attention`].
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -90,6 +91,9 @@ pub fn attention(
     is_causal: bool,
     scale: Option<f64>,
 ) -> Result<Tensor, tch::TchError> {
+    if let Some(out) = crate::small_attention::try_attention(q, k, v, is_causal, scale) {
+        return out;
+    }
     let scores = attention_scores(q, k);
     sized(q, scores, ATTENTION_SERIAL_BELOW_SCORES, || {
         Tensor::f_scaled_dot_product_attention(

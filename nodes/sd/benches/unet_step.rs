@@ -5,7 +5,7 @@
 //! Prints one JSON object: median of 3 timed steps (`BENCH_STEPS`) after one
 //! warm-up. `BENCH_CONV=alternate` also times libtorch's own convolution
 //! kernels in the same run (`step_libtorch_conv_s`, see
-//! `diffgraph_nodes_sd::conv`); `BENCH_OP_THREADS=alternate` also times every
+//! `diffgraph_nodes_sd::conv` and `small_conv`); `BENCH_OP_THREADS=alternate` also times every
 //! op at the full thread count (`step_all_ops_threaded_s`, see
 //! `diffgraph_nodes_sd::op_threads`); `BENCH_SMALL_ATTENTION=alternate` also
 //! times libtorch's attention kernel where diffgraph's small-head kernel
@@ -23,7 +23,7 @@
 //! counter preloaded into the process (scripts/bench/opcount.cpp) counts, and
 //! the difference of two runs (N = 3 and N = 1) / 2 is one call's ops.
 use diffgraph_nodes_sd::unet::{OneOrMany, UNet, UNetConfig};
-use diffgraph_nodes_sd::{conv, op_threads, small_attention};
+use diffgraph_nodes_sd::{conv, op_threads, small_attention, small_conv};
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -36,6 +36,7 @@ struct Policy {
     gemm_max_output: i64,
     small_ops_serial: bool,
     small_attention: bool,
+    small_conv: bool,
 }
 
 fn peak_rss_mib() -> f64 {
@@ -128,7 +129,7 @@ fn main() {
         .unwrap_or(3);
     // BENCH_CONV=alternate: every timed step runs twice, once with the
     // convolution kernels diffgraph chooses and once with libtorch's alone
-    // (diffgraph_nodes_sd::conv); BENCH_OP_THREADS=alternate: once with small
+    // (diffgraph_nodes_sd::conv, small_conv); BENCH_OP_THREADS=alternate: once with small
     // ops on one thread and once at the full count (diffgraph_nodes_sd::op_threads);
     // BENCH_SMALL_ATTENTION=alternate: once with diffgraph's small-head
     // attention kernel and once with libtorch's (diffgraph_nodes_sd::small_attention).
@@ -139,12 +140,14 @@ fn main() {
         gemm_max_output: conv::GEMM_MAX_OUTPUT_POSITIONS,
         small_ops_serial: true,
         small_attention: true,
+        small_conv: true,
     };
     let mut policies = vec![chosen];
     if alternate("BENCH_CONV") {
         policies.push(Policy {
             field: "step_libtorch_conv_s",
             gemm_max_output: 0,
+            small_conv: false,
             ..chosen
         });
     }
@@ -168,6 +171,7 @@ fn main() {
             conv::set_gemm_max_output_positions(policy.gemm_max_output);
             op_threads::set_enabled(policy.small_ops_serial);
             small_attention::set_enabled(policy.small_attention);
+            small_conv::set_enabled(policy.small_conv);
             let t = Instant::now();
             let x = Tensor::cat(&[&sample, &sample], 0);
             let ctx = Tensor::cat(&[&uncond, &cond], 0);

@@ -1,5 +1,9 @@
 //! Which kernel runs a 2-D convolution on the CPU.
 //!
+//! Small 3x3 convolutions (under 8M multiply-adds) run diffgraph's own
+//! direct kernel, [`crate::small_conv`]: oneDNN's per-call cost is most of
+//! their time. The rest is below.
+//!
 //! libtorch sends every batched float32 CPU convolution to oneDNN. Measured on
 //! this project's machine (AVX2, 2 threads; BENCHMARKS.md, "Convolution
 //! kernels"), oneDNN's direct kernels are slow when the output is small and
@@ -44,6 +48,11 @@ pub fn conv2d(
     stride: i64,
     padding: i64,
 ) -> Tensor {
+    // An error reading the operands is libtorch's own: its convolution below
+    // reports it.
+    if let Some(Ok(out)) = crate::small_conv::try_conv2d(x, weight, bias, stride, padding) {
+        return out;
+    }
     match gemm_shape(x, weight, stride, padding) {
         Some((out_h, out_w)) => im2col_gemm(x, weight, bias, stride, padding, out_h, out_w),
         None => x.conv2d(weight, bias, [stride; 2], [padding; 2], [1, 1], 1),

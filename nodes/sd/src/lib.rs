@@ -16,6 +16,7 @@ pub mod op_threads;
 pub mod prompt_weights;
 pub mod safetensors;
 pub mod small_attention;
+pub mod small_conv;
 pub mod tokenizer;
 pub mod unet;
 pub mod unet2d;

@@ -15,6 +15,7 @@ pub mod nodes;
 pub mod op_threads;
 pub mod prompt_weights;
 pub mod safetensors;
+pub mod scratch;
 pub mod small_attention;
 pub mod small_conv;
 pub mod tokenizer;

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Kind, Tensor};
 
 use crate::op_threads::ATTENTION_SERIAL_BELOW_SCORES;
+use crate::scratch::Scratch;
 
 /// Largest head (and value) size this kernel takes: from 16 components on,
 /// libtorch's GEMM-based kernel is faster (BENCHMARKS.md).
@@ -116,13 +117,15 @@ fn run(
     shape: Shape,
     scale: f32,
 ) -> Result<Tensor, tch::TchError> {
-    let read = |t: &Tensor| -> Result<Vec<f32>, tch::TchError> {
-        let n = t.numel();
-        let mut data = vec![0f32; n];
-        t.f_copy_data(&mut data, n)?;
-        Ok(data)
-    };
-    let out = attend(&read(q)?, &read(k)?, &read(v)?, shape, scale);
+    let mut out = Scratch::zeroed(shape.heads * shape.queries * shape.value_dim);
+    attend_into(
+        &Scratch::read(q)?,
+        &Scratch::read(k)?,
+        &Scratch::read(v)?,
+        shape,
+        scale,
+        &mut out,
+    );
     let mut size = q.size();
     *size.last_mut().expect("rank checked") = shape.value_dim as i64;
     Tensor::f_from_slice(&out)?.f_view(size.as_slice())
@@ -132,6 +135,13 @@ fn run(
 /// [heads, keys, head_dim], `v` [heads, keys, value_dim]; returns [heads,
 /// queries, value_dim].
 pub fn attend(q: &[f32], k: &[f32], v: &[f32], shape: Shape, scale: f32) -> Vec<f32> {
+    let mut out = vec![0f32; shape.heads * shape.queries * shape.value_dim];
+    attend_into(q, k, v, shape, scale, &mut out);
+    out
+}
+
+/// [`attend`] into `out` (every element is written).
+pub fn attend_into(q: &[f32], k: &[f32], v: &[f32], shape: Shape, scale: f32, out: &mut [f32]) {
     let Shape {
         heads,
         queries,
@@ -154,16 +164,19 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], shape: Shape, scale: f32) -> Vec<
         heads * keys * value_dim,
         "v does not match {shape:?}"
     );
-    let mut out = vec![0f32; heads * queries * value_dim];
+    assert_eq!(
+        out.len(),
+        heads * queries * value_dim,
+        "out does not match {shape:?}"
+    );
     Arch::new().dispatch(Attend {
         q,
         k,
         v,
         shape,
         scale,
-        out: &mut out,
+        out,
     });
-    out
 }
 
 struct Attend<'a> {
@@ -191,25 +204,27 @@ impl WithSimd for Attend<'_> {
         let blocks = queries.div_ceil(lanes);
         // One head's queries, scaled and transposed to [component][block]:
         // lane i of block b is query b * lanes + i (0 past the last query).
-        let mut qt = vec![simd.splat_f32s(0.0); d * blocks];
+        let mut qt_floats = Scratch::zeroed(d * blocks * lanes);
+        let mut lane_q = vec![simd.splat_f32s(0.0); d];
+        let mut acc = vec![simd.splat_f32s(0.0); dv];
         let mut block_out = vec![0f32; lanes * dv];
         for h in 0..heads {
             let qh = &self.q[h * queries * d..][..queries * d];
             let kh = &self.k[h * keys * d..][..keys * d];
             let vh = &self.v[h * keys * dv..][..keys * dv];
             let oh = &mut self.out[h * queries * dv..][..queries * dv];
-            let flat: &mut [f32] = bytemuck::cast_slice_mut(&mut qt);
+            let flat: &mut [f32] = &mut qt_floats;
             for (i, row) in qh.chunks_exact(d).enumerate() {
                 for (c, &x) in row.iter().enumerate() {
                     flat[c * blocks * lanes + i] = x * self.scale;
                 }
             }
+            let qt: &[S::f32s] = bytemuck::cast_slice(&qt_floats);
             for b in 0..blocks {
-                let mut lane_q = [simd.splat_f32s(0.0); MAX_HEAD_DIM as usize];
-                for (c, lane) in lane_q[..d].iter_mut().enumerate() {
+                for (c, lane) in lane_q.iter_mut().enumerate() {
                     *lane = qt[c * blocks + b];
                 }
-                attend_block(simd, &lane_q[..d], kh, vh, &mut block_out);
+                attend_block(simd, &lane_q, kh, vh, &mut acc, &mut block_out);
                 let first = b * lanes;
                 let n = lanes.min(queries - first);
                 oh[first * dv..][..n * dv].copy_from_slice(&block_out[..n * dv]);
@@ -219,10 +234,18 @@ impl WithSimd for Attend<'_> {
 }
 
 /// One block of queries (`lane_q[c]`: component c of each lane's query)
-/// against all keys; writes the block's rows [lane][value_dim] to `out`.
+/// against all keys; writes the block's rows [lane][value_dim] to `out`
+/// (`acc`: value_dim vectors of scratch).
 #[inline(always)]
-fn attend_block<S: Simd>(simd: S, lane_q: &[S::f32s], k: &[f32], v: &[f32], out: &mut [f32]) {
-    let (d, dv) = (lane_q.len(), out.len() / S::F32_LANES);
+fn attend_block<S: Simd>(
+    simd: S,
+    lane_q: &[S::f32s],
+    k: &[f32],
+    v: &[f32],
+    acc: &mut [S::f32s],
+    out: &mut [f32],
+) {
+    let (d, dv) = (lane_q.len(), acc.len());
     // Pass 1: each query's largest score. Pass 2 recomputes the scores (d
     // multiply-adds each, cheaper than storing them at these head sizes).
     let mut max = simd.splat_f32s(f32::NEG_INFINITY);
@@ -230,8 +253,7 @@ fn attend_block<S: Simd>(simd: S, lane_q: &[S::f32s], k: &[f32], v: &[f32], out:
         max = simd.max_f32s(max, score(simd, lane_q, key));
     }
     let mut total = simd.splat_f32s(0.0);
-    let mut acc = [simd.splat_f32s(0.0); MAX_HEAD_DIM as usize];
-    let acc = &mut acc[..dv];
+    acc.fill(simd.splat_f32s(0.0));
     for (key, value) in k.chunks_exact(d).zip(v.chunks_exact(dv)) {
         let p = exp_lanes(simd, simd.sub_f32s(score(simd, lane_q, key), max));
         total = simd.add_f32s(total, p);

@@ -18,16 +18,25 @@
 //! differs from oneDNN's by float32 rounding only.
 //!
 //! When: float32 CPU tensors that need no gradient, a 3x3 kernel, any stride
-//! and padding, and fewer than [`MAX_MACS`] multiply-adds (inside
-//! `op_threads`' one-thread range). Measured per call against oneDNN on one
-//! thread (BENCHMARKS.md, "Small convolutions"): 1.1-4.7x faster below 8M
-//! multiply-adds, even at 10-14M, slower at 38M.
+//! and padding, fewer than [`MAX_MACS`] multiply-adds (inside `op_threads`'
+//! one-thread range) and fewer than [`MAX_WEIGHT_ELEMENTS`] weights.
+//! Measured per call against oneDNN on one thread, the tensor copies in and
+//! out included (BENCHMARKS.md, "Small convolutions"): 0.26-0.91x oneDNN's
+//! time for the tiny and demo models' shapes; 1.1x at 10-14M multiply-adds or
+//! 74k weights at a 4x6 output, which stay with oneDNN.
 use pulp::{Arch, Simd, WithSimd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Kind, Tensor};
 
+use crate::scratch::Scratch;
+
 /// Convolutions of this many multiply-adds or more stay with oneDNN.
 pub const MAX_MACS: i64 = 1 << 23;
+
+/// Weights of this many elements or more stay with oneDNN: repacking them
+/// costs more than the kernel gains when the output is small (128 -> 64
+/// channels at 4x6 was 1.1x oneDNN's time, 96 -> 64 0.9x).
+pub const MAX_WEIGHT_ELEMENTS: i64 = 1 << 16;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
@@ -61,6 +70,11 @@ impl ConvShape {
     pub fn out_w(&self) -> usize {
         (self.w + 2 * self.padding - K) / self.stride + 1
     }
+
+    /// Elements of the output.
+    pub fn out_len(&self) -> usize {
+        self.batch * self.out_ch * self.out_h() * self.out_w()
+    }
 }
 
 /// `x.conv2d(weight, bias, stride, padding)` when the call is one this
@@ -90,6 +104,7 @@ fn eligible(
         return None;
     };
     if (kh, kw) != (K as i64, K as i64)
+        || out_ch * w_in * kh * kw >= MAX_WEIGHT_ELEMENTS
         || stride < 1
         || padding < 0
         || !ENABLED.load(Ordering::Relaxed)
@@ -134,14 +149,15 @@ fn run(
     bias: Option<&Tensor>,
     shape: ConvShape,
 ) -> Result<Tensor, tch::TchError> {
-    let read = |t: &Tensor| -> Result<Vec<f32>, tch::TchError> {
-        let n = t.numel();
-        let mut data = vec![0f32; n];
-        t.f_copy_data(&mut data, n)?;
-        Ok(data)
-    };
-    let bias = bias.map(read).transpose()?;
-    let out = conv3x3(&read(x)?, &read(weight)?, bias.as_deref(), shape);
+    let bias = bias.map(Scratch::read).transpose()?;
+    let mut out = Scratch::zeroed(shape.out_len());
+    conv3x3_into(
+        &Scratch::read(x)?,
+        &Scratch::read(weight)?,
+        bias.as_deref(),
+        shape,
+        &mut out,
+    );
     let size = [shape.batch, shape.out_ch, shape.out_h(), shape.out_w()].map(|v| v as i64);
     Tensor::f_from_slice(&out)?.f_view(size)
 }
@@ -149,6 +165,19 @@ fn run(
 /// The kernel on row-major slices: `x` [batch, in_ch, h, w], `weight`
 /// [out_ch, in_ch, 3, 3], `bias` [out_ch]; returns [batch, out_ch, out_h, out_w].
 pub fn conv3x3(x: &[f32], weight: &[f32], bias: Option<&[f32]>, shape: ConvShape) -> Vec<f32> {
+    let mut out = vec![0f32; shape.out_len()];
+    conv3x3_into(x, weight, bias, shape, &mut out);
+    out
+}
+
+/// [`conv3x3`] into `out` (every element is written).
+pub fn conv3x3_into(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    shape: ConvShape,
+    out: &mut [f32],
+) {
     let s = shape;
     assert_eq!(
         x.len(),
@@ -168,15 +197,14 @@ pub fn conv3x3(x: &[f32], weight: &[f32], bias: Option<&[f32]>, shape: ConvShape
         s.stride >= 1 && s.h + 2 * s.padding >= K && s.w + 2 * s.padding >= K,
         "{s:?}"
     );
-    let mut out = vec![0f32; s.batch * s.out_ch * s.out_h() * s.out_w()];
+    assert_eq!(out.len(), s.out_len(), "out does not match {s:?}");
     Arch::new().dispatch(Conv {
         x,
         weight,
         bias,
         shape,
-        out: &mut out,
+        out,
     });
-    out
 }
 
 struct Conv<'a> {
@@ -210,14 +238,15 @@ impl WithSimd for Conv<'_> {
         let block_len = s.in_ch * K * K;
         // Weights as [block][input channel][tap] vectors, lane i of block b
         // holding output channel b * lanes + i (0 past the last channel).
-        let mut packed = vec![zero; blocks * block_len];
-        let flat: &mut [f32] = bytemuck::cast_slice_mut(&mut packed);
+        let mut packed_floats = Scratch::zeroed(blocks * block_len * lanes);
+        let flat: &mut [f32] = &mut packed_floats;
         for (o, filters) in self.weight.chunks_exact(block_len).enumerate() {
             let (block, lane) = (o / lanes, o % lanes);
             for (i, &w) in filters.iter().enumerate() {
                 flat[(block * block_len + i) * lanes + lane] = w;
             }
         }
+        let packed: &[S::f32s] = bytemuck::cast_slice(&packed_floats);
         let mut bias = vec![zero; blocks];
         if let Some(b) = self.bias {
             bytemuck::cast_slice_mut::<_, f32>(&mut bias)[..s.out_ch].copy_from_slice(b);
@@ -231,7 +260,7 @@ impl WithSimd for Conv<'_> {
             out_w: s.out_w(),
             stride: s.stride,
         };
-        let mut padded = vec![0f32; s.in_ch * g.padded_h * g.padded_w];
+        let mut padded = Scratch::zeroed(s.in_ch * g.padded_h * g.padded_w);
         let image_len = s.in_ch * s.h * s.w;
         let out_len = s.out_ch * g.out_h * g.out_w;
         for (x, out) in self
@@ -250,7 +279,7 @@ impl WithSimd for Conv<'_> {
                 for y in 0..g.out_h {
                     let tiles = Tiles {
                         simd,
-                        packed: &packed,
+                        packed,
                         bias: &bias,
                         input: &padded,
                         g: &g,

@@ -79,6 +79,12 @@ fn leaves_other_calls_to_libtorch() {
         try_conv2d(&large, &large_w, None, 1, 1).is_none(),
         "19M multiply-adds"
     );
+    let heavy_w = Tensor::zeros([64, 128, 3, 3], opts());
+    let deep = Tensor::zeros([2, 128, 4, 6], opts());
+    assert!(
+        try_conv2d(&deep, &heavy_w, None, 1, 1).is_none(),
+        "73.7k weights"
+    );
     let other_in = Tensor::zeros([2, 16, 8, 12], opts());
     assert!(
         try_conv2d(&other_in, &w, None, 1, 1).is_none(),

@@ -22,8 +22,9 @@
 //! value sizes of at most [`MAX_HEAD_DIM`], and fewer scores than
 //! [`crate::op_threads::ATTENTION_SERIAL_BELOW_SCORES`] (the range that runs
 //! on one thread anyway). Measured per call against libtorch's kernel on one
-//! thread (BENCHMARKS.md, "Attention for small heads"): 2.2-2.9x faster at
-//! 4 components, 1.3-2x at 8, slower from 16 on.
+//! thread, the tensor copies included (BENCHMARKS.md, "Small-head attention
+//! and small convolutions"): 0.42-0.60x its time at 4 components, 0.71-0.74x
+//! at 8, 2x and more at 16 and 32.
 use pulp::{Arch, Simd, WithSimd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Kind, Tensor};

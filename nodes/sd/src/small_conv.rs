@@ -21,8 +21,9 @@
 //! and padding, fewer than [`MAX_MACS`] multiply-adds (inside `op_threads`'
 //! one-thread range) and fewer than [`MAX_WEIGHT_ELEMENTS`] weights.
 //! Measured per call against oneDNN on one thread, the tensor copies in and
-//! out included (BENCHMARKS.md, "Small convolutions"): 0.26-0.91x oneDNN's
-//! time for the tiny and demo models' shapes; 1.1x at 10-14M multiply-adds or
+//! out included (BENCHMARKS.md, "Small-head attention and small
+//! convolutions"): 0.25-0.92x oneDNN's time for the tiny model's shapes,
+//! ties (1.01-1.02x) at the rule's edges; 1.1x at 10-14M multiply-adds or
 //! 74k weights at a 4x6 output, which stay with oneDNN.
 use pulp::{Arch, Simd, WithSimd};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -129,7 +129,7 @@ fn run(
     );
     let mut size = q.size();
     *size.last_mut().expect("rank checked") = shape.value_dim as i64;
-    Tensor::f_from_slice(&out)?.f_view(size.as_slice())
+    out.to_tensor(&size)
 }
 
 /// The kernel on row-major slices: `q` [heads, queries, head_dim], `k`

@@ -160,7 +160,7 @@ fn run(
         &mut out,
     );
     let size = [shape.batch, shape.out_ch, shape.out_h(), shape.out_w()].map(|v| v as i64);
-    Tensor::f_from_slice(&out)?.f_view(size)
+    out.to_tensor(&size)
 }
 
 /// The kernel on row-major slices: `x` [batch, in_ch, h, w], `weight`

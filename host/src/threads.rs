@@ -12,9 +12,11 @@
 //!
 //! libgomp reads its environment once, in a constructor that runs when the
 //! library is loaded, i.e. before `main`; setting the variable later has no
-//! effect. So [`reexec_with_passive_wait`] re-executes the program with
-//! `OMP_WAIT_POLICY=passive` when the variable is unset (a set value, e.g.
-//! `active` on a dedicated machine, is kept). The one hook that runs before
+//! effect. So the `diffgraph` command is a launcher without libtorch
+//! (`src/bin/launcher.rs`) that sets `OMP_WAIT_POLICY=passive` and execs
+//! `diffgraph-engine`, and [`reexec_with_passive_wait`] re-executes the
+//! engine when it is started directly without the variable (a set value,
+//! e.g. `active` on a dedicated machine, is kept either way). The one hook that runs before
 //! libgomp's constructor, the executable's `.preinit_array`, cannot set it:
 //! glibc's own initialiser runs after that hook and resets the environment to
 //! the one the process started with (tried; `OMP_DISPLAY_ENV` showed libgomp
@@ -94,7 +96,9 @@ pub fn configure(requested: Option<usize>) -> ThreadChoice {
 /// re-execution happened: the variable was already set (by the user, or by
 /// the re-execution itself), or `exec` failed (the error; the caller goes on
 /// with the default policy). Costs one more process start (libtorch's static
-/// initialisation, ~0.2 s of CPU), once per process.
+/// initialisation, ~0.2 s of CPU), once per process; the `diffgraph`
+/// launcher sets the variable first, so commands started through it never
+/// pay it.
 pub fn reexec_with_passive_wait() -> Option<std::io::Error> {
     use std::os::unix::process::CommandExt;
     if std::env::var_os(WAIT_POLICY_VAR).is_some() {

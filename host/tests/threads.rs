@@ -1,11 +1,22 @@
-//! `--threads`, the default thread count from the available cores, and the
-//! re-execution that makes libtorch's OpenMP threads wait passively
-//! (`diffgraph::threads`).
+//! `--threads`, the default thread count from the available cores, and how
+//! libtorch's OpenMP threads come to wait passively: the `diffgraph`
+//! launcher sets the policy before the engine starts (`src/bin/launcher.rs`),
+//! the engine started directly re-executes itself (`diffgraph::threads`).
 mod common;
 
 use std::process::{Command, Output};
 
 fn run_sink(envs: &[(&str, &str)], wrapper: Option<&[&str]>, extra: &[&str]) -> Output {
+    run_sink_with(&common::diffgraph_bin(), envs, wrapper, extra)
+}
+
+/// `BIN run` on a one-node graph of the test plugin.
+fn run_sink_with(
+    bin: &std::path::Path,
+    envs: &[(&str, &str)],
+    wrapper: Option<&[&str]>,
+    extra: &[&str],
+) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let g = dir.path().join("g.json");
     std::fs::write(
@@ -13,15 +24,14 @@ fn run_sink(envs: &[(&str, &str)], wrapper: Option<&[&str]>, extra: &[&str]) -> 
         r#"{"nodes": {"s": {"type": "Sink", "inputs": {"x": 1}}}}"#,
     )
     .unwrap();
-    let bin = common::diffgraph_bin();
     let tn = common::plugin_path("diffgraph_testnodes");
     let mut cmd = match wrapper {
         Some(w) => {
             let mut c = Command::new(w[0]);
-            c.args(&w[1..]).arg(&bin);
+            c.args(&w[1..]).arg(bin);
             c
         }
-        None => Command::new(&bin),
+        None => Command::new(bin),
     };
     cmd.arg("run").arg(&g).arg("--plugins").arg(&tn).args(extra);
     cmd.env_remove("OMP_WAIT_POLICY");
@@ -74,11 +84,48 @@ fn an_affinity_mask_of_one_core_means_one_thread() {
     assert!(s.contains("threads: 1 (1 core(s) available"), "{s}");
 }
 
+/// How many times libgomp started in the process (it prints its settings at
+/// each start with OMP_DISPLAY_ENV), and the last spin count it read.
+fn libgomp_starts(stderr: &str) -> (usize, Option<String>) {
+    let starts = stderr.matches("OPENMP DISPLAY ENVIRONMENT BEGIN").count();
+    let spin = stderr.lines().rfind(|l| l.contains("GOMP_SPINCOUNT"));
+    (starts, spin.map(|l| l.trim().to_string()))
+}
+
 #[test]
-fn libgomp_itself_waits_passively() {
-    // libgomp prints what it read at its start-up (OMP_DISPLAY_ENV): the
-    // process that runs the graph (the re-executed one) does not spin.
+fn the_launcher_starts_libtorch_once() {
+    // The launcher sets the policy and execs the engine: one libgomp start,
+    // already passive (a re-execution would show two).
     let s = stderr(&run_sink(&[("OMP_DISPLAY_ENV", "verbose")], None, &[]));
-    let spin = s.lines().rfind(|l| l.contains("GOMP_SPINCOUNT"));
-    assert_eq!(spin.map(str::trim), Some("GOMP_SPINCOUNT = '0'"), "{s}");
+    let (starts, spin) = libgomp_starts(&s);
+    assert_eq!(starts, 1, "{s}");
+    assert_eq!(spin.as_deref(), Some("GOMP_SPINCOUNT = '0'"), "{s}");
+}
+
+#[test]
+fn the_engine_started_directly_re_executes_itself() {
+    let engine = common::target_dir().join("diffgraph-engine");
+    let s = stderr(&run_sink_with(
+        &engine,
+        &[("OMP_DISPLAY_ENV", "verbose")],
+        None,
+        &[],
+    ));
+    let (starts, spin) = libgomp_starts(&s);
+    assert_eq!(starts, 2, "a spinning start, then the passive one: {s}");
+    assert_eq!(spin.as_deref(), Some("GOMP_SPINCOUNT = '0'"), "{s}");
+}
+
+#[test]
+fn the_launcher_without_its_engine_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let lone = dir.path().join("diffgraph");
+    std::fs::copy(common::diffgraph_bin(), &lone).unwrap();
+    let out = Command::new(&lone).arg("info").output().unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot start") && err.contains("diffgraph-engine"),
+        "{err}"
+    );
 }

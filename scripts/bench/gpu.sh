@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmark, diffgraph vs diffusers in one run, for a machine lent with an
 # accelerator. Builds nothing there: it runs the release binary and plugins
-# carried from here (target/release/diffgraph, libdiffgraph_nodes_*.so) against
+# carried from here (target/release/diffgraph and diffgraph-engine, libdiffgraph_nodes_*.so) against
 # the device machine's libtorch, and diffusers installed offline from wheels
 # carried in $WHEELS (default target/wheels, made here with
 # `pip download diffusers transformers -d target/wheels --only-binary :all:`
@@ -20,7 +20,8 @@
 #
 # From the development machine (device tool), e.g.:
 #   run(command="GPU_TESTS=target/release/deps/cli-HASH scripts/bench/gpu.sh",
-#       carry=["target/release/diffgraph", "target/release/libdiffgraph_nodes_core.so",
+#       carry=["target/release/diffgraph", "target/release/diffgraph-engine",
+#              "target/release/libdiffgraph_nodes_core.so",
 #              "target/release/libdiffgraph_nodes_sampling.so", "target/release/libdiffgraph_nodes_sd.so",
 #              "target/release/libdiffgraph_nodes_guidance.so", "target/wheels", "target/release/deps/cli-HASH"])
 set -euo pipefail

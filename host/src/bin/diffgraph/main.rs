@@ -1,6 +1,8 @@
 //! The `diffgraph` command line: run, validate, nodes, info, watch. Argument
 //! parsing, progress bars and Ctrl-C live here; everything else is the
-//! `diffgraph` library (discovery, validation, execution, reports).
+//! `diffgraph` library (discovery, validation, execution, reports). Built as
+//! `diffgraph-engine`; users start it through the `diffgraph` launcher
+//! (`src/bin/launcher.rs`), which sets libgomp's wait policy first.
 mod args;
 mod commands;
 mod interrupt;
@@ -26,7 +28,9 @@ fn main() {
     };
     if runs_nodes {
         // Before anything else: libgomp reads its wait policy at load time
-        // (diffgraph::threads). Returns only if no re-execution happened.
+        // (diffgraph::threads). Started through the `diffgraph` launcher the
+        // variable is set and nothing happens; started directly, this
+        // re-executes. Returns only if no re-execution happened.
         if let Some(e) = diffgraph::threads::reexec_with_passive_wait() {
             eprintln!("warning: could not re-execute with OMP_WAIT_POLICY=passive: {e}");
         }

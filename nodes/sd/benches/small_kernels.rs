@@ -6,8 +6,8 @@
 //! Usage: `cargo bench -p diffgraph-nodes-sd --bench small_kernels`; prints
 //! one line per shape: microseconds per call (median of 7 runs of 100
 //! calls, alternating the two kernels), and their ratio.
-use diffgraph_nodes_sd::scratch::Scratch;
-use diffgraph_nodes_sd::{small_attention, small_conv};
+use diffgraph_nodes_sd::cpu_kernels::scratch::Scratch;
+use diffgraph_nodes_sd::cpu_kernels::{small_attention, small_conv};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 

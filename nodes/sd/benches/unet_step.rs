@@ -5,7 +5,7 @@
 //! Prints one JSON object: median of 3 timed steps (`BENCH_STEPS`) after one
 //! warm-up. `BENCH_CONV=alternate` also times libtorch's own convolution
 //! kernels in the same run (`step_libtorch_conv_s`, see
-//! `diffgraph_nodes_sd::conv` and `small_conv`); `BENCH_OP_THREADS=alternate` also times every
+//! `diffgraph_nodes_sd::conv` and `cpu_kernels::small_conv`); `BENCH_OP_THREADS=alternate` also times every
 //! op at the full thread count (`step_all_ops_threaded_s`, see
 //! `diffgraph_nodes_sd::op_threads`); `BENCH_SMALL_ATTENTION=alternate` also
 //! times libtorch's attention kernel where diffgraph's small-head kernel
@@ -22,8 +22,9 @@
 //! fixed batch-2 input of S x S (default 64) and prints nothing; the aten-op
 //! counter preloaded into the process (scripts/bench/opcount.cpp) counts, and
 //! the difference of two runs (N = 3 and N = 1) / 2 is one call's ops.
+use diffgraph_nodes_sd::cpu_kernels::{small_attention, small_conv};
 use diffgraph_nodes_sd::unet::{OneOrMany, UNet, UNetConfig};
-use diffgraph_nodes_sd::{conv, op_threads, small_attention, small_conv};
+use diffgraph_nodes_sd::{conv, op_threads};
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -129,10 +130,10 @@ fn main() {
         .unwrap_or(3);
     // BENCH_CONV=alternate: every timed step runs twice, once with the
     // convolution kernels diffgraph chooses and once with libtorch's alone
-    // (diffgraph_nodes_sd::conv, small_conv); BENCH_OP_THREADS=alternate: once with small
+    // (diffgraph_nodes_sd::conv, cpu_kernels::small_conv); BENCH_OP_THREADS=alternate: once with small
     // ops on one thread and once at the full count (diffgraph_nodes_sd::op_threads);
     // BENCH_SMALL_ATTENTION=alternate: once with diffgraph's small-head
-    // attention kernel and once with libtorch's (diffgraph_nodes_sd::small_attention).
+    // attention kernel and once with libtorch's (diffgraph_nodes_sd::cpu_kernels::small_attention).
     // Alternating, so both see the same machine.
     let alternate = |var: &str| std::env::var(var).is_ok_and(|v| v == "alternate");
     let chosen = Policy {
@@ -170,8 +171,8 @@ fn main() {
         for (i, policy) in policies.iter().enumerate() {
             conv::set_gemm_max_output_positions(policy.gemm_max_output);
             op_threads::set_enabled(policy.small_ops_serial);
-            small_attention::set_enabled(policy.small_attention);
-            small_conv::set_enabled(policy.small_conv);
+            small_attention::ENABLED.set(policy.small_attention);
+            small_conv::ENABLED.set(policy.small_conv);
             let t = Instant::now();
             let x = Tensor::cat(&[&sample, &sample], 0);
             let ctx = Tensor::cat(&[&uncond, &cond], 0);

@@ -1,7 +1,7 @@
 //! Which kernel runs a 2-D convolution on the CPU.
 //!
 //! Small 3x3 convolutions (under 8M multiply-adds) run diffgraph's own
-//! direct kernel, [`crate::small_conv`]: oneDNN's per-call cost is most of
+//! direct kernel, [`crate::cpu_kernels::small_conv`]: oneDNN's per-call cost is most of
 //! their time. The rest is below.
 //!
 //! libtorch sends every batched float32 CPU convolution to oneDNN. Measured on
@@ -50,7 +50,9 @@ pub fn conv2d(
 ) -> Tensor {
     // An error reading the operands is libtorch's own: its convolution below
     // reports it.
-    if let Some(Ok(out)) = crate::small_conv::try_conv2d(x, weight, bias, stride, padding) {
+    if let Some(Ok(out)) =
+        crate::cpu_kernels::small_conv::try_conv2d(x, weight, bias, stride, padding)
+    {
         return out;
     }
     match gemm_shape(x, weight, stride, padding) {

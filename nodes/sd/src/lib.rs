@@ -6,6 +6,7 @@
 pub mod clip;
 pub mod conv;
 pub mod convert;
+pub mod cpu_kernels;
 pub mod embeddings;
 pub mod family;
 pub mod layers;
@@ -15,9 +16,6 @@ pub mod nodes;
 pub mod op_threads;
 pub mod prompt_weights;
 pub mod safetensors;
-pub mod scratch;
-pub mod small_attention;
-pub mod small_conv;
 pub mod tokenizer;
 pub mod unet;
 pub mod unet2d;

@@ -83,7 +83,7 @@ pub fn conv_macs(x: &Tensor, weight: &Tensor, stride: i64, padding: i64) -> i64 
 
 /// `scaled_dot_product_attention(q, k, v)` (no mask, no dropout; `scale`
 /// `None`: 1/sqrt(head dim)), on one thread when it has few scores; small
-/// heads go to [`crate::small_attention`].
+/// heads go to [`crate::cpu_kernels::small_attention`].
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -91,7 +91,8 @@ pub fn attention(
     is_causal: bool,
     scale: Option<f64>,
 ) -> Result<Tensor, tch::TchError> {
-    if let Some(out) = crate::small_attention::try_attention(q, k, v, is_causal, scale) {
+    if let Some(out) = crate::cpu_kernels::small_attention::try_attention(q, k, v, is_causal, scale)
+    {
         return out;
     }
     let scores = attention_scores(q, k);

@@ -1,4 +1,5 @@
 use super::*;
+use tch::{Device, Kind};
 
 fn opts() -> (Kind, Device) {
     (Kind::Float, Device::Cpu)

@@ -26,23 +26,18 @@
 //! and small convolutions"): 0.42-0.60x its time at 4 components, 0.71-0.74x
 //! at 8, 2x and more at 16 and 32.
 use pulp::{Arch, Simd, WithSimd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
+use super::scratch::Scratch;
+use super::{plain_cpu_float, Switch};
 use crate::op_threads::ATTENTION_SERIAL_BELOW_SCORES;
-use crate::scratch::Scratch;
 
 /// Largest head (and value) size this kernel takes: from 16 components on,
 /// libtorch's GEMM-based kernel is faster (BENCHMARKS.md).
 pub const MAX_HEAD_DIM: i64 = 8;
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Turns the kernel on or off for this process (the benchmarks compare both
-/// in one run).
-pub fn set_enabled(enabled: bool) {
-    ENABLED.store(enabled, Ordering::Relaxed);
-}
+/// On unless a benchmark turns it off ([`super::Switch`]).
+pub static ENABLED: Switch = Switch::on();
 
 /// Sizes of one attention call, heads flattened with the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,10 +66,7 @@ pub fn try_attention(
 
 /// The shape of a call this kernel takes, or `None`.
 fn eligible(q: &Tensor, k: &Tensor, v: &Tensor, is_causal: bool) -> Option<Shape> {
-    if is_causal
-        || !ENABLED.load(Ordering::Relaxed)
-        || [q, k, v].iter().any(|t| !plain_cpu_float(t))
-    {
+    if is_causal || !ENABLED.is_on() || [q, k, v].iter().any(|t| !plain_cpu_float(t)) {
         return None;
     }
     let (qs, ks, vs) = (q.size(), k.size(), v.size());
@@ -104,11 +96,6 @@ fn eligible(q: &Tensor, k: &Tensor, v: &Tensor, is_causal: bool) -> Option<Shape
         head_dim: head_dim as usize,
         value_dim: value_dim as usize,
     })
-}
-
-/// A CPU float32 tensor whose result needs no gradient.
-fn plain_cpu_float(t: &Tensor) -> bool {
-    t.device() == Device::Cpu && t.kind() == Kind::Float && !t.requires_grad()
 }
 
 fn run(

@@ -26,10 +26,10 @@
 //! ties (1.01-1.02x) at the rule's edges; 1.1x at 10-14M multiply-adds or
 //! 74k weights at a 4x6 output, which stay with oneDNN.
 use pulp::{Arch, Simd, WithSimd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
-use crate::scratch::Scratch;
+use super::scratch::Scratch;
+use super::{plain_cpu_float, Switch};
 
 /// Convolutions of this many multiply-adds or more stay with oneDNN.
 pub const MAX_MACS: i64 = 1 << 23;
@@ -39,13 +39,8 @@ pub const MAX_MACS: i64 = 1 << 23;
 /// channels at 4x6 was 1.1x oneDNN's time, 96 -> 64 0.9x).
 pub const MAX_WEIGHT_ELEMENTS: i64 = 1 << 16;
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Turns the kernel on or off for this process (the benchmarks compare both
-/// in one run).
-pub fn set_enabled(enabled: bool) {
-    ENABLED.store(enabled, Ordering::Relaxed);
-}
+/// On unless a benchmark turns it off ([`super::Switch`]).
+pub static ENABLED: Switch = Switch::on();
 
 /// Sizes of one convolution: input [batch, in_ch, h, w], weight [out_ch,
 /// in_ch, 3, 3].
@@ -108,7 +103,7 @@ fn eligible(
         || out_ch * w_in * kh * kw >= MAX_WEIGHT_ELEMENTS
         || stride < 1
         || padding < 0
-        || !ENABLED.load(Ordering::Relaxed)
+        || !ENABLED.is_on()
     {
         return None;
     }
@@ -137,11 +132,6 @@ fn eligible(
         stride: u(stride),
         padding: u(padding),
     })
-}
-
-/// A CPU float32 tensor whose result needs no gradient.
-fn plain_cpu_float(t: &Tensor) -> bool {
-    t.device() == Device::Cpu && t.kind() == Kind::Float && !t.requires_grad()
 }
 
 fn run(

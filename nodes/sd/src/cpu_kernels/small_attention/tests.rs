@@ -1,4 +1,5 @@
 use super::*;
+use tch::{Device, Kind};
 
 /// softmax(q kᵀ · scale) v in float64, the plain formula.
 fn reference(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32) -> Vec<f32> {

@@ -1,0 +1,43 @@
+//! diffgraph's own CPU kernels, for the calls where libtorch's per-call cost
+//! is most of the time: 3x3 convolutions under 8M multiply-adds
+//! ([`small_conv`], instead of oneDNN) and attention with heads of at most 8
+//! components ([`small_attention`], instead of the flash-attention kernel).
+//! The tiny test models and the demo are made of such calls (BENCHMARKS.md,
+//! "Small-head attention and small convolutions in Rust").
+//!
+//! What they share: safe Rust only, vectorised by `pulp`'s runtime dispatch
+//! (AVX2+FMA where the CPU has it, scalar otherwise); a call is taken by its
+//! shape alone, so the same shapes always run the same kernel; only float32
+//! CPU tensors that need no gradient are taken (classifier guidance's
+//! gradients stay with libtorch); operands are copied out of libtorch into
+//! reused buffers ([`scratch`]); each kernel has a switch for benchmarks.
+use std::sync::atomic::{AtomicBool, Ordering};
+use tch::{Device, Kind, Tensor};
+
+pub mod scratch;
+pub mod small_attention;
+pub mod small_conv;
+
+/// Whether a kernel takes its calls in this process: on unless a benchmark
+/// turns it off to time libtorch's kernel in the same run.
+pub struct Switch(AtomicBool);
+
+impl Switch {
+    pub const fn on() -> Switch {
+        Switch(AtomicBool::new(true))
+    }
+
+    pub fn set(&self, enabled: bool) {
+        self.0.store(enabled, Ordering::Relaxed);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A CPU float32 tensor whose result needs no gradient: the only operands
+/// these kernels take.
+fn plain_cpu_float(t: &Tensor) -> bool {
+    t.device() == Device::Cpu && t.kind() == Kind::Float && !t.requires_grad()
+}

@@ -211,3 +211,28 @@ fn leaves_other_calls_to_libtorch() {
         "no queries"
     );
 }
+
+#[test]
+fn the_scalar_path_agrees_with_the_formula() {
+    // CPUs without AVX2+FMA run the same code one lane wide.
+    let s = Shape {
+        heads: 3,
+        queries: 10,
+        keys: 13,
+        head_dim: 5,
+        value_dim: 3,
+    };
+    let (q, k, v) = (values(150, 21), values(195, 22), values(117, 23));
+    let mut out = vec![0f32; 90];
+    let attend = Attend {
+        q: &q,
+        k: &k,
+        v: &v,
+        shape: s,
+        scale: 0.45,
+        out: &mut out,
+    };
+    pulp::Simd::vectorize(pulp::Scalar::new(), attend);
+    let diff = max_abs_diff(&out, &reference(&q, &k, &v, s, 0.45));
+    assert!(diff < 1e-6, "max abs difference {diff:e}");
+}

@@ -103,3 +103,37 @@ fn leaves_other_calls_to_libtorch() {
     );
     assert!(try_conv2d(&x, &w, None, 0, 1).is_none(), "stride 0");
 }
+
+#[test]
+fn the_scalar_path_agrees_with_the_vector_path() {
+    // CPUs without AVX2+FMA run the same code one lane wide.
+    tch::manual_seed(13);
+    let shape = ConvShape {
+        batch: 2,
+        in_ch: 5,
+        out_ch: 11,
+        h: 7,
+        w: 9,
+        stride: 2,
+        padding: 1,
+    };
+    let read = |t: &Tensor| Scratch::read(t).unwrap();
+    let (x, weight, bias) = operands(2, 5, 11, 7, 9);
+    let (x, weight, bias) = (read(&x), read(&weight), read(&bias));
+    let vector = conv3x3(&x, &weight, Some(&bias), shape);
+    let mut scalar = vec![0f32; shape.out_len()];
+    let conv = Conv {
+        x: &x,
+        weight: &weight,
+        bias: Some(&bias),
+        shape,
+        out: &mut scalar,
+    };
+    pulp::Simd::vectorize(pulp::Scalar::new(), conv);
+    let diff = vector
+        .iter()
+        .zip(&scalar)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-5, "max abs difference {diff:e}");
+}

@@ -4,8 +4,8 @@
 //! 70-100 us per call before any arithmetic on the development machine (a
 //! 4 -> 32-channel 3x3 convolution of 0.2M multiply-adds takes 74 us, 6
 //! GFLOP/s), and reaches 50-70 GFLOP/s only from ~10M multiply-adds on. The
-//! tiny test models' and the demo's U-Nets are made of 0.2-7M multiply-add
-//! convolutions, and spent ~60% of a step in them.
+//! tiny SD test model's U-Net is made of 0.2-7M multiply-add convolutions and
+//! spent ~60% of a step in them (the demo's has them at its upper levels).
 //!
 //! How: a direct convolution with eight (the CPU's vector width of) output
 //! channels per vector lane. The input is copied once into a zero-padded

@@ -16,13 +16,12 @@
 //! (`src/bin/launcher.rs`) that sets `OMP_WAIT_POLICY=passive` and execs
 //! `diffgraph-engine`, and [`reexec_with_passive_wait`] re-executes the
 //! engine when it is started directly without the variable (a set value,
-//! e.g. `active` on a dedicated machine, is kept either way). The one hook that runs before
-//! libgomp's constructor, the executable's `.preinit_array`, cannot set it:
-//! glibc's own initialiser runs after that hook and resets the environment to
-//! the one the process started with (tried; `OMP_DISPLAY_ENV` showed libgomp
-//! still spinning). `KMP_BLOCKTIME` is the Intel
-//! OpenMP equivalent; this libtorch does not use Intel OpenMP, so it is not
-//! set. Small tensors: libtorch runs an elementwise op on one thread below its
+//! e.g. `active` on a dedicated machine, is kept either way). The one hook
+//! that runs before libgomp's constructor, the executable's `.preinit_array`,
+//! cannot set it: glibc's own initialiser runs after that hook and resets the
+//! environment to the one the process started with (tried; `OMP_DISPLAY_ENV`
+//! showed libgomp still spinning). `KMP_BLOCKTIME` is the Intel OpenMP
+//! equivalent; this libtorch does not use Intel OpenMP, so it is not set. Small tensors: libtorch runs an elementwise op on one thread below its
 //! grain size (32,768 elements, `at::internal::GRAIN_SIZE`), but opens a
 //! parallel region for every convolution, GEMM and norm; the sd plugin runs
 //! those on one thread below a size (`diffgraph_nodes_sd::op_threads`), where

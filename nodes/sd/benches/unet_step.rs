@@ -170,7 +170,7 @@ fn main() {
     for step in 0..=steps {
         for (i, policy) in policies.iter().enumerate() {
             conv::set_gemm_max_output_positions(policy.gemm_max_output);
-            op_threads::set_enabled(policy.small_ops_serial);
+            op_threads::ENABLED.set(policy.small_ops_serial);
             small_attention::ENABLED.set(policy.small_attention);
             small_conv::ENABLED.set(policy.small_conv);
             let t = Instant::now();

@@ -1,8 +1,8 @@
 //! Which kernel runs a 2-D convolution on the CPU.
 //!
-//! Small 3x3 convolutions (under 8M multiply-adds) run diffgraph's own
-//! direct kernel, [`crate::cpu_kernels::small_conv`]: oneDNN's per-call cost is most of
-//! their time. The rest is below.
+//! Small 3x3 convolutions (under 8M multiply-adds and 2^16 weights) run
+//! diffgraph's own direct kernel, [`crate::cpu_kernels::small_conv`]:
+//! oneDNN's per-call cost is most of their time. The rest is below.
 //!
 //! libtorch sends every batched float32 CPU convolution to oneDNN. Measured on
 //! this project's machine (AVX2, 2 threads; BENCHMARKS.md, "Convolution

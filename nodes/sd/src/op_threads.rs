@@ -22,7 +22,7 @@
 //! another is inside a small op starts from that op's count (1): the
 //! executor runs a graph's nodes on one thread, so in diffgraph no other
 //! thread is doing tensor work then.
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::cpu_kernels::Switch;
 use tch::{Device, Tensor};
 
 /// Convolutions of fewer multiply-adds than this run on one thread.
@@ -36,18 +36,13 @@ pub const NORM_SERIAL_BELOW_ELEMENTS: i64 = 1 << 16;
 /// runs on one thread.
 pub const ATTENTION_SERIAL_BELOW_SCORES: i64 = 1 << 18;
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// Turns the rule on or off for this process (the benchmarks compare both in
-/// one run).
-pub fn set_enabled(enabled: bool) {
-    ENABLED.store(enabled, Ordering::Relaxed);
-}
+/// The rule is on unless a benchmark turns it off to compare both in one run.
+pub static ENABLED: Switch = Switch::on();
 
 /// Runs `op` on one libtorch thread when `x` is on the CPU and `work` is below
 /// `serial_below`; otherwise at the configured thread count.
 pub fn sized<T>(x: &Tensor, work: i64, serial_below: i64, op: impl FnOnce() -> T) -> T {
-    if work >= serial_below || !ENABLED.load(Ordering::Relaxed) || x.device() != Device::Cpu {
+    if work >= serial_below || !ENABLED.is_on() || x.device() != Device::Cpu {
         return op();
     }
     let threads = tch::get_num_threads();

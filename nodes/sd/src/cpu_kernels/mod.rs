@@ -18,8 +18,9 @@ pub mod scratch;
 pub mod small_attention;
 pub mod small_conv;
 
-/// Whether a kernel takes its calls in this process: on unless a benchmark
-/// turns it off to time libtorch's kernel in the same run.
+/// Whether a kernel (or `op_threads`' one-thread rule) applies in this
+/// process: on unless a benchmark turns it off to time libtorch's own way in
+/// the same run.
 pub struct Switch(AtomicBool);
 
 impl Switch {

@@ -1,5 +1,7 @@
 //! Which kernel runs a 2-D convolution on the CPU.
 //!
+//! bfloat16 convolutions on a CPU without bfloat16 arithmetic run in float32 ([`crate::cpu_precision`]), by the rules below.
+//!
 //! Small 3x3 convolutions (under 8M multiply-adds and 2^16 weights) run
 //! diffgraph's own direct kernel, [`crate::cpu_kernels::small_conv`]:
 //! oneDNN's per-call cost is most of their time. The rest is below.
@@ -48,6 +50,18 @@ pub fn conv2d(
     stride: i64,
     padding: i64,
 ) -> Tensor {
+    use crate::cpu_precision::{float32, widened_kind};
+    if let Some(kind) = widened_kind(x, weight) {
+        let bias = bias.map(float32);
+        return conv2d(
+            &float32(x),
+            &float32(weight),
+            bias.as_ref(),
+            stride,
+            padding,
+        )
+        .to_kind(kind);
+    }
     // An error reading the operands is libtorch's own: its convolution below
     // reports it.
     if let Some(Ok(out)) =
@@ -161,6 +175,40 @@ mod tests {
         assert!(gemm_shape(&half, &w.to_kind(Kind::BFloat16), 1, 1).is_none());
         let pointwise = Tensor::zeros([8192, 512, 1, 1], (Kind::Float, Device::Cpu));
         assert!(gemm_shape(&big.narrow(2, 0, 8), &pointwise, 1, 0).is_none());
+    }
+
+    /// Where the CPU lacks bfloat16 arithmetic, a bfloat16 convolution is the
+    /// float32 one (by this module's rules) on widened operands, rounded;
+    /// either way within bfloat16 rounding of libtorch's own kernel.
+    #[test]
+    fn half_precision_convolutions_round_the_float32_ones() {
+        use crate::cpu_precision::{float32, native_bfloat16};
+        tch::manual_seed(6);
+        let kind = Kind::BFloat16;
+        for (c, o, h, k, stride, pad) in [
+            (16, 32, 9, 3, 1, 1),
+            (8, 8, 6, 3, 2, 1),
+            (24, 40, 5, 1, 1, 0),
+        ] {
+            let x = Tensor::randn([2, c, h, h], (Kind::Float, Device::Cpu)).to_kind(kind);
+            let w = (Tensor::randn([o, c, k, k], (Kind::Float, Device::Cpu))
+                / ((c * k * k) as f64).sqrt())
+            .to_kind(kind);
+            let b = Tensor::randn([o], (Kind::Float, Device::Cpu)).to_kind(kind);
+            let ours = conv2d(&x, &w, Some(&b), stride, pad);
+            assert_eq!(ours.kind(), kind);
+            let theirs = reference(&x, &w, Some(&b), stride, pad);
+            if !native_bfloat16() {
+                let widened = conv2d(&float32(&x), &float32(&w), Some(&float32(&b)), stride, pad);
+                assert!(ours.equal(&widened.to_kind(kind)));
+            }
+            // Outputs of scale ~1-3; bfloat16 keeps 8 significant bits.
+            let err = (float32(&ours) - float32(&theirs))
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(err < 0.05, "{c}->{o} at {h}: {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod clip;
 pub mod conv;
 pub mod convert;
 pub mod cpu_kernels;
+pub mod cpu_precision;
 pub mod embeddings;
 pub mod family;
 pub mod layers;

@@ -78,7 +78,9 @@ pub fn conv_macs(x: &Tensor, weight: &Tensor, stride: i64, padding: i64) -> i64 
 
 /// `scaled_dot_product_attention(q, k, v)` (no mask, no dropout; `scale`
 /// `None`: 1/sqrt(head dim)), on one thread when it has few scores; small
-/// heads go to [`crate::cpu_kernels::small_attention`].
+/// heads go to [`crate::cpu_kernels::small_attention`]; bfloat16 operands
+/// on a CPU without bfloat16 arithmetic run in float32
+/// ([`crate::cpu_precision`]).
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -86,6 +88,11 @@ pub fn attention(
     is_causal: bool,
     scale: Option<f64>,
 ) -> Result<Tensor, tch::TchError> {
+    use crate::cpu_precision::{float32, widened_kind};
+    if let Some(kind) = widened_kind(q, k).filter(|_| widened_kind(q, v).is_some()) {
+        let out = attention(&float32(q), &float32(k), &float32(v), is_causal, scale)?;
+        return Ok(out.to_kind(kind));
+    }
     if let Some(out) = crate::cpu_kernels::small_attention::try_attention(q, k, v, is_causal, scale)
     {
         return out;
@@ -154,6 +161,39 @@ mod tests {
             assert!(r.is_err());
             assert_eq!(tch::get_num_threads(), 2);
         });
+    }
+
+    /// bfloat16 attention on a CPU without bfloat16 arithmetic is the float32
+    /// attention rounded; either way within bfloat16 rounding of libtorch's
+    /// own kernel (outputs are averages of values of scale 1).
+    #[test]
+    fn bfloat16_attention_rounds_the_float32_one() {
+        use crate::cpu_precision::{float32, native_bfloat16};
+        tch::manual_seed(7);
+        let kind = Kind::BFloat16;
+        let r = |s: [i64; 4]| Tensor::randn(s, (Kind::Float, Device::Cpu)).to_kind(kind);
+        let (q, k, v) = (r([2, 3, 50, 40]), r([2, 3, 20, 40]), r([2, 3, 20, 40]));
+        let ours = attention(&q, &k, &v, false, None).unwrap();
+        assert_eq!(ours.kind(), kind);
+        if !native_bfloat16() {
+            let wide = attention(&float32(&q), &float32(&k), &float32(&v), false, None);
+            assert!(ours.equal(&wide.unwrap().to_kind(kind)));
+        }
+        let theirs = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        );
+        let err = (float32(&ours) - float32(&theirs))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(err < 0.03, "{err}");
     }
 
     #[test]

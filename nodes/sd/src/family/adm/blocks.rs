@@ -3,6 +3,7 @@
 //! timestep embedding, `ResBlock` (with AdaGN when `use_scale_shift_norm`,
 //! and the up/down variants of `resblock_updown`), `AttentionBlock` with
 //! both head orders, `Downsample`/`Upsample`, and `TimestepEmbedSequential`.
+use crate::cpu_precision::{self, float32};
 use crate::layers::{Conv2d, GroupNorm, Linear};
 use crate::weights::Weights;
 use tch::{Kind, Tensor};
@@ -44,8 +45,15 @@ impl Conv1x1 {
             bias: w.take(&format!("{prefix}.bias"), &[out_ch]),
         }
     }
+    /// In float32 where [`cpu_precision::widened_kind`] says so.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv1d(&self.weight, Some(&self.bias), [1], [0], [1], 1)
+        let conv = |x: &Tensor, w: &Tensor, b: &Tensor| x.conv1d(w, Some(b), [1], [0], [1], 1);
+        match cpu_precision::widened_kind(x, &self.weight) {
+            Some(kind) => {
+                conv(&float32(x), &float32(&self.weight), &float32(&self.bias)).to_kind(kind)
+            }
+            None => conv(x, &self.weight, &self.bias),
+        }
     }
     fn convert(&mut self, kind: Kind) {
         self.weight = self.weight.to_kind(kind);
@@ -171,12 +179,12 @@ pub fn qkv_attention(qkv: &Tensor, heads: i64, new_order: bool) -> Tensor {
         let c = qkv.reshape([b * heads, ch * 3, len]).split(ch, 1);
         (&c[0] * scale, &c[1] * scale, c[2].shallow_clone())
     };
-    let weight = Tensor::einsum("bct,bcs->bts", &[q, k], None::<i64>);
+    let weight = cpu_precision::einsum("bct,bcs->bts", &q, &k);
     let weight = weight
         .to_kind(Kind::Float)
         .softmax(-1, Kind::Float)
         .to_kind(weight.kind());
-    Tensor::einsum("bts,bcs->bct", &[weight, v], None::<i64>).reshape([b, -1, len])
+    cpu_precision::einsum("bts,bcs->bct", &weight, &v).reshape([b, -1, len])
 }
 
 /// unet.py `AttentionBlock`: norm, 1-D qkv, attention, zero-initialised proj_out.

@@ -6,8 +6,10 @@ thread count as diffgraph's side). Prints one JSON object.
   unet     DTYPE       one guided U-Net step of an SD1.5-size U-Net with random
                        weights: batch 2 (uncond + cond), 64x64 latent, plus the
                        CFG mix; median of 3 (BENCH_STEPS) after one warm-up
+                       (BENCH_WARMUP=0: none)
 """
 import json
+import os
 import resource
 import sys
 import time
@@ -50,8 +52,11 @@ def unet(dtype):
     cond = torch.randn(1, 77, 768)
     uncond = torch.randn(1, 77, 768)
     times = []
+    # BENCH_WARMUP=0 times the first step too: a bfloat16 step on a CPU
+    # without bfloat16 arithmetic takes many minutes, its warm-up as long.
+    warmup = int(os.environ.get("BENCH_WARMUP", "1"))
     with torch.no_grad():
-        for _ in range(int(__import__("os").environ.get("BENCH_STEPS", "3")) + 1):
+        for _ in range(int(os.environ.get("BENCH_STEPS", "3")) + warmup):
             t = time.perf_counter()
             x = torch.cat([sample, sample]).to(kind)
             ctx = torch.cat([uncond, cond]).to(kind)
@@ -59,7 +64,7 @@ def unet(dtype):
             u, c = out.chunk(2)
             _ = u + 7.5 * (c - u)
             times.append(time.perf_counter() - t)
-    times = sorted(times[1:])
+    times = sorted(times[warmup:])
     return {"step_s": times[len(times) // 2], "peak_rss_mib": peak_rss_mib()}
 
 

@@ -5,11 +5,12 @@
 //! Prints one JSON object: median of 3 timed steps (`BENCH_STEPS`) after one
 //! warm-up. `BENCH_CONV=alternate` also times libtorch's own convolution
 //! kernels in the same run (`step_libtorch_conv_s`, see
-//! `diffgraph_nodes_sd::conv` and `cpu_kernels::small_conv`); `BENCH_OP_THREADS=alternate` also times every
+//! `diffgraph_nodes_sd::conv`, `cpu_kernels::small_conv` and `winograd`); `BENCH_OP_THREADS=alternate` also times every
 //! op at the full thread count (`step_all_ops_threaded_s`, see
 //! `diffgraph_nodes_sd::op_threads`); `BENCH_SMALL_ATTENTION=alternate` also
 //! times libtorch's attention kernel where diffgraph's small-head kernel
-//! applies (`step_libtorch_attention_s`). `--folder UNET_DIR --latent S` time
+//! applies (`step_libtorch_attention_s`); `BENCH_WINOGRAD=alternate` times
+//! steps without the Winograd convolutions (`step_no_winograd_s`). `--folder UNET_DIR --latent S` time
 //! another U-Net (e.g. the tiny test model) at S x S.
 //!
 //! Parity mode (`scripts/bench/unet_parity.sh`): `-- fp32 --folder UNET_DIR
@@ -22,7 +23,7 @@
 //! fixed batch-2 input of S x S (default 64) and prints nothing; the aten-op
 //! counter preloaded into the process (scripts/bench/opcount.cpp) counts, and
 //! the difference of two runs (N = 3 and N = 1) / 2 is one call's ops.
-use diffgraph_nodes_sd::cpu_kernels::{small_attention, small_conv};
+use diffgraph_nodes_sd::cpu_kernels::{small_attention, small_conv, winograd};
 use diffgraph_nodes_sd::unet::{OneOrMany, UNet, UNetConfig};
 use diffgraph_nodes_sd::{conv, op_threads};
 use std::path::Path;
@@ -38,6 +39,7 @@ struct Policy {
     small_ops_serial: bool,
     small_attention: bool,
     small_conv: bool,
+    winograd: bool,
 }
 
 fn peak_rss_mib() -> f64 {
@@ -89,8 +91,12 @@ fn main() {
             .expect("io.safetensors")
             .into_iter()
             .collect();
+        // `policy` 0: libtorch's convolutions alone (no GEMM form, no
+        // Winograd, no small kernel).
         let err = |policy: i64| {
             conv::set_gemm_max_output_positions(policy);
+            winograd::ENABLED.set(policy != 0);
+            small_conv::ENABLED.set(policy != 0);
             let ours = tch::no_grad(|| unet.forward(&io["x"], 981.0, &io["ctx"]));
             (&ours - &io["out"]).abs().max().double_value(&[])
         };
@@ -130,10 +136,12 @@ fn main() {
         .unwrap_or(3);
     // BENCH_CONV=alternate: every timed step runs twice, once with the
     // convolution kernels diffgraph chooses and once with libtorch's alone
-    // (diffgraph_nodes_sd::conv, cpu_kernels::small_conv); BENCH_OP_THREADS=alternate: once with small
+    // (diffgraph_nodes_sd::conv, cpu_kernels::small_conv and winograd); BENCH_OP_THREADS=alternate: once with small
     // ops on one thread and once at the full count (diffgraph_nodes_sd::op_threads);
     // BENCH_SMALL_ATTENTION=alternate: once with diffgraph's small-head
-    // attention kernel and once with libtorch's (diffgraph_nodes_sd::cpu_kernels::small_attention).
+    // attention kernel and once with libtorch's (diffgraph_nodes_sd::cpu_kernels::small_attention);
+    // BENCH_WINOGRAD=alternate: once with and once without the Winograd
+    // convolutions (diffgraph_nodes_sd::cpu_kernels::winograd).
     // Alternating, so both see the same machine.
     let alternate = |var: &str| std::env::var(var).is_ok_and(|v| v == "alternate");
     let chosen = Policy {
@@ -142,6 +150,7 @@ fn main() {
         small_ops_serial: true,
         small_attention: true,
         small_conv: true,
+        winograd: true,
     };
     let mut policies = vec![chosen];
     if alternate("BENCH_CONV") {
@@ -149,6 +158,7 @@ fn main() {
             field: "step_libtorch_conv_s",
             gemm_max_output: 0,
             small_conv: false,
+            winograd: false,
             ..chosen
         });
     }
@@ -156,6 +166,13 @@ fn main() {
         policies.push(Policy {
             field: "step_all_ops_threaded_s",
             small_ops_serial: false,
+            ..chosen
+        });
+    }
+    if alternate("BENCH_WINOGRAD") {
+        policies.push(Policy {
+            field: "step_no_winograd_s",
+            winograd: false,
             ..chosen
         });
     }
@@ -173,6 +190,7 @@ fn main() {
             op_threads::ENABLED.set(policy.small_ops_serial);
             small_attention::ENABLED.set(policy.small_attention);
             small_conv::ENABLED.set(policy.small_conv);
+            winograd::ENABLED.set(policy.winograd);
             let t = Instant::now();
             let x = Tensor::cat(&[&sample, &sample], 0);
             let ctx = Tensor::cat(&[&uncond, &cond], 0);

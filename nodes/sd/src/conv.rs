@@ -1,10 +1,13 @@
 //! Which kernel runs a 2-D convolution on the CPU.
 //!
-//! bfloat16 convolutions on a CPU without bfloat16 arithmetic run in float32 ([`crate::cpu_precision`]), by the rules below.
+//! bfloat16 convolutions on a CPU without bfloat16 arithmetic run in float32
+//! ([`crate::cpu_precision`]), by the rules below.
 //!
 //! Small 3x3 convolutions (under 8M multiply-adds and 2^16 weights) run
 //! diffgraph's own direct kernel, [`crate::cpu_kernels::small_conv`]:
-//! oneDNN's per-call cost is most of their time. The rest is below.
+//! oneDNN's per-call cost is most of their time. Large 3x3 "same"
+//! convolutions (outputs from 32x32, weights from 2^19 elements) run as
+//! Winograd F(2x2, 3x3), [`crate::cpu_kernels::winograd`]. The rest is below.
 //!
 //! libtorch sends every batched float32 CPU convolution to oneDNN. Measured on
 //! this project's machine (AVX2, 2 threads; BENCHMARKS.md, "Convolution
@@ -64,9 +67,11 @@ pub fn conv2d(
     }
     // An error reading the operands is libtorch's own: its convolution below
     // reports it.
-    if let Some(Ok(out)) =
-        crate::cpu_kernels::small_conv::try_conv2d(x, weight, bias, stride, padding)
-    {
+    use crate::cpu_kernels::{small_conv, winograd};
+    if let Some(Ok(out)) = small_conv::try_conv2d(x, weight, bias, stride, padding) {
+        return out;
+    }
+    if let Some(Ok(out)) = winograd::try_conv2d(x, weight, bias, stride, padding) {
         return out;
     }
     match gemm_shape(x, weight, stride, padding) {

@@ -1,22 +1,28 @@
-//! diffgraph's own CPU kernels, for the calls where libtorch's per-call cost
-//! is most of the time: 3x3 convolutions under 8M multiply-adds
+//! diffgraph's own CPU kernels: for the calls where libtorch's per-call cost
+//! is most of the time, 3x3 convolutions under 8M multiply-adds
 //! ([`small_conv`], instead of oneDNN) and attention with heads of at most 8
-//! components ([`small_attention`], instead of the flash-attention kernel).
-//! The tiny test models and the demo are made of such calls (BENCHMARKS.md,
-//! "Small-head attention and small convolutions in Rust").
+//! components ([`small_attention`], instead of the flash-attention kernel),
+//! which the tiny test models and the demo are made of (BENCHMARKS.md,
+//! "Small-head attention and small convolutions in Rust"); and large 3x3
+//! "same" convolutions as Winograd F(2x2, 3x3) ([`winograd`]: 2.25x fewer
+//! multiply-adds than oneDNN's direct kernels, for an SD U-Net's upper
+//! levels and the VAE decoder).
 //!
-//! What they share: safe Rust only, vectorised by `pulp`'s runtime dispatch
-//! (AVX2+FMA where the CPU has it, scalar otherwise); a call is taken by its
-//! shape alone, so the same shapes always run the same kernel; only float32
-//! CPU tensors that need no gradient are taken (classifier guidance's
-//! gradients stay with libtorch); operands are copied out of libtorch into
-//! reused buffers ([`scratch`]); each kernel has a switch for benchmarks.
+//! What they share: safe Rust only (the small kernels vectorised by `pulp`'s
+//! runtime dispatch, AVX2+FMA where the CPU has it, scalar otherwise;
+//! Winograd's transforms by the compiler around a libtorch GEMM); a call is
+//! taken by its shape alone, so the same shapes always run the same kernel;
+//! only float32 CPU tensors that need no gradient are taken (classifier
+//! guidance's gradients stay with libtorch); operands are copied out of
+//! libtorch into reused buffers ([`scratch`]); each kernel has a switch for
+//! benchmarks.
 use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Kind, Tensor};
 
 pub mod scratch;
 pub mod small_attention;
 pub mod small_conv;
+pub mod winograd;
 
 /// Whether a kernel (or `op_threads`' one-thread rule) applies in this
 /// process: on unless a benchmark turns it off to time libtorch's own way in

@@ -28,7 +28,7 @@ impl Scratch {
     /// one is free.
     pub fn zeroed(len: usize) -> Scratch {
         let mut buffer = POOL
-            .try_with(|pool| pool.borrow_mut().pop())
+            .try_with(|pool| take_fitting(&mut pool.borrow_mut(), len))
             .ok()
             .flatten()
             .unwrap_or_default();
@@ -61,6 +61,18 @@ impl Scratch {
         t.f_copy_data(&mut buffer, n)?;
         Ok(buffer)
     }
+}
+
+/// The pooled buffer that holds `len` floats with the least spare room; when
+/// none holds them, the largest (it grows once and then fits). A buffer that
+/// has to grow is reallocated, and fresh memory is faulted in page by page.
+fn take_fitting(pool: &mut Vec<Vec<f32>>, len: usize) -> Option<Vec<f32>> {
+    let fits = |b: &Vec<f32>| b.capacity() >= len;
+    let best = (0..pool.len())
+        .filter(|&i| fits(&pool[i]))
+        .min_by_key(|&i| pool[i].capacity())
+        .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()))?;
+    Some(pool.swap_remove(best))
 }
 
 impl Deref for Scratch {
@@ -111,6 +123,16 @@ mod tests {
         );
         assert!(b.iter().all(|&x| x == 0.0));
         assert_eq!(b.len(), 500);
+    }
+
+    #[test]
+    fn the_smallest_buffer_that_fits_is_taken() {
+        let (big, small) = (Scratch::zeroed(4000), Scratch::zeroed(100));
+        let (big_at, small_at) = (big.as_ptr() as usize, small.as_ptr() as usize);
+        drop(big);
+        drop(small);
+        assert_eq!(Scratch::zeroed(3000).as_ptr() as usize, big_at);
+        assert_eq!(Scratch::zeroed(50).as_ptr() as usize, small_at);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 # BENCH_PARTS=a or b runs only (a) or (b); BENCH_STEPS timed U-Net steps in (b) (default 3);
 # BENCH_DTYPES (default "fp32 bf16"); BENCH_CONV=alternate also times diffgraph's
 # step with libtorch's own convolution kernels, alternated in the same process.
+# Each side runs as its users get it: diffgraph's (b) bench with the passive
+# OpenMP wait that the `diffgraph` launcher sets (part (a) runs the launcher
+# itself), diffusers with PyTorch's default; THEIR_WAIT_POLICY=passive also
+# gives diffusers passive waiting.
 # Needs the fixture tools (scripts/fixtures/env.sh) for the diffusers side, or PYTHON=python-with-diffusers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -62,8 +66,8 @@ fi
 printf "\n(b) one guided U-Net step, SD1.5-size, random weights, batch 2, 64x64\n"
 printf "%-28s %12s %12s %8s\n" "" diffgraph diffusers ratio
 for dt in ${BENCH_DTYPES:-fp32 bf16}; do
-  ours=$(cargo bench --quiet -p diffgraph-nodes-sd --bench unet_step -- $dt 2>/dev/null | tail -1)
-  theirs=$($PY scripts/bench/diffusers_sd.py unet $dt 2>/dev/null | tail -1)
+  ours=$(OMP_WAIT_POLICY=passive cargo bench --quiet -p diffgraph-nodes-sd --bench unet_step -- $dt 2>/dev/null | tail -1)
+  theirs=$(env ${THEIR_WAIT_POLICY:+OMP_WAIT_POLICY=$THEIR_WAIT_POLICY} $PY scripts/bench/diffusers_sd.py unet $dt 2>/dev/null | tail -1)
   for k in step_s peak_rss_mib; do
     a=$(field "$ours" $k); b=$(field "$theirs" $k)
     printf "%-28s %12.3f %12.3f %8s\n" "$dt $k" "$a" "$b" "$(ratio "$a" "$b")"

@@ -48,3 +48,21 @@ impl Switch {
 fn plain_cpu_float(t: &Tensor) -> bool {
     t.device() == Device::Cpu && t.kind() == Kind::Float && !t.requires_grad()
 }
+
+/// Operands the kernels' tests share.
+#[cfg(test)]
+mod test_operands {
+    use tch::{Device, Kind, Tensor};
+
+    pub fn opts() -> (Kind, Device) {
+        (Kind::Float, Device::Cpu)
+    }
+
+    /// Input, 3x3 weight scaled by 1/sqrt(fan-in) (outputs of size ~1) and
+    /// bias of a convolution.
+    pub fn conv_operands(n: i64, c: i64, o: i64, h: i64, w: i64) -> (Tensor, Tensor, Tensor) {
+        let x = Tensor::randn([n, c, h, w], opts());
+        let weight = Tensor::randn([o, c, 3, 3], opts()) / ((c * 9) as f64).sqrt();
+        (x, weight, Tensor::randn([o], opts()))
+    }
+}

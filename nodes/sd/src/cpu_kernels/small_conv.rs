@@ -59,6 +59,22 @@ pub struct ConvShape {
 const K: usize = 3;
 
 impl ConvShape {
+    /// From libtorch's sizes: input [batch, in_ch, h, w], `out_ch` filters,
+    /// `stride` and `padding` (all checked non-negative by the caller).
+    pub fn new(input: [i64; 4], out_ch: i64, stride: i64, padding: i64) -> ConvShape {
+        let u = |v: i64| v as usize;
+        let [batch, in_ch, h, w] = input;
+        ConvShape {
+            batch: u(batch),
+            in_ch: u(in_ch),
+            out_ch: u(out_ch),
+            h: u(h),
+            w: u(w),
+            stride: u(stride),
+            padding: u(padding),
+        }
+    }
+
     pub fn out_h(&self) -> usize {
         (self.h + 2 * self.padding - K) / self.stride + 1
     }
@@ -122,16 +138,12 @@ fn eligible(
     if h + 2 * padding < kh || w + 2 * padding < kw || macs == 0 || macs >= MAX_MACS {
         return None;
     }
-    let u = |v: i64| v as usize;
-    Some(ConvShape {
-        batch: u(batch),
-        in_ch: u(in_ch),
-        out_ch: u(out_ch),
-        h: u(h),
-        w: u(w),
-        stride: u(stride),
-        padding: u(padding),
-    })
+    Some(ConvShape::new(
+        [batch, in_ch, h, w],
+        out_ch,
+        stride,
+        padding,
+    ))
 }
 
 fn run(

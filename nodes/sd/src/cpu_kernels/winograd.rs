@@ -90,16 +90,7 @@ fn eligible(
     {
         return None;
     }
-    let u = |v: i64| v as usize;
-    Some(ConvShape {
-        batch: u(batch),
-        in_ch: u(in_ch),
-        out_ch: u(out_ch),
-        h: u(h),
-        w: u(w),
-        stride: 1,
-        padding: 1,
-    })
+    Some(ConvShape::new([batch, in_ch, h, w], out_ch, 1, 1))
 }
 
 fn run(

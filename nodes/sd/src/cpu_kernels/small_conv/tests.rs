@@ -1,16 +1,7 @@
 use super::*;
 use tch::{Device, Kind};
 
-fn opts() -> (Kind, Device) {
-    (Kind::Float, Device::Cpu)
-}
-
-/// Input, weight scaled by 1/sqrt(fan-in) (outputs of size ~1) and bias.
-fn operands(n: i64, c: i64, o: i64, h: i64, w: i64) -> (Tensor, Tensor, Tensor) {
-    let x = Tensor::randn([n, c, h, w], opts());
-    let weight = Tensor::randn([o, c, 3, 3], opts()) / ((c * 9) as f64).sqrt();
-    (x, weight, Tensor::randn([o], opts()))
-}
+use crate::cpu_kernels::test_operands::{conv_operands as operands, opts};
 
 #[test]
 fn matches_libtorch_on_ragged_shapes() {

@@ -1,32 +1,10 @@
 use super::*;
-use tch::{Device, Kind};
+use tch::Kind;
 
-fn opts() -> (Kind, Device) {
-    (Kind::Float, Device::Cpu)
-}
-
-/// Input, weight scaled by 1/sqrt(fan-in) (outputs of size ~1) and bias.
-fn operands(n: i64, c: i64, o: i64, h: i64, w: i64) -> (Tensor, Tensor, Tensor) {
-    let x = Tensor::randn([n, c, h, w], opts());
-    let weight = Tensor::randn([o, c, 3, 3], opts()) / ((c * 9) as f64).sqrt();
-    (x, weight, Tensor::randn([o], opts()))
-}
+use crate::cpu_kernels::test_operands::conv_operands as operands;
 
 fn floats(t: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(t.flatten(0, -1)).unwrap()
-}
-
-fn shape(n: i64, c: i64, o: i64, h: i64, w: i64) -> ConvShape {
-    let u = |v: i64| v as usize;
-    ConvShape {
-        batch: u(n),
-        in_ch: u(c),
-        out_ch: u(o),
-        h: u(h),
-        w: u(w),
-        stride: 1,
-        padding: 1,
-    }
 }
 
 /// Against libtorch's convolution: odd and even sizes (cut tiles), one to
@@ -47,7 +25,7 @@ fn matches_libtorch_on_ragged_shapes_threads_and_chunks() {
     ] {
         let (x, weight, b) = operands(n, c, o, h, w);
         let theirs = x.conv2d(&weight, bias.then_some(&b), [1, 1], [1, 1], [1, 1], 1);
-        let s = shape(n, c, o, h, w);
+        let s = ConvShape::new([n, c, h, w], o, 1, 1);
         let bias_floats = floats(&b);
         let u = transform_weights(&weight).unwrap();
         let bias = bias.then_some(bias_floats.as_slice());

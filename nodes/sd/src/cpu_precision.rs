@@ -27,12 +27,7 @@
 //!
 //! The rule depends on the CPU's features and the operands' type only, so on
 //! one machine the same seed always gives the same image.
-use crate::cpu_kernels::Switch;
 use tch::{Device, Kind, Tensor};
-
-/// On unless a test or benchmark turns it off to time libtorch's own
-/// half-precision kernels.
-pub static ENABLED: Switch = Switch::on();
 
 /// Whether this CPU has bfloat16 arithmetic instructions that libtorch's
 /// kernels use (oneDNN's AVX-512 BF16 and AMX kernels; Arm's BF16 extension).
@@ -60,7 +55,6 @@ pub fn widened_kind(x: &Tensor, other: &Tensor) -> Option<Kind> {
         && other.kind() == kind
         && x.device() == Device::Cpu
         && other.device() == Device::Cpu
-        && ENABLED.is_on()
         && !native_bfloat16())
     .then_some(kind)
 }

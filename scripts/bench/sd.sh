@@ -66,7 +66,7 @@ fi
 printf "\n(b) one guided U-Net step, SD1.5-size, random weights, batch 2, 64x64\n"
 printf "%-28s %12s %12s %8s\n" "" diffgraph diffusers ratio
 for dt in ${BENCH_DTYPES:-fp32 bf16}; do
-  ours=$(OMP_WAIT_POLICY=passive cargo bench --quiet -p diffgraph-nodes-sd --bench unet_step -- $dt 2>/dev/null | tail -1)
+  ours=$(OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} cargo bench --quiet -p diffgraph-nodes-sd --bench unet_step -- $dt 2>/dev/null | tail -1)
   theirs=$(env ${THEIR_WAIT_POLICY:+OMP_WAIT_POLICY=$THEIR_WAIT_POLICY} $PY scripts/bench/diffusers_sd.py unet $dt 2>/dev/null | tail -1)
   for k in step_s peak_rss_mib; do
     a=$(field "$ours" $k); b=$(field "$theirs" $k)

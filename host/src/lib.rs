@@ -17,6 +17,7 @@
 
 pub mod comfy;
 pub mod device;
+pub mod engine_env;
 pub mod exec;
 pub mod graph;
 pub mod plugin;

@@ -13,10 +13,11 @@
 //! libgomp reads its environment once, in a constructor that runs when the
 //! library is loaded, i.e. before `main`; setting the variable later has no
 //! effect. So the `diffgraph` command is a launcher without libtorch
-//! (`src/bin/launcher.rs`) that sets `OMP_WAIT_POLICY=passive` and execs
-//! `diffgraph-engine`, and [`reexec_with_passive_wait`] re-executes the
-//! engine when it is started directly without the variable (a set value,
-//! e.g. `active` on a dedicated machine, is kept either way). The one hook
+//! (`src/bin/launcher.rs`) that sets `OMP_WAIT_POLICY=passive` (with the
+//! rest of `crate::engine_env`) and execs `diffgraph-engine`, and
+//! [`reexec_with_engine_env`] re-executes the engine when it is started
+//! directly without them (a set value, e.g. `active` on a dedicated machine,
+//! is kept either way). The one hook
 //! that runs before libgomp's constructor, the executable's `.preinit_array`,
 //! cannot set it: glibc's own initialiser runs after that hook and resets the
 //! environment to the one the process started with (tried; `OMP_DISPLAY_ENV`
@@ -28,8 +29,7 @@
 //! waking a passive worker would cost more than the op.
 use std::ffi::OsString;
 
-/// The OpenMP variable libgomp reads at start-up.
-pub const WAIT_POLICY_VAR: &str = "OMP_WAIT_POLICY";
+pub use crate::engine_env::WAIT_POLICY_VAR;
 
 /// The cores this process may use: its CPU affinity mask
 /// (`sched_getaffinity`) and its cgroup's CPU quota (cgroup v2 `cpu.max`,
@@ -88,19 +88,25 @@ pub fn configure(requested: Option<usize>) -> ThreadChoice {
     }
 }
 
-/// Re-executes this program with `OMP_WAIT_POLICY=passive` when the variable
-/// is unset, so libtorch's OpenMP threads sleep instead of spinning while they
-/// wait (see the module doc for why it cannot be set in-process). Call first
-/// thing in `main`, before any thread is started. Returns only when no
-/// re-execution happened: the variable was already set (by the user, or by
-/// the re-execution itself), or `exec` failed (the error; the caller goes on
-/// with the default policy). Costs one more process start (libtorch's static
+/// Re-executes this program with the environment it is meant to run in
+/// (`crate::engine_env`: `OMP_WAIT_POLICY=passive`, so libtorch's OpenMP
+/// threads sleep instead of spinning while they wait, and glibc malloc's
+/// tunables) when something is missing; neither can be set in-process (see
+/// the module doc). Call first thing in `main`, before any thread is
+/// started. Returns only when no re-execution happened: nothing was missing
+/// (the user set it, or the launcher or a re-execution did), this process
+/// is already a re-execution, or `exec` failed (the error; the caller goes on
+/// with the defaults). Costs one more process start (libtorch's static
 /// initialisation, ~0.2 s of CPU), once per process; the `diffgraph`
-/// launcher sets the variable first, so commands started through it never
+/// launcher sets the variables first, so commands started through it never
 /// pay it.
-pub fn reexec_with_passive_wait() -> Option<std::io::Error> {
+pub fn reexec_with_engine_env() -> Option<std::io::Error> {
     use std::os::unix::process::CommandExt;
-    if std::env::var_os(WAIT_POLICY_VAR).is_some() {
+    /// Set on the re-execution, so it cannot loop should the C library drop
+    /// a variable from its environment.
+    const REEXECUTED: &str = "DIFFGRAPH_REEXECUTED";
+    let missing = crate::engine_env::missing_here();
+    if missing.is_empty() || std::env::var_os(REEXECUTED).is_some() {
         return None;
     }
     let mut args = std::env::args_os();
@@ -109,7 +115,8 @@ pub fn reexec_with_passive_wait() -> Option<std::io::Error> {
     let err = std::process::Command::new(exe)
         .arg0(argv0)
         .args(args)
-        .env(WAIT_POLICY_VAR, "passive")
+        .envs(missing)
+        .env(REEXECUTED, "1")
         .exec();
     Some(err)
 }

@@ -129,3 +129,45 @@ fn the_launcher_without_its_engine_says_so() {
         "{err}"
     );
 }
+
+/// `diffgraph info`'s record of the environment the engine started with.
+fn engine_environment(envs: &[(&str, &str)]) -> serde_json::Value {
+    let mut cmd = Command::new(common::diffgraph_bin());
+    cmd.args(["info", "--json"]);
+    for k in [
+        "OMP_WAIT_POLICY",
+        "GLIBC_TUNABLES",
+        "MALLOC_MMAP_MAX_",
+        "MALLOC_TRIM_THRESHOLD_",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.envs(envs.iter().copied());
+    let out = cmd.output().expect("run diffgraph info");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info's json");
+    doc["environment"].clone()
+}
+
+#[test]
+fn the_launcher_sets_mallocs_tunables_and_keeps_the_users() {
+    let ours = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=18446744073709551615:glibc.malloc.hugetlb=1";
+    let env = engine_environment(&[]);
+    assert_eq!(env["GLIBC_TUNABLES"], ours, "{env}");
+    assert_eq!(env["OMP_WAIT_POLICY"], "passive", "{env}");
+    // Other tunables are kept, ours appended.
+    let env = engine_environment(&[("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX512F")]);
+    assert_eq!(
+        env["GLIBC_TUNABLES"],
+        format!("glibc.cpu.hwcaps=-AVX512F:{ours}")
+    );
+    // A user who sets one of the malloc tunables sets them all.
+    let env = engine_environment(&[("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")]);
+    assert_eq!(env["GLIBC_TUNABLES"], "glibc.malloc.hugetlb=0");
+    let env = engine_environment(&[("MALLOC_MMAP_MAX_", "65536")]);
+    assert_eq!(env["GLIBC_TUNABLES"], serde_json::Value::Null, "{env}");
+}

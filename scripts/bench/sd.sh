@@ -7,10 +7,13 @@
 # BENCH_PARTS=a or b runs only (a) or (b); BENCH_STEPS timed U-Net steps in (b) (default 3);
 # BENCH_DTYPES (default "fp32 bf16"); BENCH_CONV=alternate also times diffgraph's
 # step with libtorch's own convolution kernels, alternated in the same process.
-# Each side runs as its users get it: diffgraph's (b) bench with the passive
-# OpenMP wait that the `diffgraph` launcher sets (part (a) runs the launcher
-# itself), diffusers with PyTorch's default; THEIR_WAIT_POLICY=passive also
-# gives diffusers passive waiting.
+# Each side runs as its users get it: diffgraph's in-process benches with the
+# environment the `diffgraph` launcher gives its engine (passive OpenMP
+# waiting, glibc malloc's tunables: host/src/engine_env.rs; read from
+# `diffgraph info`, so a variable the user set is kept as the launcher keeps
+# it), diffusers with PyTorch's and glibc's defaults; THEIR_WAIT_POLICY=passive
+# gives diffusers passive waiting, THEIR_ENV=ours gives it the whole engine
+# environment.
 # Needs the fixture tools (scripts/fixtures/env.sh) for the diffusers side, or PYTHON=python-with-diffusers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -21,6 +24,13 @@ cargo build --release --workspace --quiet
 cargo bench --quiet -p diffgraph --bench sd_txt2img --no-run 2>/dev/null || true
 cargo bench --quiet -p diffgraph-nodes-sd --bench unet_step --no-run 2>/dev/null || true
 now() { date +%s.%N; }
+# What the launcher sets for its engine (NAME=value words; values have no spaces).
+ENGINE_ENV=$(./target/release/diffgraph info --json 2>/dev/null | python3 -c \
+  "import json,sys; e=json.load(sys.stdin)['environment']; print(' '.join(f'{k}={v}' for k,v in e.items() if v))")
+echo "diffgraph's environment: $ENGINE_ENV"
+THEIR_ENV_WORDS=()
+[ "${THEIR_ENV:-}" = ours ] && read -ra THEIR_ENV_WORDS <<< "$ENGINE_ENV"
+[ -n "${THEIR_WAIT_POLICY:-}" ] && THEIR_ENV_WORDS+=("OMP_WAIT_POLICY=$THEIR_WAIT_POLICY")
 ratio() { python3 -c "print(f'{$1/$2:.2f}x')"; }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 
@@ -40,14 +50,13 @@ PYEOF
 t0=$(now); $PY "$out/e2e.py" 2>/dev/null; t1=$(now)
 theirs_e2e=$(python3 -c "print($t1-$t0)")
 # Generation alone: BENCH_REPEAT (default 3) process pairs, alternating sides
-# (diffgraph with the CLI's passive OpenMP waiting, diffusers with PyTorch's default);
+# (diffgraph in the launcher's environment, diffusers with PyTorch's default);
 # each process reports the median of 5 generations; the table shows the median
 # over the pairs of each side (load time and memory: the last pair).
 ours_gen=(); theirs_gen=()
 for _ in $(seq "${BENCH_REPEAT:-3}"); do
-  # OMP_WAIT_POLICY=passive: how `diffgraph run` runs (diffgraph::threads)
-  ours=$(OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} cargo bench --quiet -p diffgraph --bench sd_txt2img 2>/dev/null | tail -1)
-  theirs=$($PY scripts/bench/diffusers_sd.py txt2img tests/fixtures/sd/sd1-tiny 2>/dev/null | tail -1)
+  ours=$(env $ENGINE_ENV cargo bench --quiet -p diffgraph --bench sd_txt2img 2>/dev/null | tail -1)
+  theirs=$(env "${THEIR_ENV_WORDS[@]}" $PY scripts/bench/diffusers_sd.py txt2img tests/fixtures/sd/sd1-tiny 2>/dev/null | tail -1)
   ours_gen+=("$(field "$ours" generate_s)"); theirs_gen+=("$(field "$theirs" generate_s)")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
@@ -66,8 +75,8 @@ fi
 printf "\n(b) one guided U-Net step, SD1.5-size, random weights, batch 2, 64x64\n"
 printf "%-28s %12s %12s %8s\n" "" diffgraph diffusers ratio
 for dt in ${BENCH_DTYPES:-fp32 bf16}; do
-  ours=$(OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} cargo bench --quiet -p diffgraph-nodes-sd --bench unet_step -- $dt 2>/dev/null | tail -1)
-  theirs=$(env ${THEIR_WAIT_POLICY:+OMP_WAIT_POLICY=$THEIR_WAIT_POLICY} $PY scripts/bench/diffusers_sd.py unet $dt 2>/dev/null | tail -1)
+  ours=$(env $ENGINE_ENV cargo bench --quiet -p diffgraph-nodes-sd --bench unet_step -- $dt 2>/dev/null | tail -1)
+  theirs=$(env "${THEIR_ENV_WORDS[@]}" $PY scripts/bench/diffusers_sd.py unet $dt 2>/dev/null | tail -1)
   for k in step_s peak_rss_mib; do
     a=$(field "$ours" $k); b=$(field "$theirs" $k)
     printf "%-28s %12.3f %12.3f %8s\n" "$dt $k" "$a" "$b" "$(ratio "$a" "$b")"

@@ -105,13 +105,12 @@ impl Executor {
             interrupt: &self.interrupt,
             observer,
         };
-        let evicted = self.cache.lock().evictions();
         let outcome = run::run(plan, &self.cache, &env);
         self.cache.end_run();
-        // What a memory budget evicted should leave the process too.
-        if self.cache.lock().evictions() > evicted {
-            crate::plugin::ffi::release_free_memory();
-        }
+        // The engine's malloc keeps freed memory while a graph runs
+        // (crate::engine_env); between runs, what was freed (intermediates,
+        // what a memory budget evicted) leaves the process.
+        crate::plugin::ffi::release_free_memory();
         outcome
     }
 }

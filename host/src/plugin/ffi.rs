@@ -453,9 +453,11 @@ pub fn malloc_in_use() -> Option<u64> {
 }
 
 /// Gives the C allocator's free memory back to the system (glibc's
-/// `malloc_trim(0)`; nothing elsewhere). Freed chunks below glibc's mmap
-/// threshold (which grows to 32 MiB) otherwise stay in the process, so a
-/// cache that evicted a model would not shrink the process.
+/// `malloc_trim(0)`; nothing elsewhere). Freed chunks otherwise stay in the
+/// process: all of them under the engine's malloc settings
+/// (`crate::engine_env`), those below the mmap threshold (up to 32 MiB)
+/// under glibc's defaults; so a finished run, or a cache that evicted a
+/// model, would not shrink the process.
 pub fn release_free_memory() {
     use std::sync::OnceLock;
     type TrimFn = unsafe extern "C" fn(usize) -> i32;

@@ -1,6 +1,7 @@
 //! `diffgraph info`: the ABI, libtorch, the CUDA library state and the
-//! loaded plugins.
+//! loaded plugins, and the environment the engine runs in.
 use crate::device::{self, CudaLibrary};
+use crate::engine_env;
 use crate::plugin::Registry;
 use serde_json::{json, Value as Json};
 use std::path::PathBuf;
@@ -26,5 +27,11 @@ pub fn info_json(registry: &Registry, cuda: &CudaLibrary, cuda_mapped: Option<Pa
         "cuda_available": tch::Cuda::is_available(),
         "cuda_devices": tch::Cuda::device_count(),
         "plugins": plugins,
+        // What this process started with (crate::engine_env): the launcher
+        // sets what the user did not.
+        "environment": {
+            engine_env::WAIT_POLICY_VAR: std::env::var(engine_env::WAIT_POLICY_VAR).ok(),
+            engine_env::TUNABLES_VAR: std::env::var(engine_env::TUNABLES_VAR).ok(),
+        },
     })
 }

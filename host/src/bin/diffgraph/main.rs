@@ -27,12 +27,13 @@ fn main() {
         _ => false,
     };
     if runs_nodes {
-        // Before anything else: libgomp reads its wait policy at load time
-        // (diffgraph::threads). Started through the `diffgraph` launcher the
-        // variable is set and nothing happens; started directly, this
-        // re-executes. Returns only if no re-execution happened.
-        if let Some(e) = diffgraph::threads::reexec_with_passive_wait() {
-            eprintln!("warning: could not re-execute with OMP_WAIT_POLICY=passive: {e}");
+        // Before anything else: libgomp reads its wait policy at load time,
+        // glibc its malloc tunables at start (diffgraph::engine_env). Started
+        // through the `diffgraph` launcher they are set and nothing happens;
+        // started directly, this re-executes. Returns only if no
+        // re-execution happened.
+        if let Some(e) = diffgraph::threads::reexec_with_engine_env() {
+            eprintln!("warning: could not re-execute with diffgraph's environment: {e}");
         }
     }
     if !matches!(cli.command, Command::ProbePlugins { .. }) {

@@ -19,10 +19,12 @@
 //!   `trim_threshold` at its largest (the heap is not shrunk while a graph
 //!   runs) and `hugetlb=1` (the heap in transparent huge pages where the
 //!   system allows `madvise`), freed blocks are reused in place: 10k
-//!   faults, and the step 0.86-0.97x the default's time, peak memory the same
-//!   (BENCHMARKS.md, "Memory that stays mapped"). The executor gives the free
-//!   memory back at the end of every run (`plugin::ffi::release_free_memory`),
-//!   so a server or `watch` between runs does not keep its peak.
+//!   faults, and the step 0.86-0.97x the default's time at the same peak;
+//!   loading a checkpoint and a step in one process peaks ~6% higher, as
+//!   freed blocks stay in the heap (BENCHMARKS.md, "Memory that stays
+//!   mapped"). The executor gives the free memory back at the end of every
+//!   run (`plugin::ffi::release_free_memory`), so a server or `watch`
+//!   between runs does not keep its peak.
 //!
 //! A user's setting is kept: `OMP_WAIT_POLICY`, and the malloc tunables as a
 //! whole: when any of the three is named in `GLIBC_TUNABLES` or set by its

@@ -19,7 +19,7 @@
 //!   `trim_threshold` at its largest (the heap is not shrunk while a graph
 //!   runs) and `hugetlb=1` (the heap in transparent huge pages where the
 //!   system allows `madvise`), freed blocks are reused in place: 10k
-//!   faults, and the step 0.86-0.97x the default's time at the same peak;
+//!   faults, and the step 0.86-1.00x the default's time at the same peak;
 //!   loading a checkpoint and a step in one process peaks ~6% higher, as
 //!   freed blocks stay in the heap (BENCHMARKS.md, "Memory that stays
 //!   mapped"). The executor gives the free memory back at the end of every

@@ -75,6 +75,46 @@ impl ConvShape {
         }
     }
 
+    /// The sizes of a call diffgraph's convolution kernels can take at all:
+    /// a weight [out_ch, in_ch, 3, 3], an input [batch, in_ch, h, w], a bias
+    /// of [out_ch] or none, every one a float32 CPU tensor that needs no
+    /// gradient, no empty dimension. `weight_fits(out_ch, in_ch)`, the
+    /// kernel's own rule on the weight (a property of the layer), is asked
+    /// before the input is looked at: this runs for every convolution.
+    pub fn of_plain_call(
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: i64,
+        padding: i64,
+        weight_fits: impl Fn(i64, i64) -> bool,
+    ) -> Option<ConvShape> {
+        let &[out_ch, w_in, 3, 3] = weight.size().as_slice() else {
+            return None;
+        };
+        if !weight_fits(out_ch, w_in) {
+            return None;
+        }
+        let &[batch, in_ch, h, w] = x.size().as_slice() else {
+            return None;
+        };
+        let bias_fits = bias.is_none_or(|b| b.size() == [out_ch] && plain_cpu_float(b));
+        if in_ch != w_in
+            || [batch, in_ch, out_ch, h, w].contains(&0)
+            || !bias_fits
+            || !plain_cpu_float(x)
+            || !plain_cpu_float(weight)
+        {
+            return None;
+        }
+        Some(ConvShape::new(
+            [batch, in_ch, h, w],
+            out_ch,
+            stride,
+            padding,
+        ))
+    }
+
     pub fn out_h(&self) -> usize {
         (self.h + 2 * self.padding - K) / self.stride + 1
     }
@@ -103,8 +143,7 @@ pub fn try_conv2d(
     Some(run(x, weight, bias, shape))
 }
 
-/// The shape of a call this kernel takes, or `None`. The weight, a property
-/// of the layer, is looked at first.
+/// The shape of a call this kernel takes, or `None`.
 fn eligible(
     x: &Tensor,
     weight: &Tensor,
@@ -112,38 +151,17 @@ fn eligible(
     stride: i64,
     padding: i64,
 ) -> Option<ConvShape> {
-    let &[out_ch, w_in, kh, kw] = weight.size().as_slice() else {
-        return None;
-    };
-    if (kh, kw) != (K as i64, K as i64)
-        || out_ch * w_in * kh * kw >= MAX_WEIGHT_ELEMENTS
-        || stride < 1
-        || padding < 0
-        || !ENABLED.is_on()
-    {
+    if stride < 1 || padding < 0 || !ENABLED.is_on() {
         return None;
     }
-    let &[batch, in_ch, h, w] = x.size().as_slice() else {
-        return None;
-    };
-    let bias_fits = bias.is_none_or(|b| b.size() == [out_ch] && plain_cpu_float(b));
-    if in_ch != w_in || !bias_fits || !plain_cpu_float(x) || !plain_cpu_float(weight) {
-        return None;
-    }
-    let (out_h, out_w) = (
-        (h + 2 * padding - kh) / stride + 1,
-        (w + 2 * padding - kw) / stride + 1,
-    );
-    let macs = batch * out_h * out_w * out_ch * in_ch * kh * kw;
-    if h + 2 * padding < kh || w + 2 * padding < kw || macs == 0 || macs >= MAX_MACS {
+    let weight_fits = |out_ch: i64, in_ch: i64| out_ch * in_ch * 9 < MAX_WEIGHT_ELEMENTS;
+    let shape = ConvShape::of_plain_call(x, weight, bias, stride, padding, weight_fits)?;
+    let (h, w, p) = (shape.h, shape.w, shape.padding);
+    if h + 2 * p < K || w + 2 * p < K {
         return None;
     }
-    Some(ConvShape::new(
-        [batch, in_ch, h, w],
-        out_ch,
-        stride,
-        padding,
-    ))
+    let macs = shape.batch * shape.out_h() * shape.out_w() * shape.out_ch * shape.in_ch * K * K;
+    ((macs as i64) < MAX_MACS).then_some(shape)
 }
 
 fn run(

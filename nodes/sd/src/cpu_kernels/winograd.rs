@@ -33,7 +33,7 @@ use tch::Tensor;
 
 use super::scratch::Scratch;
 use super::small_conv::ConvShape;
-use super::{plain_cpu_float, Switch};
+use super::Switch;
 
 /// Outputs smaller than this (height x width) stay with the other kernels
 /// (at 16x16 and below, `conv`'s GEMM form or oneDNN).
@@ -71,26 +71,12 @@ fn eligible(
     stride: i64,
     padding: i64,
 ) -> Option<ConvShape> {
-    let &[out_ch, w_in, 3, 3] = weight.size().as_slice() else {
-        return None;
-    };
-    if out_ch * w_in * 9 < MIN_WEIGHT_ELEMENTS || stride != 1 || padding != 1 || !ENABLED.is_on() {
+    if stride != 1 || padding != 1 || !ENABLED.is_on() {
         return None;
     }
-    let &[batch, in_ch, h, w] = x.size().as_slice() else {
-        return None;
-    };
-    let bias_fits = bias.is_none_or(|b| b.size() == [out_ch] && plain_cpu_float(b));
-    if in_ch != w_in
-        || h * w < MIN_OUTPUT_POSITIONS
-        || batch < 1
-        || !bias_fits
-        || !plain_cpu_float(x)
-        || !plain_cpu_float(weight)
-    {
-        return None;
-    }
-    Some(ConvShape::new([batch, in_ch, h, w], out_ch, 1, 1))
+    let weight_fits = |out_ch: i64, in_ch: i64| out_ch * in_ch * 9 >= MIN_WEIGHT_ELEMENTS;
+    let shape = ConvShape::of_plain_call(x, weight, bias, 1, 1, weight_fits)?;
+    ((shape.h * shape.w) as i64 >= MIN_OUTPUT_POSITIONS).then_some(shape)
 }
 
 fn run(

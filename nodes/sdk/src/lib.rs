@@ -31,11 +31,13 @@ pub mod abi;
 pub mod export;
 pub mod interrupt;
 mod node;
+pub mod owned_floats;
 pub mod rng;
 mod schema;
 mod value;
 
 pub use node::{Context, Inputs, Node, NodeError};
+pub use owned_floats::OwnedFloats;
 pub use schema::{InputSpec, NodeSchema, OutputSpec, PortType};
 pub use tch;
 pub use value::{InputValue, Object, ObjectRef, Value};

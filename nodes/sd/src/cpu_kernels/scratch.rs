@@ -37,23 +37,6 @@ impl Scratch {
         Scratch(buffer)
     }
 
-    /// A new float32 CPU tensor of `size` holding these elements (one copy).
-    pub fn to_tensor(&self, size: &[i64]) -> Result<tch::Tensor, tch::TchError> {
-        // tch copies as many bytes as `size` asks for without checking the
-        // slice: the check is ours.
-        let elements = size
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
-        if elements != Some(self.0.len()) {
-            let message = format!(
-                "{} elements cannot make a tensor of size {size:?}",
-                self.0.len()
-            );
-            return Err(tch::TchError::Shape(message));
-        }
-        tch::Tensor::f_from_data_size(bytemuck::cast_slice(&self.0), size, tch::Kind::Float)
-    }
-
     /// A copy of a CPU tensor's elements (any strides), as float32.
     pub fn read(t: &tch::Tensor) -> Result<Scratch, tch::TchError> {
         let n = t.numel();
@@ -140,17 +123,6 @@ mod tests {
         let a = Scratch::zeroed(10);
         let b = Scratch::zeroed(10);
         assert_ne!(a.as_ptr(), b.as_ptr());
-    }
-
-    #[test]
-    fn makes_a_tensor_of_the_given_shape() {
-        let mut a = Scratch::zeroed(6);
-        a.copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-        let t = a.to_tensor(&[2, 3]).unwrap();
-        assert_eq!(t.size(), [2, 3]);
-        assert_eq!(t.double_value(&[1, 0]), 4.0);
-        assert!(a.to_tensor(&[4, 2]).is_err(), "8 elements from 6");
-        assert!(a.to_tensor(&[-2, -3]).is_err(), "negative sizes");
     }
 
     #[test]

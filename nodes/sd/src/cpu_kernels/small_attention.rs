@@ -25,6 +25,7 @@
 //! thread, the tensor copies included (BENCHMARKS.md, "Small-head attention
 //! and small convolutions"): 0.42-0.60x its time at 4 components, 0.71-0.74x
 //! at 8, 2x and more at 16 and 32.
+use diffgraph_sdk::OwnedFloats;
 use pulp::{Arch, Simd, WithSimd};
 use tch::Tensor;
 
@@ -105,18 +106,18 @@ fn run(
     shape: Shape,
     scale: f32,
 ) -> Result<Tensor, tch::TchError> {
-    let mut out = Scratch::zeroed(shape.heads * shape.queries * shape.value_dim);
+    let mut size = q.size();
+    *size.last_mut().expect("rank checked") = shape.value_dim as i64;
+    let mut out = OwnedFloats::zeros(&size)?;
     attend_into(
         &Scratch::read(q)?,
         &Scratch::read(k)?,
         &Scratch::read(v)?,
         shape,
         scale,
-        &mut out,
+        out.as_mut_slice(),
     );
-    let mut size = q.size();
-    *size.last_mut().expect("rank checked") = shape.value_dim as i64;
-    out.to_tensor(&size)
+    Ok(out.into_tensor())
 }
 
 /// The kernel on row-major slices: `q` [heads, queries, head_dim], `k`

@@ -25,6 +25,7 @@
 //! convolutions"): 0.25-0.92x oneDNN's time for the tiny model's shapes,
 //! ties (1.01-1.02x) at the rule's edges; 1.1x at 10-14M multiply-adds or
 //! 74k weights at a 4x6 output, which stay with oneDNN.
+use diffgraph_sdk::OwnedFloats;
 use pulp::{Arch, Simd, WithSimd};
 use tch::Tensor;
 
@@ -171,16 +172,16 @@ fn run(
     shape: ConvShape,
 ) -> Result<Tensor, tch::TchError> {
     let bias = bias.map(Scratch::read).transpose()?;
-    let mut out = Scratch::zeroed(shape.out_len());
+    let size = [shape.batch, shape.out_ch, shape.out_h(), shape.out_w()].map(|v| v as i64);
+    let mut out = OwnedFloats::zeros(&size)?;
     conv3x3_into(
         &Scratch::read(x)?,
         &Scratch::read(weight)?,
         bias.as_deref(),
         shape,
-        &mut out,
+        out.as_mut_slice(),
     );
-    let size = [shape.batch, shape.out_ch, shape.out_h(), shape.out_w()].map(|v| v as i64);
-    out.to_tensor(&size)
+    Ok(out.into_tensor())
 }
 
 /// The kernel on row-major slices: `x` [batch, in_ch, h, w], `weight`

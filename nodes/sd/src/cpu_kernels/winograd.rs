@@ -28,7 +28,7 @@
 //! gradients stay with libtorch), a 3x3 kernel, stride 1, padding 1, at
 //! least [`MIN_OUTPUT_POSITIONS`] output positions and
 //! [`MIN_WEIGHT_ELEMENTS`] weights: the rule is by shape alone.
-use std::cell::RefCell;
+use diffgraph_sdk::OwnedFloats;
 use tch::Tensor;
 
 use super::scratch::Scratch;
@@ -96,12 +96,15 @@ fn run(
         threads,
         CHUNK_FLOATS,
     )?;
-    out.to_tensor(&[s.batch, s.out_ch, s.h, s.w].map(|v| v as i64))
+    Ok(out.into_tensor())
 }
 
 /// The convolution of `x` [batch, in_ch, h, w] with the transformed filters
 /// `u` [16, out_ch, in_ch] (+ `bias`), as [batch, out_ch, h, w], in chunks of
-/// at most `chunk_floats` transformed floats (one tile row at least).
+/// at most `chunk_floats` transformed floats (one tile row at least). The
+/// transforms write into and read from libtorch's tensors directly
+/// ([`OwnedFloats`]): copying the transformed input, the products and the
+/// output in and out of tensors was ~15% of a call.
 fn convolve(
     x: &[f32],
     u: &Tensor,
@@ -109,37 +112,26 @@ fn convolve(
     s: ConvShape,
     threads: usize,
     chunk_floats: usize,
-) -> Result<Scratch, tch::TchError> {
-    let mut out = Scratch::zeroed(s.out_len());
+) -> Result<OwnedFloats, tch::TchError> {
+    let mut out = OwnedFloats::zeros(&[s.batch, s.out_ch, s.h, s.w].map(|v| v as i64))?;
     let tiles = Tiles::new(s);
     for chunk in tiles.chunks(s, chunk_floats) {
-        let v = transform_input(x, s, &tiles, &chunk, threads);
-        let v = v.to_tensor(&[16, s.in_ch as i64, chunk.tiles(&tiles) as i64])?;
-        let m = products(u, &v)?;
-        transform_output(&m, bias, s, &tiles, &chunk, threads, &mut out);
+        let size = [16, s.in_ch, chunk.tiles(&tiles)].map(|v| v as i64);
+        let mut v = OwnedFloats::zeros(&size)?;
+        transform_input(x, s, &tiles, &chunk, threads, v.as_mut_slice());
+        // M_ξ = U_ξ V_ξ for every ξ: [16, out, tiles].
+        let m = OwnedFloats::bmm(u, &v.into_tensor())?;
+        transform_output(
+            m.as_slice(),
+            bias,
+            s,
+            &tiles,
+            &chunk,
+            threads,
+            out.as_mut_slice(),
+        );
     }
     Ok(out)
-}
-
-thread_local! {
-    /// The last products tensor, reused: a fresh one of this size (up to
-    /// [`CHUNK_FLOATS`]) is faulted in page by page on every call.
-    static PRODUCTS: RefCell<Option<Tensor>> = const { RefCell::new(None) };
-}
-
-/// M_ξ = U_ξ V_ξ for every ξ (`u` [16, out, in], `v` [16, in, tiles]), as floats.
-fn products(u: &Tensor, v: &Tensor) -> Result<Scratch, tch::TchError> {
-    let size = [16, u.size()[1], v.size()[2]];
-    PRODUCTS.with(|cell| {
-        let m = match cell.borrow_mut().take() {
-            Some(mut m) => m.f_resize_(size)?,
-            None => Tensor::f_empty(size, (tch::Kind::Float, tch::Device::Cpu))?,
-        };
-        let _ = u.f_bmm_out(&m, v)?;
-        let floats = Scratch::read(&m);
-        *cell.borrow_mut() = Some(m);
-        floats
-    })
 }
 
 /// The transform of a 3x3 filter g to U = G g G^T, as a 16 x 9 matrix on
@@ -268,11 +260,12 @@ fn transform_input(
     tiles: &Tiles,
     chunk: &Chunk,
     threads: usize,
-) -> Scratch {
+    v: &mut [f32],
+) {
     let n_tiles = chunk.tiles(tiles);
-    let mut v = Scratch::zeroed(16 * s.in_ch * n_tiles);
+    assert_eq!(v.len(), 16 * s.in_ch * n_tiles, "transformed input");
     let counts = split_counts(s.in_ch, threads);
-    let parts = split_blocks(&mut v, s.in_ch * n_tiles, &counts, n_tiles);
+    let parts = split_blocks(v, s.in_ch * n_tiles, &counts, n_tiles);
     std::thread::scope(|scope| {
         let mut first_ch = 0;
         for (mut part, &count) in parts.into_iter().zip(&counts) {
@@ -292,7 +285,6 @@ fn transform_input(
             });
         }
     });
-    v
 }
 
 /// The 4 input rows under one tile row, split into even and odd padded

@@ -32,6 +32,7 @@ fn matches_libtorch_on_ragged_shapes_threads_and_chunks() {
         let ours = convolve(&floats(&x), &u, bias, s, threads, chunk_floats).unwrap();
         let theirs = floats(&theirs);
         let err = ours
+            .as_slice()
             .iter()
             .zip(&theirs)
             .map(|(a, b)| (a - b).abs())

@@ -1,8 +1,9 @@
-//! diffgraph's Winograd F(2x2, 3x3) convolution against libtorch's (oneDNN),
-//! per shape, in one process at `BENCH_THREADS` threads (default 2): the 3x3
-//! stride-1 convolutions of an SD1.5 U-Net at 512x512 (64x64 and 32x32
-//! latents, batch 2), of the SD VAE decoder (batch 1), and a few around the
-//! kernel's size limits.
+//! diffgraph's Winograd F(2x2, 3x3) convolution against the kernel
+//! `diffgraph_nodes_sd::conv` chooses without it (oneDNN; the im2col + GEMM
+//! form for large weights at 16x16 and below), per shape, in one process at
+//! `BENCH_THREADS` threads (default 2): the 3x3 stride-1 convolutions of an
+//! SD1.5 U-Net at 512x512 (64x64, 32x32 and 16x16 latents, batch 2), of the
+//! SD VAE decoder (batch 1), and a few around the kernel's size limits.
 //! Usage: `cargo bench -p diffgraph-nodes-sd --bench winograd`; prints one
 //! line per shape: milliseconds per call (median of `BENCH_RUNS`, default 5,
 //! alternating the two kernels after one warm-up call each) and the ratio.
@@ -27,7 +28,7 @@ fn main() {
     let _guard = tch::no_grad_guard();
     let opts = (Kind::Float, Device::Cpu);
     println!(
-        "3x3 stride 1 padding 1: batch, in -> out, size | GMACs | Winograd ms | oneDNN ms | ratio"
+        "3x3 stride 1 padding 1: batch, in -> out, size | GMACs | Winograd ms | without, ms | ratio"
     );
     for (n, c, o, hw) in [
         (2, 320, 320, 64),
@@ -39,6 +40,11 @@ fn main() {
         (2, 960, 640, 32),
         (2, 1280, 640, 32),
         (2, 1280, 1280, 32),
+        (2, 640, 1280, 16),
+        (2, 1280, 1280, 16),
+        (2, 1920, 1280, 16),
+        (2, 2560, 1280, 16),
+        (2, 1280, 1280, 12),
         (1, 512, 512, 64),
         (1, 512, 512, 128),
         (1, 256, 256, 256),
@@ -56,7 +62,12 @@ fn main() {
                 .expect("a shape the kernel takes")
                 .unwrap()
         };
-        let theirs = || x.conv2d(&w, Some(&b), [1, 1], [1, 1], [1, 1], 1);
+        let theirs = || {
+            winograd::ENABLED.set(false);
+            let out = diffgraph_nodes_sd::conv::conv2d(&x, &w, Some(&b), 1, 1);
+            winograd::ENABLED.set(true);
+            out
+        };
         let time = |f: &dyn Fn() -> Tensor| {
             let t = Instant::now();
             let _ = std::hint::black_box(f());

@@ -6,7 +6,7 @@
 //! Small 3x3 convolutions (under 8M multiply-adds and 2^16 weights) run
 //! diffgraph's own direct kernel, [`crate::cpu_kernels::small_conv`]:
 //! oneDNN's per-call cost is most of their time. Large 3x3 "same"
-//! convolutions (outputs from 32x32, weights from 2^19 elements) run as
+//! convolutions (outputs from 12x12, weights from 2^19 elements) run as
 //! Winograd F(2x2, 3x3), [`crate::cpu_kernels::winograd`]. The rest is below.
 //!
 //! libtorch sends every batched float32 CPU convolution to oneDNN. Measured on
@@ -18,7 +18,10 @@
 //! Those levels hold about 40% of an SD1.5 step's convolution time. At larger
 //! outputs, and for smaller weights, oneDNN is as fast or faster, so the rule
 //! is by output size and weight size, and by nothing else: the same shapes
-//! always take the same kernel, so a seed always gives the same image.
+//! always take the same kernel, so a seed always gives the same image. The
+//! stride-1 3x3 ones from 12x12 up now go to Winograd first (it needs 2.25x
+//! fewer multiply-adds), so the GEMM form runs the 8x8 level and the strided
+//! convolutions.
 //!
 //! The GEMM form sums in another order than oneDNN: an SD1.5-size U-Net's
 //! output differs from diffusers' by float32 rounding (3.9e-6 max abs at an

@@ -35,9 +35,9 @@ impl OwnedFloats {
             let message = format!("bmm of sizes {sa:?} and {sb:?}: both must be 3-D");
             return Err(TchError::Shape(message));
         }
-        // Filled by bmm_out below; the zeros keep every element initialised
-        // should libtorch fail part-way.
-        let out = Tensor::f_zeros([sa[0], sa[1], sb[2]], (Kind::Float, Device::Cpu))?;
+        // Uninitialised until bmm_out writes every element; on an error it is
+        // dropped unread.
+        let out = Tensor::f_empty([sa[0], sa[1], sb[2]], (Kind::Float, Device::Cpu))?;
         // bmm_out returns another handle to `out`: dropped at once, so `out`
         // stays the only one.
         drop(a.f_bmm_out(&out, b)?);

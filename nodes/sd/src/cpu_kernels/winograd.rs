@@ -1,7 +1,7 @@
 //! Large 3x3 "same" convolutions as Winograd F(2x2, 3x3), computed in Rust.
 //!
-//! Why: the 3x3 convolutions of an SD-size U-Net's 64x64 and 32x32 levels
-//! (and of the VAE decoder) are about a third of an SD1.5 step on the CPU,
+//! Why: the 3x3 convolutions of an SD-size U-Net's 64x64, 32x32 and 16x16
+//! levels (and of the VAE decoder) are about a third of an SD1.5 step on the CPU,
 //! and oneDNN's direct kernels already run them near this machine's peak
 //! multiply-add rate. Winograd's algorithm needs 2.25x fewer multiply-adds
 //! for the same result (BENCHMARKS.md, "Winograd convolutions").
@@ -36,8 +36,10 @@ use super::small_conv::ConvShape;
 use super::Switch;
 
 /// Outputs smaller than this (height x width) stay with the other kernels
-/// (at 16x16 and below, `conv`'s GEMM form or oneDNN).
-pub const MIN_OUTPUT_POSITIONS: i64 = 32 * 32;
+/// (`conv`'s GEMM form or oneDNN): against the GEMM form, 1280 -> 1280
+/// channels took 0.63-0.68x its time at 16x16, 0.88x at 12x12, 0.96x at
+/// 10x10 and 1.15x at 8x8 (BENCHMARKS.md, "Winograd convolutions").
+pub const MIN_OUTPUT_POSITIONS: i64 = 12 * 12;
 
 /// Weights smaller than this stay with oneDNN: at 128 channels the
 /// transforms cost more than the saved multiply-adds (128 -> 128 at 64x64

@@ -36,9 +36,10 @@ use super::small_conv::ConvShape;
 use super::Switch;
 
 /// Outputs smaller than this (height x width) stay with the other kernels
-/// (`conv`'s GEMM form or oneDNN): against the GEMM form, 1280 -> 1280
-/// channels took 0.63-0.68x its time at 16x16, 0.88x at 12x12, 0.96x at
-/// 10x10 and 1.15x at 8x8 (BENCHMARKS.md, "Winograd convolutions").
+/// (`conv`'s GEMM form or oneDNN): against the GEMM form, SD1.5's
+/// 1280-output convolutions took 0.61-0.76x its time at 16x16, 0.72-0.94x
+/// at 12x12, 0.96x at 10x10 and 1.15x at 8x8 (BENCHMARKS.md, "Winograd
+/// without copies").
 pub const MIN_OUTPUT_POSITIONS: i64 = 12 * 12;
 
 /// Weights smaller than this stay with oneDNN: at 128 channels the

@@ -45,7 +45,7 @@ impl OwnedFloats {
     }
 
     /// Takes a tensor just made by a libtorch op in this module, checking
-    /// what the slices rely on: float32, CPU, contiguous, same size.
+    /// what the slices rely on: float32, CPU, contiguous.
     fn of_fresh(tensor: Tensor) -> Result<OwnedFloats, TchError> {
         let plain = tensor.kind() == Kind::Float
             && tensor.device() == Device::Cpu

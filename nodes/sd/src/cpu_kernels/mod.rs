@@ -14,8 +14,9 @@
 //! taken by its shape alone, so the same shapes always run the same kernel;
 //! only float32 CPU tensors that need no gradient are taken (classifier
 //! guidance's gradients stay with libtorch); operands are copied out of
-//! libtorch into reused buffers ([`scratch`]); each kernel has a switch for
-//! benchmarks.
+//! libtorch into reused buffers ([`scratch`]), results are written straight
+//! into libtorch tensors (`diffgraph_sdk::OwnedFloats`); each kernel has a
+//! switch for benchmarks.
 use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Kind, Tensor};
 
